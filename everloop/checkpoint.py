@@ -1,0 +1,87 @@
+"""Run folders: config.json + model.safetensors (+ train_state.pt to resume).
+
+Every file is written to a temp name beside it and renamed into place, so a crash or a
+Ctrl-C never leaves a half-written checkpoint. train_state.pt is read with
+weights_only=True: tensors and plain containers only, never arbitrary pickled code."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import EverloopError
+from .models import build, config_from_dict, config_to_dict
+
+CONFIG, WEIGHTS, TRAIN_STATE = "config.json", "model.safetensors", "train_state.pt"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp over path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> None:
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    config = {"family": model.family, "config": config_to_dict(model.cfg), **meta}
+    # Weights first, config last: a config.json always describes weights that exist.
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(run / WEIGHTS, lambda p: save_file(tensors, str(p)))
+    if train_state is not None:
+        atomic_write(run / TRAIN_STATE, lambda p: torch.save(train_state, p))
+    atomic_write(run / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
+
+
+def read_config(run: Path) -> dict:
+    run = Path(run)
+    if not run.is_dir():
+        raise EverloopError(f"{run}: no such run folder")
+    path = run / CONFIG
+    try:
+        config = json.loads(path.read_text())
+        config["family"], config["config"]
+    except FileNotFoundError:
+        raise EverloopError(f"{path}: missing (is {run} a run folder made by `everloop train`?)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise EverloopError(f"{path}: not a valid run config ({e})") from None
+    return config
+
+
+def load_run(run: Path):
+    """Rebuild the model of a run folder, in eval mode; returns (model, config dict)."""
+    run = Path(run)
+    config = read_config(run)
+    model = build(config["family"], config_from_dict(config["family"], config["config"]))
+    path = run / WEIGHTS
+    if not path.exists():
+        raise EverloopError(f"{path}: missing")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EverloopError(f"{path}: unreadable or truncated weights ({e})") from None
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise EverloopError(f"{path}: weights do not match the config "
+                            f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    return model.eval(), config
+
+
+def load_train_state(run: Path) -> dict:
+    path = Path(run) / TRAIN_STATE
+    if not path.exists():
+        raise EverloopError(f"{path}: missing; cannot --resume (train without --resume to start over)")
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged file
+        raise EverloopError(f"{path}: unreadable training state ({type(e).__name__})") from None

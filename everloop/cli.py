@@ -1,0 +1,189 @@
+"""everloop prepare | train | generate | live | sheet
+
+Every user-facing failure is an EverloopError, printed as one line with exit status 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Set before torch is imported: with another busy process, spinning OpenMP threads make a
+# 2-core machine 10-50x slower; passive waiting costs nothing when the machine is quiet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import EverloopError  # noqa: E402
+
+
+def _positive(flag: str, kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be > 0, got {text}")
+        return value
+    return parse
+
+
+def _crop(text: str):
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--crop must be X,Y,W,H in pixels, got {text!r}") from None
+    return x, y, w, h
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise EverloopError(f"--set {pair!r}: use key=value")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_prepare(a) -> None:
+    from .data import prepare
+    meta = prepare(a.source, a.out, size=a.size, crop=a.crop, force=a.force, fps=a.fps)
+    print(f"wrote {a.out}: {meta['frames']} frames of {meta['height']}x{meta['width']} "
+          f"at {meta['fps']} fps in {len(meta['episodes'])} episode(s)")
+
+
+def cmd_train(a) -> None:
+    import torch
+    from .train import TrainArgs, train
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    run = train(TrainArgs(data=a.data, out=a.out, family=a.family, preset=a.preset,
+                          overrides=_overrides(a.set), steps=a.steps, minutes=a.minutes,
+                          resume=a.resume, force=a.force, seed=a.seed, sample_every=a.sample_every,
+                          precision=a.precision, progress=not a.quiet))
+    print(f"saved {run}; try: everloop generate {run} --frames 900 --out lava.mp4")
+
+
+def _load(a):
+    import torch
+    from .checkpoint import load_run
+    if getattr(a, "threads", None):
+        torch.set_num_threads(a.threads)
+    return load_run(a.run)
+
+
+def _interp(a, config) -> int:
+    # Default: play at the speed of the source video (one model step = clip_stride frames).
+    return a.interp if a.interp else int(config["config"].get("clip_stride", 1))
+
+
+def cmd_generate(a) -> None:
+    from tqdm import tqdm
+    from . import rollout
+    from .sinks import open_sink
+    model, config = _load(a)
+    fps = a.fps or (config.get("data") or {}).get("fps") or 30
+    with open_sink(a.out, fps=fps, frames=a.frames, force=a.force) as sink, \
+            tqdm(total=a.frames, unit="frame", desc="generate", disable=a.quiet) as bar:
+        for chunk in rollout.frames(model, a.frames, batch=1, seed=a.seed, interp=_interp(a, config),
+                                    chunk=a.chunk):
+            sink.write(chunk[0])
+            bar.update(chunk.shape[1])
+    print(f"wrote {a.out}: {a.frames} frames at {fps} fps")
+
+
+def cmd_live(a) -> None:
+    from . import live, rollout
+    live.check_display()
+    model, config = _load(a)
+    chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, config), chunk=a.fps))
+    shown = live.play(chunks, fps=a.fps, scale=a.scale)
+    print(f"played {shown} frames")
+
+
+def cmd_sheet(a) -> None:
+    from . import sheets
+    model, config = _load(a)
+    sheets.window_sheet(model, a.out, start=a.start, count=a.count, stride=a.stride, streams=a.streams,
+                        seed=a.seed, interp=a.interp or 1)
+    print(f"wrote {a.out}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other everloop error
+        print(f"everloop: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="everloop", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("prepare", help="video / frame folder / episode tree -> DATA (frames.npy + meta.json)")
+    s.add_argument("source")
+    s.add_argument("--out", required=True, help="dataset folder to write")
+    s.add_argument("--size", type=_positive("--size"), help="square output size; native size if omitted")
+    s.add_argument("--crop", type=_crop, help="X,Y,W,H crop in source pixels (default: centre square)")
+    s.add_argument("--fps", type=_positive("--fps", float), help="frame rate of a frame folder (default 30)")
+    s.add_argument("--force", action="store_true", help="replace an existing DATA folder")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train", help="train a family on DATA into a run folder")
+    s.add_argument("--family", default="duralava")
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--preset", default="default")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field")
+    s.add_argument("--steps", type=_positive("--steps"))
+    s.add_argument("--minutes", type=_positive("--minutes", float))
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sample-every", type=int, default=250)
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    for name, helptext in (("generate", "write an endless stream's first N frames to a file"),
+                           ("live", "play the endless stream in a window"),
+                           ("sheet", "a PNG grid of frames start, start+stride, ... of several streams")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("run")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--interp", type=_positive("--interp"),
+                       help="frames per model step (default: the run's clip stride, real speed)")
+        s.add_argument("--threads", type=_positive("--threads"))
+        s.set_defaults(func={"generate": cmd_generate, "live": cmd_live, "sheet": cmd_sheet}[name])
+        if name == "generate":
+            s.add_argument("--frames", type=_positive("--frames"), required=True)
+            s.add_argument("--out", required=True, help=".mp4, .png (APNG), .gif or a folder/ of PNGs")
+            s.add_argument("--fps", type=_positive("--fps", float))
+            s.add_argument("--chunk", type=_positive("--chunk"), default=512, help="frames per decoder call")
+            s.add_argument("--force", action="store_true", help="overwrite an existing output")
+            s.add_argument("--quiet", action="store_true")
+        elif name == "live":
+            s.add_argument("--fps", type=_positive("--fps"), default=30)
+            s.add_argument("--scale", type=_positive("--scale"), default=6)
+        else:
+            s.add_argument("--out", required=True)
+            s.add_argument("--start", type=int, default=0)
+            s.add_argument("--count", type=_positive("--count"), default=16)
+            s.add_argument("--stride", type=_positive("--stride"), default=1)
+            s.add_argument("--streams", type=_positive("--streams"), default=4)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EverloopError as e:
+        print(f"everloop: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

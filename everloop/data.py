@@ -1,0 +1,335 @@
+"""The data contract: how frames live on disk, and the one place where they change form.
+
+A dataset folder DATA holds two files:
+
+* ``frames.npy`` -- every frame, uint8 ``[N, H, W, 3]`` RGB, opened memory-mapped so a
+  dataset larger than RAM still trains;
+* ``meta.json`` -- ``frames``, ``height``, ``width``, ``fps``, ``source``, ``episodes``
+  (``[start, end)`` pairs that cover ``0..N`` in order; a clip never crosses one) and,
+  for episode trees, ``splits`` (``{"train": [episode indices], "test": [...]}``).
+
+Models see float32 ``[..., C, H, W]`` in [0, 1]; files and screens see uint8
+``[..., H, W, C]``.  ``to_float`` and ``to_uint8`` are the only crossings between the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from everloop.errors import EverloopError
+
+FRAMES_FILE = "frames.npy"
+META_FILE = "meta.json"
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def to_float(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., H, W, C]`` -> float32 ``[..., C, H, W]`` in [0, 1]."""
+    if isinstance(frames_uint8, np.ndarray):
+        if not frames_uint8.flags.writeable:  # memory-mapped data: torch refuses to alias it
+            frames_uint8 = np.array(frames_uint8)
+        frames_uint8 = torch.from_numpy(frames_uint8)
+    if frames_uint8.dtype != torch.uint8:
+        raise TypeError(f"to_float expects uint8 frames, got {frames_uint8.dtype}")
+    return frames_uint8.to(torch.float32).div_(255.0).movedim(-1, -3)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float ``[..., C, H, W]`` (any float dtype; clamped to [0, 1], rounded) -> uint8
+    ``[..., H, W, C]`` numpy, C-contiguous."""
+    x = x.detach().to(torch.float32).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    return x.movedim(-3, -1).contiguous().cpu().numpy()
+
+
+def resize_area(rgb_uint8: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Area-average an RGB uint8 ``[H, W, 3]`` image to ``hw = (h, w)``.
+
+    This is swscale's ``area`` filter through PyAV, i.e. exactly what
+    ``ffmpeg -vf scale=W:H -sws_flags area`` does (the reference pipeline's recipe), and
+    what the video path does when it scales decoded frames directly, so a video and the
+    same video exported as images give the same dataset.  We deliberately do not switch to
+    cv2 when it happens to be installed: a dataset must not depend on optional packages.
+    Note swscale's "area" is an exact block mean only at power-of-two factors; otherwise
+    it is a close approximation (176 -> 64 lava frames: mean 0.07, max 3 levels from
+    cv2's exact INTER_AREA).
+    """
+    import av  # a core dependency; imported here so `everloop.data` stays light to import
+
+    h, w = hw
+    if rgb_uint8.shape[:2] == (h, w):
+        return rgb_uint8
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb_uint8), format="rgb24")
+    return frame.reformat(w, h, format="rgb24", interpolation="AREA").to_ndarray()
+
+
+class Geometry:
+    """What ``--crop`` and ``--size`` do to each source frame: crop, then area-resize.
+
+    ``crop`` is ``(x, y, w, h)`` in source pixels.  ``size`` is an int (square output) or
+    ``(h, w)``.  Without ``--crop``, the frame is centre-cropped to the output's aspect
+    ratio first, so a size never distorts the picture; with ``--crop``, the crop box is
+    scaled to ``size`` as given.  Flags are checked here, before any file is touched.
+    """
+
+    def __init__(self, size=None, crop=None):
+        self.size = _parse_size(size)
+        self.crop = _parse_crop(crop)
+
+    def box(self, h: int, w: int) -> tuple[int, int, int, int] | None:
+        """Crop box ``(x, y, w, h)`` for an ``h x w`` source frame; None when nothing to cut."""
+        if self.crop is not None:
+            x, y, cw, ch = self.crop
+            if x + cw > w or y + ch > h:
+                raise EverloopError(
+                    f"--crop {x},{y},{cw},{ch} reaches outside the {w}x{h} (WxH) frame")
+            return None if (x, y, cw, ch) == (0, 0, w, h) else self.crop
+        if self.size is None:
+            return None
+        th, tw = self.size
+        cw, ch = min(w, round(h * tw / th)), min(h, round(w * th / tw))
+        return None if (cw, ch) == (w, h) else ((w - cw) // 2, (h - ch) // 2, cw, ch)
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """Crop and resize one RGB uint8 ``[H, W, 3]`` frame."""
+        box = self.box(*rgb.shape[:2])
+        if box is not None:
+            x, y, cw, ch = box
+            rgb = rgb[y:y + ch, x:x + cw]
+        return resize_area(rgb, self.size) if self.size is not None else rgb
+
+
+def _parse_size(size) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if len(hw) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in hw):
+        raise EverloopError(f"--size must be >= 1 (an int or (height, width)), got {size!r}")
+    return int(hw[0]), int(hw[1])
+
+
+def _parse_crop(crop) -> tuple[int, int, int, int] | None:
+    if crop is None:
+        return None
+    box = tuple(crop)
+    if (len(box) != 4 or not all(isinstance(v, (int, np.integer)) for v in box)
+            or box[0] < 0 or box[1] < 0 or box[2] < 1 or box[3] < 1):
+        raise EverloopError(
+            f"--crop must be x,y,w,h with x,y >= 0 and w,h >= 1 (source pixels), got {crop!r}")
+    return tuple(int(v) for v in box)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class FrameStore:
+    """A prepared dataset folder, frames memory-mapped (nothing is read until sampled)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise EverloopError(f"{self.path}: no such dataset folder (run `everloop prepare`)")
+        self.meta = _read_meta(self.path / META_FILE)
+        frames_path = self.path / FRAMES_FILE
+        try:
+            self.frames = np.load(frames_path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise EverloopError(f"{frames_path}: unreadable frames file ({e})") from None
+        expect = (self.meta["frames"], self.meta["height"], self.meta["width"], 3)
+        if self.frames.dtype != np.uint8 or self.frames.shape != expect:
+            raise EverloopError(
+                f"{frames_path}: holds {self.frames.dtype} {list(self.frames.shape)}, "
+                f"but {META_FILE} says uint8 {list(expect)}")
+        self.episodes = [tuple(e) for e in self.meta["episodes"]]
+        self.height, self.width = self.meta["height"], self.meta["width"]
+        self.fps = float(self.meta["fps"])
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def sample_clips(self, batch: int, length: int, stride: int, rng: np.random.Generator,
+                     episodes=None, ranges=None) -> np.ndarray:
+        """``batch`` random clips, uint8 ``[B, T, H, W, 3]``: ``length`` frames ``stride``
+        apart, each wholly inside one ``[start, end)`` range.
+
+        Every valid start position is equally likely, so longer episodes are picked more
+        often.  ``episodes`` restricts to those episode indices; ``ranges`` instead gives
+        the ``[start, end)`` ranges themselves (e.g. from ``split()``).
+        """
+        if length < 1 or stride < 1:
+            raise EverloopError(f"clip length and stride must be >= 1, got {length}, {stride}")
+        if ranges is None:
+            ranges = self.episodes if episodes is None else [self.episodes[i] for i in episodes]
+        span = (length - 1) * stride + 1
+        starts = np.array([s for s, _ in ranges], dtype=np.int64)
+        counts = np.array([max(0, e - s - span + 1) for s, e in ranges], dtype=np.int64)
+        if counts.sum() == 0:
+            longest = max((e - s for s, e in ranges), default=0)
+            raise EverloopError(
+                f"{self.path}: clips of {length} frames at stride {stride} need {span} "
+                f"consecutive frames in one episode, but the longest has {longest}")
+        flat = rng.integers(0, counts.sum(), size=batch)
+        ends = np.cumsum(counts)
+        which = np.searchsorted(ends, flat, side="right")
+        first = starts[which] + flat - (ends[which] - counts[which])
+        return np.asarray(self.frames[first[:, None] + np.arange(length) * stride])
+
+    def split(self, holdout_fraction: float = 0.1):
+        """``(train_ranges, test_ranges)``, lists of ``[start, end)``.
+
+        An episode tree's recorded ``splits`` win.  Otherwise the last
+        ``holdout_fraction`` of every episode becomes a test range and the rest a train
+        range -- for a single video, simply its tail.  Empty ranges are dropped.
+        """
+        splits = self.meta.get("splits")
+        if splits:
+            return ([list(self.episodes[i]) for i in splits.get("train", [])],
+                    [list(self.episodes[i]) for i in splits.get("test", [])])
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise EverloopError(f"holdout fraction must be in [0, 1), got {holdout_fraction}")
+        train, test = [], []
+        for s, e in self.episodes:
+            cut = e - round((e - s) * holdout_fraction)
+            train += [[s, cut]] if cut > s else []
+            test += [[cut, e]] if e > cut else []
+        return train, test
+
+
+def _read_meta(path: Path) -> dict:
+    """Parse and check meta.json; every inconsistency is one line naming the file."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise EverloopError(f"{path}: unreadable dataset metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise EverloopError(f"{path}: not a JSON object")
+    missing = [k for k in ("frames", "height", "width", "fps", "episodes") if k not in meta]
+    if missing:
+        raise EverloopError(f"{path}: missing keys {missing}")
+    at = 0
+    for pair in meta["episodes"]:
+        if not (isinstance(pair, list) and len(pair) == 2 and pair[0] == at and pair[1] > at):
+            raise EverloopError(f"{path}: episodes must be [start, end) pairs covering the "
+                                f"frames in order; {pair!r} does not follow frame {at}")
+        at = pair[1]
+    if at != meta["frames"]:
+        raise EverloopError(f"{path}: episodes cover {at} frames, but frames is {meta['frames']}")
+    n_eps = len(meta["episodes"])
+    for name, idx in (meta.get("splits") or {}).items():
+        if not all(isinstance(i, int) and 0 <= i < n_eps for i in idx):
+            raise EverloopError(f"{path}: split {name!r} names episodes outside 0..{n_eps - 1}")
+    return meta
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _NpyWriter:
+    """Streams equal-shaped uint8 frames into an .npy file, never holding more than one.
+
+    The frame count of a video is unknown until it is decoded, so a fixed-size header
+    is reserved first and rewritten with the real count at the end; the data then starts
+    at byte 128 (64-aligned, as numpy itself writes), so ``np.load(mmap_mode="r")`` works.
+    """
+
+    HEADER_BYTES = 128
+
+    def __init__(self, path: Path, source: Path):
+        self.source = source  # named in errors
+        self.file = open(path, "wb")
+        self.file.write(b"\0" * self.HEADER_BYTES)
+        self.shape: tuple[int, ...] | None = None
+        self.count = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.shape is None:
+            self.shape = frame.shape
+        elif frame.shape != self.shape:
+            (h, w), (h0, w0) = frame.shape[:2], self.shape[:2]
+            raise EverloopError(f"{self.source}: frame {self.count} is {w}x{h} (WxH) but earlier "
+                                f"frames are {w0}x{h0}; pass --size to resize them all")
+        self.file.write(np.ascontiguousarray(frame, dtype=np.uint8).data)
+        self.count += 1
+
+    def close(self) -> None:
+        """Write the real header (shape ``[count, *frame shape]``) and close."""
+        shape = (self.count, *(self.shape or (0, 0, 3)))
+        text = repr({"descr": "|u1", "fortran_order": False, "shape": shape}).encode("latin1")
+        pad = self.HEADER_BYTES - 10 - len(text) - 1
+        self.file.seek(0)
+        header_len = (self.HEADER_BYTES - 10).to_bytes(2, "little")
+        self.file.write(np.lib.format.magic(1, 0) + header_len + text + b" " * pad + b"\n")
+        self.file.close()
+
+
+def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=None) -> dict:
+    """Turn a video, a frame folder or an episode tree into the dataset folder ``out``.
+
+    Frames stream to disk one at a time, so memory stays flat however long the video.
+    Everything is written to a hidden temp folder beside ``out`` and renamed into place
+    only on success; on any error the temp folder is removed and ``out`` is untouched.
+    ``fps`` overrides the source's rate (frame folders default to 30).  Returns the meta.
+    """
+    from everloop.sources import open_source  # not at the top: sources import this module
+
+    source, out = Path(source), Path(out)
+    geometry = Geometry(size, crop)
+    _check_replaceable(out, force)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        src = open_source(source, geometry, fps)
+        writer = _NpyWriter(tmp / FRAMES_FILE, source)
+        try:
+            with tqdm(total=src.total, unit="frame", desc=f"prepare {source.name}",
+                      disable=not progress, dynamic_ncols=True) as bar:
+                for frame in src.frames:
+                    writer.write(frame)
+                    bar.update()
+        finally:
+            writer.close()
+        if writer.count == 0:
+            raise EverloopError(f"{source}: no frames found")
+        n, h, w, _ = (writer.count, *writer.shape)
+        meta = {"frames": n, "height": h, "width": w, "fps": float(src.fps),
+                "episodes": src.episodes or [[0, n]], "source": str(source)}
+        if src.splits is not None:
+            meta["splits"] = src.splits
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        FrameStore(tmp)  # read back what we wrote: a broken dataset never replaces a good one
+        _swap_into_place(tmp, out)
+        return meta
+    except OSError as e:  # disk full, permissions, ...: str(e) names the file at fault
+        raise EverloopError(f"cannot prepare {out}: {e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_replaceable(out: Path, force: bool) -> None:
+    """An empty or absent ``out`` is fine; a dataset needs --force; anything else, never."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not force:
+        raise EverloopError(f"{out} exists; pass --force to replace it")
+    if not out.is_dir() or not {p.name for p in out.iterdir()} <= {FRAMES_FILE, META_FILE}:
+        # --force must never wipe a folder that holds more than a dataset (a typo'd path)
+        raise EverloopError(f"{out} exists and is not a dataset folder (only {FRAMES_FILE} "
+                            f"and {META_FILE}); refusing to replace it even with --force")
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an old ``out`` is moved aside first, deleted after."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

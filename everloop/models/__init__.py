@@ -1,0 +1,64 @@
+"""Model families. Each is a Config dataclass + PRESETS + an nn.Module with the same verbs:
+reset/advance/decode for sampling, configure_optimizers/clip_spec/train_step for training."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from ..errors import EverloopError
+from . import duralava
+
+FAMILIES = {"duralava": (duralava.DuralavaConfig, duralava.PRESETS, duralava.Duralava)}
+
+
+def _family(name: str):
+    if name not in FAMILIES:
+        raise EverloopError(f"unknown family {name!r} (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]
+
+
+def make_config(family: str, preset: str = "default", overrides: dict | None = None):
+    """Config = dataclass defaults <- preset <- explicit overrides (e.g. from --set k=v)."""
+    cls, presets, _ = _family(family)
+    if preset not in presets:
+        raise EverloopError(f"unknown --preset {preset!r} for {family} (known: {', '.join(presets)})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = dict(presets[preset])
+    for key, value in (overrides or {}).items():
+        if key not in fields:
+            raise EverloopError(f"--set {key}: no such {family} option (known: {', '.join(fields)})")
+        values[key] = _coerce(value, fields[key].default)
+    return cls(**values)
+
+
+def _coerce(value, default):
+    """Turn a --set string into the type of the field's default."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(default, tuple):
+            return tuple(int(v) for v in value.split(",") if v)
+        return type(default)(value)
+    except ValueError:
+        raise EverloopError(f"--set: cannot read {value!r} as {type(default).__name__}") from None
+
+
+def config_to_dict(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(family: str, d: dict):
+    cls = _family(family)[0]
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise EverloopError(f"config has unknown {family} options: {', '.join(sorted(unknown))}")
+    return cls(**{k: tuple(v) if isinstance(names[k].default, tuple) else v for k, v in d.items()})
+
+
+def build(family: str, cfg):
+    return _family(family)[2](cfg)

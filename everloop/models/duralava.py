@@ -1,0 +1,347 @@
+"""duralava: a frame generator on an N(0, I) latent plus a latent-to-latent step.
+
+The seed system (muxamilian/duralava) decodes a 64-d latent into a frame with a DCGAN
+generator and learns the dynamics as z_{t+1} = R(z_t), renormalised after every step so
+the latent never leaves the prior. A sequence discriminator judges 20-frame clips.
+
+What everloop changes, and why (each is a Config field, so the seed stays one preset away):
+- the latent step is residual and stochastic (noise in, noise added): the seed's
+  deterministic step falls into fixed points or short loops, and then every stream plays
+  the same few frames;
+- the normality penalty also holds each latent dimension's batch mean/std at N(0, 1)
+  (`moment_per_dim`): the seed's pooled moments are satisfied by a batch whose samples all
+  share one latent, which is exactly "all streams show the same scene";
+- a motion loss matches the mean frame difference at several lags to the real clip's, a
+  long-range signal a short-window discriminator does not give;
+- the discriminator sees the frame and its difference to the previous one, has spectral
+  norm, and uses the hinge loss; Adam instead of SGD; an EMA of G and R for sampling.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ..errors import EverloopError
+
+
+@dataclass
+class DuralavaConfig:
+    size: int = 64
+    """Frame height = width in pixels; a power of two >= 8."""
+    latent_dim: int = 64
+    """Size of the N(0, I) latent that holds the whole state of the scene."""
+    g_width: int = 32
+    """Channels of G's last hidden layer; doubles per layer towards the latent (seed: 256-128-64-32)."""
+    step_hidden: int = 512
+    """Hidden width of the latent step MLP (seed: 64 -> 512 -> 512 -> 64)."""
+    step_residual: bool = True
+    """z_{t+1} = z_t + MLP(z_t) instead of the seed's z_{t+1} = MLP(z_t)."""
+    step_noise_dim: int = 16
+    """Fresh N(0, 1) inputs to the step MLP each step (0 = deterministic, the seed)."""
+    latent_noise: float = 0.1
+    """Std of N(0, 1) noise added to the step's raw output before renormalising (0 = seed)."""
+    d_width: int = 16
+    """Channels of D's first conv layer; doubles per layer (seed: 32)."""
+    d_feat: int = 128
+    """Per-frame feature size and recurrent state size of D."""
+    d_diff: bool = True
+    """D's frame encoder also sees x_t - x_{t-1} (motion), not only x_t (seed: False)."""
+    spectral_norm: bool = True
+    """Spectral norm on D's conv and linear layers (seed: BatchNorm in D)."""
+    loss: str = "hinge"
+    """GAN loss: 'hinge' or 'bce' (the seed's non-saturating BCE with logits)."""
+    moment_weight: float = 0.1
+    """Weight of the normality penalty mean^2 + (std-1)^2 + skew^2 + (kurt-3)^2 (seed: 0.1)."""
+    moment_per_dim: bool = True
+    """Also penalise each latent dim's batch mean and std (keeps streams apart)."""
+    motion_weight: float = 1.0
+    """Weight of the log mean-frame-difference match at `motion_lags` (0 = seed)."""
+    motion_lags: tuple[int, ...] = (1, 2, 4, 8, 11)
+    """Lags, in model steps, at which fake motion must match real motion."""
+    batch_size: int = 16
+    """Clips per training step (seed: 32; 16 gives twice the updates per minute on a CPU)."""
+    clip_length: int = 12
+    """Frames per training clip = latent steps unrolled per training step (seed: 20)."""
+    clip_stride: int = 6
+    """Real frames between two model steps (seed: 6, i.e. 5 steps per second of 30 fps video)."""
+    carry_prob: float = 0.5
+    """Chance that a sample's last latent starts its next clip, else redrawn (seed: 0.5)."""
+    optimizer: str = "adam"
+    """'adam' or 'sgd' (the seed's plain SGD)."""
+    lr_g: float = 2e-4
+    """Learning rate of G and the latent step (seed: 1e-3 with SGD)."""
+    lr_d: float = 2e-4
+    """Learning rate of D (seed: 1e-3 with SGD)."""
+    ema_decay: float = 0.999
+    """EMA of G and the step used for sampling; 0 samples the raw weights (seed)."""
+
+
+# Named sets of overrides; "default" is the dataclass itself, so defaults live in one place.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    # The published system, for comparisons: deterministic MLP step, pooled moments,
+    # BCE, BatchNorm-free D without spectral norm, SGD, no motion loss, no EMA.
+    "seed": dict(batch_size=32, clip_length=20, step_residual=False, step_noise_dim=0,
+                 latent_noise=0.0, d_width=32, d_diff=False, spectral_norm=False, loss="bce", moment_per_dim=False,
+                 motion_weight=0.0, optimizer="sgd", lr_g=1e-3, lr_d=1e-3, ema_decay=0.0),
+    # The demo: short clips so a few minutes on a laptop give many updates.
+    "demo": dict(clip_length=10, batch_size=16, motion_lags=(1, 2, 4, 8), ema_decay=0.99),
+    # Tests: 16x16 frames, width 8.
+    "tiny": dict(size=16, latent_dim=16, g_width=8, step_hidden=32, step_noise_dim=4,
+                 d_width=8, d_feat=16, batch_size=4, clip_length=6, clip_stride=1,
+                 motion_lags=(1, 2), ema_decay=0.9),
+}
+
+
+def _check_size(size: int) -> int:
+    n = int(round(math.log2(size))) if size > 0 else 0
+    if size < 8 or 2 ** n != size:
+        raise EverloopError(
+            f"duralava needs square frames whose side is a power of two >= 8 (got {size}); "
+            "prepare the data with --size 64")
+    return n
+
+
+class Generator(nn.Module):
+    """z [N, latent] -> frame [N, 3, size, size] in [0, 1]: transposed convs doubling the size."""
+
+    def __init__(self, cfg: DuralavaConfig):
+        super().__init__()
+        n_up = _check_size(cfg.size) - 2  # from 4x4 up to size/2, then the RGB layer
+        chans = [cfg.g_width * 2 ** (n_up - 1 - i) for i in range(n_up)]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.latent_dim, chans[0], 4, 4, bias=False),
+                                   nn.BatchNorm2d(chans[0]), nn.LeakyReLU(0.2)]
+        for a, b in zip(chans, chans[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
+        layers += [nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class LatentStep(nn.Module):
+    """z_t [B, latent] + noise -> raw u; the caller renormalises u into z_{t+1}."""
+
+    def __init__(self, cfg: DuralavaConfig):
+        super().__init__()
+        self.residual, self.noise_std = cfg.step_residual, cfg.latent_noise
+        self.noise_dim = cfg.step_noise_dim
+        h = cfg.step_hidden
+        self.mlp = nn.Sequential(nn.Linear(cfg.latent_dim + cfg.step_noise_dim, h), nn.LeakyReLU(0.2),
+                                 nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Linear(h, cfg.latent_dim))
+        if self.residual:  # start near the identity so early training does not scramble the latent
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """`noise` is [B, noise_dim + latent_dim] of N(0, 1); split into MLP input and additive part."""
+        inp, add = noise[:, :self.noise_dim], noise[:, self.noise_dim:]
+        u = self.mlp(torch.cat([z, inp], dim=1))
+        if self.residual:
+            u = z + u
+        return u + self.noise_std * add
+
+
+def standardize(u: torch.Tensor) -> torch.Tensor:
+    """Per-sample renormalisation onto the prior's shell: mean 0, std 1 over the latent dims.
+
+    The seed pools mean/std over the whole batch, which couples samples (a stream's frames
+    depend on its batch mates); per sample keeps every stream independent of the batch."""
+    u = u.float()
+    mu = u.mean(dim=1, keepdim=True)
+    sd = u.std(dim=1, unbiased=False, keepdim=True).clamp_min(1e-6)
+    return (u - mu) / sd
+
+
+def latent_moments(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean, std, skew and kurtosis pooled over all entries (the seed's statistics)."""
+    x = x.float()
+    mu = x.mean()
+    sd = x.std(unbiased=False).clamp_min(1e-6)
+    c = x - mu
+    return {"mean": mu, "std": sd, "skew": (c ** 3).mean() / sd ** 3, "kurt": (c ** 4).mean() / sd ** 4}
+
+
+def normality_penalty(u: torch.Tensor) -> torch.Tensor:
+    """mean^2 + (std-1)^2 + skew^2 + (kurt-3)^2 of all entries of u; 0 for N(0, 1) samples."""
+    m = latent_moments(u)
+    return m["mean"] ** 2 + (m["std"] - 1) ** 2 + m["skew"] ** 2 + (m["kurt"] - 3) ** 2
+
+
+def per_dim_penalty(z: torch.Tensor) -> torch.Tensor:
+    """Each latent dimension's mean^2 + (std-1)^2 over the batch [B, D].
+
+    N(0, I) as the distribution of every stream at every time needs this; pooled moments
+    alone are met by a batch whose samples all sit on one latent (streams collapse)."""
+    z = z.float()
+    return (z.mean(0) ** 2).mean() + ((z.std(0, unbiased=False) - 1) ** 2).mean()
+
+
+class Discriminator(nn.Module):
+    """Clip [B, T, 3, H, W] -> logits [B, T]: a frame CNN, then a GRU over the sequence.
+
+    Real and fake clips go through separate calls, so they get separate recurrent states."""
+
+    def __init__(self, cfg: DuralavaConfig):
+        super().__init__()
+        sn = spectral_norm if cfg.spectral_norm else (lambda m: m)
+        n_down = _check_size(cfg.size) - 2
+        chans = [3 * (2 if cfg.d_diff else 1)] + [cfg.d_width * 2 ** i for i in range(n_down)]
+        layers: list[nn.Module] = []
+        for a, b in zip(chans, chans[1:]):
+            layers += [sn(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        self.encoder = nn.Sequential(*layers, nn.Flatten(), sn(nn.Linear(chans[-1] * 16, cfg.d_feat)),
+                                     nn.LeakyReLU(0.2))
+        self.rnn = nn.GRU(cfg.d_feat, cfg.d_feat, batch_first=True)
+        self.head = sn(nn.Linear(cfg.d_feat, 1))
+        self.diff = cfg.d_diff
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        b, t = clip.shape[:2]
+        x = clip
+        if self.diff:
+            d = torch.cat([torch.zeros_like(clip[:, :1]), clip[:, 1:] - clip[:, :-1]], dim=1)
+            x = torch.cat([clip, d], dim=2)
+        feats = self.encoder(x.flatten(0, 1)).view(b, t, -1)
+        h, _ = self.rnn(feats.float())
+        return self.head(h).squeeze(-1).float()
+
+
+def gan_losses(kind: str, real: torch.Tensor, fake_d: torch.Tensor, fake_g: torch.Tensor):
+    """(D loss, G loss) from logits; every logit of every step counts equally."""
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake_d).mean(), -fake_g.mean()
+    if kind == "bce":
+        return F.softplus(-real).mean() + F.softplus(fake_d).mean(), F.softplus(-fake_g).mean()
+    raise EverloopError(f"unknown GAN loss {kind!r} (use 'hinge' or 'bce')")
+
+
+def motion_loss(fake: torch.Tensor, real: torch.Tensor, lags) -> torch.Tensor:
+    """Squared log-ratio of fake to real mean |x_{t+k} - x_t| at each lag k."""
+    loss = fake.new_zeros(())
+    for k in lags:
+        if k >= fake.shape[1]:
+            continue
+        f = (fake[:, k:] - fake[:, :-k]).abs().mean().float()
+        r = (real[:, k:] - real[:, :-k]).abs().mean().float()
+        loss = loss + (torch.log(f + 1e-3) - torch.log(r + 1e-3)) ** 2
+    return loss
+
+
+class Duralava(nn.Module):
+    """The family: G, the latent step R, D, and EMA copies of G and R for sampling."""
+
+    family = "duralava"
+
+    def __init__(self, cfg: DuralavaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.generator, self.step = Generator(cfg), LatentStep(cfg)
+        self.discriminator = Discriminator(cfg)
+        if cfg.ema_decay > 0:
+            self.generator_ema, self.step_ema = copy.deepcopy(self.generator), copy.deepcopy(self.step)
+            for p in [*self.generator_ema.parameters(), *self.step_ema.parameters()]:
+                p.requires_grad_(False)
+        self.register_buffer("carry", torch.zeros(0, cfg.latent_dim), persistent=False)
+
+    # ---- sampling: the world model as reset()/step()/decode() ------------------------------
+    def _sampler(self):
+        if self.cfg.ema_decay > 0:
+            return self.generator_ema, self.step_ema
+        return self.generator, self.step
+
+    def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(batch, self.cfg.step_noise_dim + self.cfg.latent_dim, generator=generator)
+
+    def reset(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A fresh latent per stream, on the prior's shell."""
+        return standardize(torch.randn(batch, self.cfg.latent_dim, generator=generator))
+
+    def advance(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One model step of every stream; one noise draw of a fixed shape per step, so a
+        stream is the same however it is chunked."""
+        return standardize(self._sampler()[1](z, self.noise(z.shape[0], generator)))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self._sampler()[0](z).float()
+
+    # ---- training ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.cfg
+        g_params = [*self.generator.parameters(), *self.step.parameters()]
+        if c.optimizer == "adam":
+            mk = lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=(0.5, 0.999))
+        elif c.optimizer == "sgd":
+            mk = lambda ps, lr: torch.optim.SGD(ps, lr=lr)
+        else:
+            raise EverloopError(f"unknown optimizer {c.optimizer!r} (use 'adam' or 'sgd')")
+        return {"g": mk(g_params, c.lr_g), "d": mk(self.discriminator.parameters(), c.lr_d)}
+
+    def clip_spec(self) -> tuple[int, int, int]:
+        return self.cfg.batch_size, self.cfg.clip_length, self.cfg.clip_stride
+
+    def train_step(self, real: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
+        """One G/D update on a real clip batch [B, T, 3, H, W]; returns scalar logs."""
+        c = self.cfg
+        b, t = real.shape[:2]
+        if self.carry.shape[0] != b:
+            self.carry = self.reset(b)
+        z, zs, penalty = self.carry, [], 0.0
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for _ in range(t):  # truncated BPTT through the t steps of this clip
+                zs.append(z)
+                u = self.step(z, self.noise(b))
+                z = standardize(u)
+                penalty = penalty + normality_penalty(u)
+                if c.moment_per_dim:
+                    penalty = penalty + per_dim_penalty(z)
+            penalty = penalty / t
+            lat = torch.stack(zs, 1)
+            fake = self.generator(lat.flatten(0, 1)).float().view_as(real)
+            d_real, d_fake = self.discriminator(real), self.discriminator(fake)
+            loss_d, adv = gan_losses(c.loss, d_real, d_fake, d_fake)
+            motion = motion_loss(fake, real, c.motion_lags) if c.motion_weight > 0 else fake.new_zeros(())
+            loss_g = adv + c.moment_weight * penalty + c.motion_weight * motion
+        d_params = [p for p in self.discriminator.parameters()]
+        g_params = [p for group in opt["g"].param_groups for p in group["params"]]
+        # One forward through D for both players: D's gradient from loss_d, G's from loss_g
+        # (autograd.grad computes only what each needs: no weight grads of D for G's pass).
+        grads_d = torch.autograd.grad(loss_d, d_params, retain_graph=True)
+        grads_g = torch.autograd.grad(loss_g, g_params)
+        for p, g in zip([*d_params, *g_params], [*grads_d, *grads_g]):
+            p.grad = g
+        opt["d"].step()
+        opt["g"].step()
+        self.update_ema()
+        keep = torch.rand(b, 1) < c.carry_prob  # the persistent latent batch
+        self.carry = torch.where(keep, z.detach(), self.reset(b))
+        m = latent_moments(lat.detach())
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv": adv.item(),
+                "penalty": float(penalty.detach()) if torch.is_tensor(penalty) else penalty, "motion": motion.item(),
+                "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
+                **{f"z_{k}": v.item() for k, v in m.items()}}
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        d = self.cfg.ema_decay
+        if d <= 0:
+            return
+        for ema, live in ((self.generator_ema, self.generator), (self.step_ema, self.step)):
+            for pe, p in zip(ema.parameters(), live.parameters()):
+                pe.lerp_(p, 1 - d)
+            for be, b in zip(ema.buffers(), live.buffers()):
+                be.copy_(b)
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Training state beyond the weights: the persistent latent batch."""
+        return {"carry": self.carry}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.carry = state["carry"]

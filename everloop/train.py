@@ -1,0 +1,165 @@
+"""One training loop for every family: batch -> model.train_step -> log / sample / save.
+
+Read top to bottom: set-up (new run or resume), the loop, and the checkpoint it leaves.
+A run stops after --steps or --minutes, or on Ctrl-C; each way it saves first, so
+`--resume` continues where it left off (same data order, same RNG streams)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint, sheets
+from .data import FrameStore, to_float
+from .errors import EverloopError
+from .models import build, config_from_dict, make_config
+
+
+@dataclass
+class TrainArgs:
+    data: str
+    """Dataset folder written by `everloop prepare` (frames.npy + meta.json)."""
+    out: str
+    """Run folder: config.json, model.safetensors, train_state.pt, samples/, log.jsonl."""
+    family: str = "duralava"
+    """Model family (see everloop.models.FAMILIES)."""
+    preset: str = "default"
+    """Named set of config overrides of the family (e.g. default, seed, demo, tiny)."""
+    overrides: dict = field(default_factory=dict)
+    """Single config fields to override, from --set key=value."""
+    steps: int | None = None
+    """Stop after this many training steps in total (counting resumed ones)."""
+    minutes: float | None = None
+    """Stop after this many minutes of training in this invocation."""
+    resume: bool = False
+    """Continue the run in `out` from its train_state.pt."""
+    force: bool = False
+    """Start over even if `out` already holds a run (its files are replaced)."""
+    seed: int = 0
+    """Seeds weights, data order and noise; the same seed gives the same run."""
+    sample_every: int = 250
+    """Write a sample sheet to out/samples/ every this many steps (0 = only at the end)."""
+    save_every_minutes: float = 5.0
+    """Checkpoint at least this often."""
+    precision: str = "auto"
+    """'fp32', 'bf16' (CPU autocast) or 'auto' (bf16 where bench/ measured it faster)."""
+    progress: bool = True
+    """Show the progress bar."""
+
+
+def use_bf16(precision: str) -> bool:
+    # Measured in bench/ (see BENCHMARKS.md): on a CPU with AVX-512 BF16 the duralava step
+    # runs faster under bf16 autocast; elsewhere bf16 is emulated and slower.
+    if precision == "auto":
+        flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    if precision not in ("fp32", "bf16"):
+        raise EverloopError(f"--precision {precision!r}: use fp32, bf16 or auto")
+    return precision == "bf16"
+
+
+def _setup(args: TrainArgs, store: FrameStore):
+    out = Path(args.out)
+    if args.resume:
+        cfg_json = checkpoint.read_config(out)
+        model = build(cfg_json["family"], config_from_dict(cfg_json["family"], cfg_json["config"]))
+        state = checkpoint.load_train_state(out)
+        model.load_state_dict(state["model"])
+        model.load_extra_state(state["extra"])
+        opt = model.configure_optimizers()
+        for name, o in opt.items():
+            o.load_state_dict(state["optim"][name])
+        return model, opt, state
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise EverloopError(f"{out} already holds files; pass --resume to continue it or --force to start over")
+    torch.manual_seed(args.seed)
+    model = build(args.family, make_config(args.family, args.preset, args.overrides))
+    return model, model.configure_optimizers(), None
+
+
+def train(args: TrainArgs) -> Path:
+    store = FrameStore(args.data)
+    if args.steps is None and args.minutes is None:
+        raise EverloopError("give --steps N or --minutes M")
+    model, opt, state = _setup(args, store)
+    size = getattr(model.cfg, "size", None)
+    if size is not None and (store.height, store.width) != (size, size):
+        raise EverloopError(f"{args.data}: frames are {store.height}x{store.width} but the model wants "
+                            f"{size}x{size}; prepare with --size {size} or --set size=...")
+    out = Path(args.out)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    bf16 = use_bf16(args.precision)
+    rng = np.random.default_rng(args.seed)
+    step, elapsed_before = 0, 0.0
+    if state is not None:
+        step, elapsed_before = state["step"], state["elapsed"]
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+    batch, length, stride = model.clip_spec()
+    meta = {"data": {"path": str(args.data), **{k: store.meta.get(k) for k in ("height", "width", "fps", "source")}},
+            "train": {"preset": args.preset, "seed": args.seed, "precision": "bf16" if bf16 else "fp32"}}
+
+    def save() -> None:
+        model.eval()  # not needed for saving, but keeps BN buffers untouched by accident
+        ts = {"model": model.state_dict(), "extra": model.extra_state(),
+              "optim": {k: o.state_dict() for k, o in opt.items()}, "step": step,
+              "elapsed": elapsed_before + (time.time() - t0),
+              "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
+        checkpoint.save_run(out, model, {**meta, "step": step}, ts)
+        model.train()
+
+    def sample() -> None:
+        model.eval()
+        sheets.stream_sheet(model, out / "samples" / f"step_{step:07d}.png")
+        model.train()
+
+    budget = None if args.minutes is None else args.minutes * 60
+    total = args.steps
+    bar = tqdm(total=total if total is not None else int(budget), initial=step if total else 0,
+               unit="step" if total else "s", disable=not args.progress, dynamic_ncols=True,
+               desc=f"train {model.family}")
+    t0 = last_save = time.time()
+    step0 = step
+    log = (out / "log.jsonl").open("a")
+    model.train()
+    try:
+        while (total is None or step < total) and (budget is None or time.time() - t0 < budget):
+            real = to_float(store.sample_clips(batch, length, stride, rng))
+            logs = model.train_step(real, opt, autocast=bf16)
+            bad = [k for k, v in logs.items() if not math.isfinite(v)]
+            if bad:
+                raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; the last good "
+                                    f"checkpoint in {out} is kept (try a lower learning rate)")
+            step += 1
+            now = time.time()
+            logs.update(step=step, time=round(elapsed_before + now - t0, 2))
+            log.write(json.dumps(logs) + "\n")
+            if total is not None:
+                bar.update(1)
+            else:
+                bar.n = min(int(now - t0), bar.total)
+                bar.refresh()
+            bar.set_postfix(step=step, sps=f"{(step - step0) / max(now - t0, 1e-9):.2f}",
+                            d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}", refresh=False)
+            if args.sample_every and step % args.sample_every == 0:
+                sample()
+            if now - last_save > args.save_every_minutes * 60:
+                save()
+                last_save = time.time()
+    except KeyboardInterrupt:
+        bar.close()
+        save()
+        print(f"interrupted at step {step}; saved {out} (continue with --resume)")
+        raise
+    finally:
+        log.close()
+    bar.close()
+    save()
+    sample()
+    return out
