@@ -106,15 +106,15 @@ def train(args: TrainArgs) -> Path:
             "train": {"preset": args.preset, "seed": args.seed, "precision": "bf16" if bf16 else "fp32"}}
 
     def save() -> None:
-        model.eval()  # not needed for saving, but keeps BN buffers untouched by accident
+        model.prepare_sampling()
         ts = {"model": model.state_dict(), "extra": model.extra_state(),
               "optim": {k: o.state_dict() for k, o in opt.items()}, "step": step,
               "elapsed": elapsed_before + (time.time() - t0),
               "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         checkpoint.save_run(out, model, {**meta, "step": step}, ts)
-        model.train()
 
     def sample() -> None:
+        model.prepare_sampling()
         model.eval()
         sheets.stream_sheet(model, out / "samples" / f"step_{step:07d}.png")
         model.train()

@@ -60,7 +60,7 @@ class DuralavaConfig:
     """Weight of the normality penalty mean^2 + (std-1)^2 + skew^2 + (kurt-3)^2 (seed: 0.1)."""
     moment_per_dim: bool = True
     """Also penalise each latent dim's batch mean and std (keeps streams apart)."""
-    motion_weight: float = 1.0
+    motion_weight: float = 0.3
     """Weight of the log mean-frame-difference match at `motion_lags` (0 = seed)."""
     motion_lags: tuple[int, ...] = (1, 2, 4, 8, 11)
     """Lags, in model steps, at which fake motion must match real motion."""
@@ -74,11 +74,11 @@ class DuralavaConfig:
     """Chance that a sample's last latent starts its next clip, else redrawn (seed: 0.5)."""
     optimizer: str = "adam"
     """'adam' or 'sgd' (the seed's plain SGD)."""
-    lr_g: float = 2e-4
+    lr_g: float = 4e-4
     """Learning rate of G and the latent step (seed: 1e-3 with SGD)."""
     lr_d: float = 2e-4
     """Learning rate of D (seed: 1e-3 with SGD)."""
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     """EMA of G and the step used for sampling; 0 samples the raw weights (seed)."""
 
 
@@ -249,6 +249,7 @@ class Duralava(nn.Module):
             self.generator_ema, self.step_ema = copy.deepcopy(self.generator), copy.deepcopy(self.step)
             for p in [*self.generator_ema.parameters(), *self.step_ema.parameters()]:
                 p.requires_grad_(False)
+            self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("carry", torch.zeros(0, cfg.latent_dim), persistent=False)
 
     # ---- sampling: the world model as reset()/step()/decode() ------------------------------
@@ -330,14 +331,38 @@ class Duralava(nn.Module):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        d = self.cfg.ema_decay
-        if d <= 0:
+        """EMA of G and R, warmed up so early samples are not dominated by the random init."""
+        if self.cfg.ema_decay <= 0:
             return
+        self.ema_steps += 1
+        d = min(self.cfg.ema_decay, (1 + self.ema_steps.item()) / (10 + self.ema_steps.item()))
         for ema, live in ((self.generator_ema, self.generator), (self.step_ema, self.step)):
             for pe, p in zip(ema.parameters(), live.parameters()):
                 pe.lerp_(p, 1 - d)
-            for be, b in zip(ema.buffers(), live.buffers()):
-                be.copy_(b)
+
+    @torch.no_grad()
+    def prepare_sampling(self, batches: int = 4, batch: int = 256) -> None:
+        """Recompute the EMA generator's BatchNorm statistics for its own weights.
+
+        The live G's running stats belong to the live weights; averaged weights need their
+        own, measured on latents from the EMA step's own rollouts (what sampling sees)."""
+        if self.cfg.ema_decay <= 0:
+            return
+        g = self.generator_ema
+        bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration batches
+        gen = torch.Generator().manual_seed(1234)
+        z = self.reset(batch, gen)
+        g.train()
+        for _ in range(batches):
+            for _ in range(8):
+                z = standardize(self.step_ema(z, self.noise(batch, gen)))
+            g(z)
+        g.eval()
+        for bn in bns:
+            bn.momentum = 0.1
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Training state beyond the weights: the persistent latent batch."""
