@@ -93,6 +93,9 @@ def train(args: TrainArgs) -> Path:
         raise EverloopError(f"{args.data}: frames are {store.height}x{store.width} but the model wants "
                             f"{size}x{size}; prepare with --size {size} or --set size=...")
     out = Path(args.out)
+    if state is None:  # a fresh start: nothing of an older run may linger in the folder
+        for old in [out / "log.jsonl", out / checkpoint.TRAIN_STATE, *(out / "samples").glob("*.png")]:
+            old.unlink(missing_ok=True)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     bf16 = use_bf16(args.precision)
     rng = np.random.default_rng(args.seed)

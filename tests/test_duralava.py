@@ -137,3 +137,18 @@ def test_wrong_frame_size_is_refused(tmp_path):
 def test_sizes_that_are_not_powers_of_two_are_refused(size):
     with pytest.raises(EverloopError, match="power of two"):
         build("duralava", make_config("duralava", "tiny", {"size": size}))
+
+
+def test_motion_and_loop_metrics_tell_real_motion_from_loops_and_freezes():
+    from conftest import blob_frames
+    from everloop.metrics import identical_runs, lag_motion, nearest_revisit, stream_spread
+    moving = blob_frames(400, seed=1)
+    m = lag_motion(moving, lags=(1, 10))
+    assert m[10] > 2 * m[1] > 0
+    loop = np.concatenate([moving[:5]] * 80)  # a 5-step loop, still moving frame to frame
+    assert lag_motion(loop, lags=(1,))[1] > 0
+    assert nearest_revisit(loop, every=7)["min_distance"] == 0
+    assert nearest_revisit(moving, every=7)["min_distance"] > 0
+    frozen = np.repeat(moving[:1], 50, 0)
+    assert identical_runs(frozen) == 49 and identical_runs(moving) < 5
+    assert stream_spread(np.repeat(moving[:1], 4, 0)) == 0 < stream_spread(moving[::100])

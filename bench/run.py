@@ -1,0 +1,133 @@
+"""Speed and memory of every family, measured in one run; prints a table and writes it into
+BENCHMARKS.md (between the BENCH markers) with machine, date and commit.
+
+    .venv/bin/python bench/run.py [--threads 2] [--quick]
+
+Each measurement runs in its own child process so its peak memory (ru_maxrss) is its own.
+Machines here are shared and noisy: compare rows of one run, not runs of different days."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(kind: str, threads: int, params: dict) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON result."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; run.measure({kind!r}, {threads}, {params!r})"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(kind: str, threads: int, params: dict) -> None:
+    import torch
+    from everloop import rollout
+    from everloop.models import build, make_config
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = make_config("duralava", params.get("preset", "default"), params.get("set", {}))
+    model = build("duralava", cfg)
+    result: dict = {}
+    if kind == "train":
+        opt = model.configure_optimizers()
+        model.train()
+        real = torch.rand(cfg.batch_size, cfg.clip_length, 3, cfg.size, cfg.size)
+        bf16 = params.get("bf16", False)
+        for _ in range(params.get("warmup", 2)):
+            model.train_step(real, opt, autocast=bf16)
+        n, t0 = params.get("steps", 5), time.perf_counter()
+        for _ in range(n):
+            model.train_step(real, opt, autocast=bf16)
+        dt = (time.perf_counter() - t0) / n
+        result = {"s_per_step": dt, "frames_per_s": cfg.batch_size * cfg.clip_length / dt}
+    else:  # generation: frames per second of the streaming rollout (latent steps + decoding)
+        model.eval()
+        batch, chunk, n = params["batch"], params["chunk"], params["frames"]
+        for _ in rollout.frames(model, min(n, 2 * chunk), batch=batch, chunk=chunk):
+            pass
+        t0 = time.perf_counter()
+        for _ in rollout.frames(model, n, batch=batch, chunk=chunk):
+            pass
+        dt = time.perf_counter() - t0
+        result = {"frames_per_s": n * batch / dt}
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    if Path("/proc/cpuinfo").exists():
+        m = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        cpu = m.group(1).strip() if m else cpu
+    import torch
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    a = ap.parse_args()
+    steps = 2 if a.quick else 5
+    seed_size = {"batch_size": 32, "clip_length": 20}
+    rows = [
+        ("train, seed size 32x20, seed preset, fp32", "train", {"preset": "seed", "steps": steps}),
+        ("train, seed size 32x20, default preset, fp32", "train", {"set": seed_size, "steps": steps}),
+        ("train, seed size 32x20, default preset, bf16 autocast", "train",
+         {"set": seed_size, "bf16": True, "steps": 1, "warmup": 1}),
+        ("train, default preset (16x12), fp32", "train", {"steps": steps}),
+        ("generate 64x64, 1 stream, 1 frame per decoder call", "gen", {"batch": 1, "chunk": 1, "frames": 2000}),
+        ("generate 64x64, 1 stream, streaming (256 per call)", "gen", {"batch": 1, "chunk": 256, "frames": 20000}),
+        ("generate 64x64, 32 streams, streaming (64 per call)", "gen", {"batch": 32, "chunk": 64, "frames": 1280}),
+    ]
+    results = []
+    print(f"{'measurement':58s} {'s/step':>8s} {'frames/s':>10s} {'peak MB':>8s}")
+    for name, kind, params in rows:
+        r = child(kind, a.threads, params)
+        results.append((name, r))
+        if "error" in r:
+            print(f"{name:58s} error: {r['error']}")
+            continue
+        sps = f"{r['s_per_step']:.3f}" if "s_per_step" in r else ""
+        print(f"{name:58s} {sps:>8s} {r['frames_per_s']:>10.0f} {r['peak_mb']:>8.0f}")
+    if not a.no_write:
+        write_table(results, a.threads)
+
+
+def write_table(results, threads: int) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip() or "unknown"
+    lines = [f"Measured {datetime.date.today()} on {machine()}, {threads} threads, commit {commit}.", "",
+             "| measurement | s/step | frames/s | peak MB |", "|---|---:|---:|---:|"]
+    for name, r in results:
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error']} | | |")
+        else:
+            sps = f"{r['s_per_step']:.3f}" if "s_per_step" in r else ""
+            lines.append(f"| {name} | {sps} | {r['frames_per_s']:.0f} | {r['peak_mb']:.0f} |")
+    table = "\n".join(lines)
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n<!-- BENCH -->\n<!-- /BENCH -->\n"
+    text = re.sub(r"<!-- BENCH -->.*<!-- /BENCH -->", lambda _: f"<!-- BENCH -->\n{table}\n<!-- /BENCH -->",
+                  text, flags=re.S)
+    path.write_text(text)
+    print(f"\nwrote the table into {path}")
+
+
+if __name__ == "__main__":
+    main()
