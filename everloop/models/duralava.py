@@ -52,6 +52,9 @@ class DuralavaConfig:
     """Per-frame feature size and recurrent state size of D."""
     d_diff: bool = True
     """D's frame encoder also sees x_t - x_{t-1} (motion), not only x_t (seed: False)."""
+    d_batch_std: bool = True
+    """D also gets the batch's feature spread per step (ProGAN's minibatch std): a batch of
+    streams that all show one scene is then easy to call fake (seed: False)."""
     spectral_norm: bool = True
     """Spectral norm on D's conv and linear layers (seed: BatchNorm in D)."""
     loss: str = "hinge"
@@ -60,7 +63,7 @@ class DuralavaConfig:
     """Weight of the normality penalty mean^2 + (std-1)^2 + skew^2 + (kurt-3)^2 (seed: 0.1)."""
     moment_per_dim: bool = True
     """Also penalise each latent dim's batch mean and std (keeps streams apart)."""
-    motion_weight: float = 0.3
+    motion_weight: float = 1.0
     """Weight of the log mean-frame-difference match at `motion_lags` (0 = seed)."""
     motion_lags: tuple[int, ...] = (1, 2, 4, 8, 11)
     """Lags, in model steps, at which fake motion must match real motion."""
@@ -70,8 +73,10 @@ class DuralavaConfig:
     """Frames per training clip = latent steps unrolled per training step (seed: 20)."""
     clip_stride: int = 6
     """Real frames between two model steps (seed: 6, i.e. 5 steps per second of 30 fps video)."""
-    carry_prob: float = 0.5
-    """Chance that a sample's last latent starts its next clip, else redrawn (seed: 0.5)."""
+    carry_prob: float = 0.9
+    """Chance that a sample's last latent starts its next clip, else redrawn (seed: 0.5).
+    At 0.9 a latent lives 10 clips on average, so G and R train on the model's own long
+    rollouts, where drift happens, not mostly on fresh draws from the prior."""
     optimizer: str = "adam"
     """'adam' or 'sgd' (the seed's plain SGD)."""
     lr_g: float = 4e-4
@@ -88,8 +93,9 @@ PRESETS: dict[str, dict] = {
     # The published system, for comparisons: deterministic MLP step, pooled moments,
     # BCE, BatchNorm-free D without spectral norm, SGD, no motion loss, no EMA.
     "seed": dict(batch_size=32, clip_length=20, step_residual=False, step_noise_dim=0,
-                 latent_noise=0.0, d_width=32, d_diff=False, spectral_norm=False, loss="bce", moment_per_dim=False,
-                 motion_weight=0.0, optimizer="sgd", lr_g=1e-3, lr_d=1e-3, ema_decay=0.0),
+                 latent_noise=0.0, d_width=32, d_diff=False, d_batch_std=False,
+                 spectral_norm=False, loss="bce", moment_per_dim=False, motion_weight=0.0,
+                 carry_prob=0.5, optimizer="sgd", lr_g=1e-3, lr_d=1e-3, ema_decay=0.0),
     # The demo: short clips so a few minutes on a laptop give many updates.
     "demo": dict(clip_length=10, batch_size=16, motion_lags=(1, 2, 4, 8), ema_decay=0.99),
     # Tests: 16x16 frames, width 8.
@@ -199,7 +205,8 @@ class Discriminator(nn.Module):
             layers += [sn(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2)]
         self.encoder = nn.Sequential(*layers, nn.Flatten(), sn(nn.Linear(chans[-1] * 16, cfg.d_feat)),
                                      nn.LeakyReLU(0.2))
-        self.rnn = nn.GRU(cfg.d_feat, cfg.d_feat, batch_first=True)
+        self.batch_std = cfg.d_batch_std
+        self.rnn = nn.GRU(cfg.d_feat + int(self.batch_std), cfg.d_feat, batch_first=True)
         self.head = sn(nn.Linear(cfg.d_feat, 1))
         self.diff = cfg.d_diff
 
@@ -209,8 +216,11 @@ class Discriminator(nn.Module):
         if self.diff:
             d = torch.cat([torch.zeros_like(clip[:, :1]), clip[:, 1:] - clip[:, :-1]], dim=1)
             x = torch.cat([clip, d], dim=2)
-        feats = self.encoder(x.flatten(0, 1)).view(b, t, -1)
-        h, _ = self.rnn(feats.float())
+        feats = self.encoder(x.flatten(0, 1)).view(b, t, -1).float()
+        if self.batch_std:  # one scalar per step: how different the batch's samples are
+            spread = feats.std(dim=0, unbiased=False).mean(dim=1)  # [t]
+            feats = torch.cat([feats, spread[None, :, None].expand(b, t, 1)], dim=2)
+        h, _ = self.rnn(feats)
         return self.head(h).squeeze(-1).float()
 
 
