@@ -52,7 +52,19 @@ def measure(kind: str, threads: int, params: dict) -> None:
         for _ in range(n):
             model.train_step(real, opt, autocast=bf16)
         dt = (time.perf_counter() - t0) / n
-        result = {"s_per_step": dt, "frames_per_s": cfg.batch_size * cfg.clip_length / dt}
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as fc:
+            model.train_step(real, opt)
+        result = {"s_per_step": dt, "frames_per_s": cfg.batch_size * cfg.clip_length / dt,
+                  "gflop": fc.get_total_flops() / 1e9}
+    elif kind == "matmul":  # the machine's fp32 ceiling, for "% of peak"
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        for _ in range(3):
+            a @ b
+        t0 = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        result = {"gflops": 10 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9, "frames_per_s": 0}
     else:  # generation: frames per second of the streaming rollout (latent steps + decoding)
         model.eval()
         batch, chunk, n = params["batch"], params["chunk"], params["frames"]
@@ -95,31 +107,47 @@ def main() -> None:
         ("generate 64x64, 1 stream, streaming (256 per call)", "gen", {"batch": 1, "chunk": 256, "frames": 20000}),
         ("generate 64x64, 32 streams, streaming (64 per call)", "gen", {"batch": 32, "chunk": 64, "frames": 1280}),
     ]
+    peak = child("matmul", a.threads, {})["gflops"]
+    print(f"fp32 matmul 2048^2: {peak:.0f} GFLOP/s with {a.threads} threads")
     results = []
-    print(f"{'measurement':58s} {'s/step':>8s} {'frames/s':>10s} {'peak MB':>8s}")
+    print(f"{'measurement':58s} {'s/step':>8s} {'frames/s':>10s} {'peak MB':>8s} {'GFLOP/step':>10s} {'% peak':>6s}")
     for name, kind, params in rows:
         r = child(kind, a.threads, params)
         results.append((name, r))
         if "error" in r:
             print(f"{name:58s} error: {r['error']}")
             continue
-        sps = f"{r['s_per_step']:.3f}" if "s_per_step" in r else ""
-        print(f"{name:58s} {sps:>8s} {r['frames_per_s']:>10.0f} {r['peak_mb']:>8.0f}")
+        print(f"{name:58s} {_sps(r):>8s} {r['frames_per_s']:>10.0f} {r['peak_mb']:>8.0f} "
+              f"{_gflop(r):>10s} {_pct(r, peak):>6s}")
     if not a.no_write:
-        write_table(results, a.threads)
+        write_table(results, a.threads, peak)
 
 
-def write_table(results, threads: int) -> None:
+def _sps(r) -> str:
+    return f"{r['s_per_step']:.3f}" if "s_per_step" in r else ""
+
+
+def _gflop(r) -> str:
+    return f"{r['gflop']:.1f}" if "gflop" in r else ""
+
+
+def _pct(r, peak) -> str:
+    return f"{100 * r['gflop'] / r['s_per_step'] / peak:.0f}" if "gflop" in r else ""
+
+
+def write_table(results, threads: int, peak: float) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip() or "unknown"
-    lines = [f"Measured {datetime.date.today()} on {machine()}, {threads} threads, commit {commit}.", "",
-             "| measurement | s/step | frames/s | peak MB |", "|---|---:|---:|---:|"]
+    lines = [f"Measured {datetime.date.today()} on {machine()}, {threads} threads, commit {commit}; "
+             f"fp32 matmul peak measured in the same run: {peak:.0f} GFLOP/s.", "",
+             "| measurement | s/step | frames/s | peak MB | GFLOP/step | % of matmul peak |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, r in results:
         if "error" in r:
-            lines.append(f"| {name} | error: {r['error']} | | |")
+            lines.append(f"| {name} | error: {r['error']} | | | | |")
         else:
-            sps = f"{r['s_per_step']:.3f}" if "s_per_step" in r else ""
-            lines.append(f"| {name} | {sps} | {r['frames_per_s']:.0f} | {r['peak_mb']:.0f} |")
+            lines.append(f"| {name} | {_sps(r)} | {r['frames_per_s']:.0f} | {r['peak_mb']:.0f} | "
+                         f"{_gflop(r)} | {_pct(r, peak)} |")
     table = "\n".join(lines)
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n<!-- BENCH -->\n<!-- /BENCH -->\n"

@@ -93,10 +93,15 @@ def cmd_generate(a) -> None:
 
 def cmd_live(a) -> None:
     from . import live, rollout
-    live.check_display()
+    if a.web is None:
+        live.check_display()
     model, config = _load(a)
     chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, config), chunk=a.fps))
-    shown = live.play(chunks, fps=a.fps, scale=a.scale)
+    if a.web is not None:
+        print(f"serving http://127.0.0.1:{a.web}/ (Ctrl-C stops)")
+        shown = live.serve(chunks, fps=a.fps, port=a.web, scale=a.scale)
+    else:
+        shown = live.play(chunks, fps=a.fps, scale=a.scale)
     print(f"played {shown} frames")
 
 
@@ -164,6 +169,8 @@ def parser() -> argparse.ArgumentParser:
         elif name == "live":
             s.add_argument("--fps", type=_positive("--fps"), default=30)
             s.add_argument("--scale", type=_positive("--scale"), default=6)
+            s.add_argument("--web", type=_positive("--web"), metavar="PORT",
+                           help="serve the stream to a browser on 127.0.0.1:PORT instead of a window")
         else:
             s.add_argument("--out", required=True)
             s.add_argument("--start", type=int, default=0)

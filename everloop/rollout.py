@@ -28,7 +28,7 @@ def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
     With interp = k > 1, k - 1 interpolated latents are put between two model steps, so a
     model trained on every 6th frame plays at the video's real speed with interp = 6."""
     gen = torch.Generator().manual_seed(seed)
-    z = model.reset(batch, gen)
+    z = model.start(batch, gen)
     prev = None
     buf: list[torch.Tensor] = []
     while True:

@@ -125,3 +125,20 @@ def test_prepare_the_real_recording_head(tmp_path, capsys):
     import json
     meta = json.loads((tmp_path / "d" / "meta.json").read_text())
     assert (meta["frames"], meta["height"], meta["width"]) == (18000, 16, 16)
+
+
+def test_live_without_a_display_says_so_in_one_line(tiny_run, monkeypatch, capsys):
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    code, err = run_cli("live", tiny_run, capsys=capsys)
+    assert_one_line_error(code, err, "display")
+
+
+def test_live_plays_headless_with_a_dummy_driver(tiny_run, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    from everloop import live
+    from everloop.checkpoint import load_run
+    from everloop.rollout import frames
+    model, _ = load_run(tiny_run)
+    shown = live.play((c[0] for c in frames(model, None, chunk=4)), fps=1000, scale=2, max_frames=10)
+    assert shown == 10

@@ -106,7 +106,7 @@ def test_training_overfits_one_clip(tmp_path):
     run = train(TrainArgs(data=str(data), out=str(tmp_path / "run"), preset="tiny", steps=300,
                           sample_every=0, progress=False, precision="fp32",
                           overrides={"lr_g": 1e-3, "lr_d": 1e-3, "ema_decay": 0.0,
-                                     "motion_weight": 0.0, "moment_weight": 0.0}))
+                                     "motion_weight": 0.0, "moment_weight": 0.0, "spread_weight": 0.0}))
     model, _ = checkpoint.load_run(run)
     before = np.abs(stream(tiny_model(), 8, batch=4).astype(float) - frame).mean()
     after = np.abs(stream(model, 8, batch=4).astype(float) - frame).mean()

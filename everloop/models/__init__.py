@@ -1,5 +1,5 @@
 """Model families. Each is a Config dataclass + PRESETS + an nn.Module with the same verbs:
-reset/advance/decode for sampling, configure_optimizers/clip_spec/train_step for training."""
+start/advance/decode for sampling, configure_optimizers/clip_spec/train_step for training."""
 from __future__ import annotations
 
 import dataclasses

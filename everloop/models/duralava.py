@@ -67,6 +67,10 @@ class DuralavaConfig:
     """Weight of the log mean-frame-difference match at `motion_lags` (0 = seed)."""
     motion_lags: tuple[int, ...] = (1, 2, 4, 8, 11)
     """Lags, in model steps, at which fake motion must match real motion."""
+    spread_weight: float = 1.0
+    """Weight of the log match of how different two streams are at one step to how
+    different two real clips (random moments) are: against G ignoring its latent, the
+    mode collapse that makes every stream show one scene (0 = seed)."""
     batch_size: int = 16
     """Clips per training step (seed: 32; 16 gives twice the updates per minute on a CPU)."""
     clip_length: int = 12
@@ -83,6 +87,9 @@ class DuralavaConfig:
     """Learning rate of G and the latent step (seed: 1e-3 with SGD)."""
     lr_d: float = 2e-4
     """Learning rate of D (seed: 1e-3 with SGD)."""
+    burn_in: int = 16
+    """Model steps a stream runs before its first frame is shown: a fresh draw from the
+    prior is rarely where long rollouts live, so the very first frames would look off."""
     ema_decay: float = 0.995
     """EMA of G and the step used for sampling; 0 samples the raw weights (seed)."""
 
@@ -94,8 +101,8 @@ PRESETS: dict[str, dict] = {
     # BCE, BatchNorm-free D without spectral norm, SGD, no motion loss, no EMA.
     "seed": dict(batch_size=32, clip_length=20, step_residual=False, step_noise_dim=0,
                  latent_noise=0.0, d_width=32, d_diff=False, d_batch_std=False,
-                 spectral_norm=False, loss="bce", moment_per_dim=False, motion_weight=0.0,
-                 carry_prob=0.5, optimizer="sgd", lr_g=1e-3, lr_d=1e-3, ema_decay=0.0),
+                 spectral_norm=False, loss="bce", moment_per_dim=False, motion_weight=0.0, spread_weight=0.0,
+                 carry_prob=0.5, optimizer="sgd", lr_g=1e-3, lr_d=1e-3, ema_decay=0.0, burn_in=0),
     # The demo: short clips so a few minutes on a laptop give many updates.
     "demo": dict(clip_length=10, batch_size=16, motion_lags=(1, 2, 4, 8), ema_decay=0.99),
     # Tests: 16x16 frames, width 8.
@@ -233,6 +240,13 @@ def gan_losses(kind: str, real: torch.Tensor, fake_d: torch.Tensor, fake_g: torc
     raise EverloopError(f"unknown GAN loss {kind!r} (use 'hinge' or 'bce')")
 
 
+def spread_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Squared log-ratio of fake to real mean |x_b - x_{b+1}| across the batch, same step."""
+    f = (fake - fake.roll(1, dims=0)).abs().mean().float()
+    r = (real - real.roll(1, dims=0)).abs().mean().float()
+    return (torch.log(f + 1e-3) - torch.log(r + 1e-3)) ** 2
+
+
 def motion_loss(fake: torch.Tensor, real: torch.Tensor, lags) -> torch.Tensor:
     """Squared log-ratio of fake to real mean |x_{t+k} - x_t| at each lag k."""
     loss = fake.new_zeros(())
@@ -274,6 +288,13 @@ class Duralava(nn.Module):
     def reset(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A fresh latent per stream, on the prior's shell."""
         return standardize(torch.randn(batch, self.cfg.latent_dim, generator=generator))
+
+    def start(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The first shown latent of each stream: a fresh draw, run `burn_in` steps."""
+        z = self.reset(batch, generator)
+        for _ in range(self.cfg.burn_in):
+            z = self.advance(z, generator)
+        return z
 
     def advance(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One model step of every stream; one noise draw of a fixed shape per step, so a
@@ -319,7 +340,8 @@ class Duralava(nn.Module):
             d_real, d_fake = self.discriminator(real), self.discriminator(fake)
             loss_d, adv = gan_losses(c.loss, d_real, d_fake, d_fake)
             motion = motion_loss(fake, real, c.motion_lags) if c.motion_weight > 0 else fake.new_zeros(())
-            loss_g = adv + c.moment_weight * penalty + c.motion_weight * motion
+            spread = spread_loss(fake, real) if c.spread_weight > 0 else fake.new_zeros(())
+            loss_g = adv + c.moment_weight * penalty + c.motion_weight * motion + c.spread_weight * spread
         d_params = [p for p in self.discriminator.parameters()]
         g_params = [p for group in opt["g"].param_groups for p in group["params"]]
         # One forward through D for both players: D's gradient from loss_d, G's from loss_g
@@ -335,7 +357,7 @@ class Duralava(nn.Module):
         self.carry = torch.where(keep, z.detach(), self.reset(b))
         m = latent_moments(lat.detach())
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv": adv.item(),
-                "penalty": float(penalty.detach()) if torch.is_tensor(penalty) else penalty, "motion": motion.item(),
+                "penalty": float(penalty.detach()) if torch.is_tensor(penalty) else penalty, "motion": motion.item(), "spread": spread.item(),
                 "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
                 **{f"z_{k}": v.item() for k, v in m.items()}}
 
