@@ -100,9 +100,8 @@ def main() -> None:
     rows = [
         ("train, seed size 32x20, seed preset, fp32", "train", {"preset": "seed", "steps": steps}),
         ("train, seed size 32x20, default preset, fp32", "train", {"set": seed_size, "steps": steps}),
-        ("train, seed size 32x20, default preset, bf16 autocast", "train",
-         {"set": seed_size, "bf16": True, "steps": 1, "warmup": 1}),
         ("train, default preset (16x12), fp32", "train", {"steps": steps}),
+        ("train, default preset (16x12), bf16 autocast", "train", {"bf16": True, "steps": 1, "warmup": 1}),
         ("generate 64x64, 1 stream, 1 frame per decoder call", "gen", {"batch": 1, "chunk": 1, "frames": 2000}),
         ("generate 64x64, 1 stream, streaming (256 per call)", "gen", {"batch": 1, "chunk": 256, "frames": 20000}),
         ("generate 64x64, 32 streams, streaming (64 per call)", "gen", {"batch": 32, "chunk": 64, "frames": 1280}),

@@ -101,10 +101,11 @@ PRESETS: dict[str, dict] = {
     # BCE, BatchNorm-free D without spectral norm, SGD, no motion loss, no EMA.
     "seed": dict(batch_size=32, clip_length=20, step_residual=False, step_noise_dim=0,
                  latent_noise=0.0, d_width=32, d_diff=False, d_batch_std=False,
-                 spectral_norm=False, loss="bce", moment_per_dim=False, motion_weight=0.0, spread_weight=0.0,
-                 carry_prob=0.5, optimizer="sgd", lr_g=1e-3, lr_d=1e-3, ema_decay=0.0, burn_in=0),
-    # The demo: short clips so a few minutes on a laptop give many updates.
-    "demo": dict(clip_length=10, batch_size=16, motion_lags=(1, 2, 4, 8), ema_decay=0.99),
+                 spectral_norm=False, loss="bce", moment_per_dim=False, motion_weight=0.0,
+                 spread_weight=0.0, carry_prob=0.5, optimizer="sgd", lr_g=1e-3, lr_d=1e-3,
+                 ema_decay=0.0, burn_in=0),
+    # The demo: small batches of short clips, so a few minutes on a laptop give many updates.
+    "demo": dict(batch_size=8, clip_length=8, motion_lags=(1, 2, 4, 7), ema_decay=0.99),
     # Tests: 16x16 frames, width 8.
     "tiny": dict(size=16, latent_dim=16, g_width=8, step_hidden=32, step_noise_dim=4,
                  d_width=8, d_feat=16, batch_size=4, clip_length=6, clip_stride=1,
