@@ -18,6 +18,7 @@ import torch
 from everloop import metrics, rollout, sheets
 from everloop.checkpoint import load_run
 from everloop.data import FrameStore, to_uint8
+from everloop.models.duralava import latent_moments
 
 
 def stream_window(model, start: int, count: int, seed: int = 0) -> np.ndarray:
@@ -55,6 +56,9 @@ def report(run: str, data: str, frames: int, sheet_prefix: str | None) -> dict:
     res["real"]["lag10_over_lag1"] = res["real"]["lag_motion"][10] / res["real"]["lag_motion"][1]
     last = sheets.pick_frames(model, [frames - 1], streams=8)[:, 0]
     res["late"]["spread_8_streams"] = metrics.stream_spread(last)
+    z = next(rollout.latents(model, batch=64, chunk=1001))[:, -1]  # 64 streams at step 1000
+    res["latent_1000"] = {"per_dim_std_across_streams": float(z.std(0).mean()),
+                          **{k: float(v) for k, v in latent_moments(z).items()}}
     res["seconds"] = round(time.time() - t0, 1)
     if sheet_prefix:
         for name, start in (("1000", 1000), (str(frames - 1000), frames - 1000)):

@@ -1,0 +1,477 @@
+"""`everloop eval`: how far a stream drifts from the real footage, at t = 16 ... 100,000.
+
+Generated windows (W = 64 consecutive frames at each horizon t, or the last W frames when
+t + W > frames) are compared with the real frames of DATA, taken at the run's model stride
+and split into two disjoint halves A and B (earlier / later windows of W frames).  Each
+drift metric (see ``everloop.drift``) is reported as a ratio: d(generated set, A) divided by
+the real-vs-real band, the mean of d(k windows drawn from B, A) over 16 seeded draws, with k
+the number of generated windows (streams) per horizon, so both sides have the same sample
+size.  A ratio near 1: as different from A as real footage is from itself.
+
+Failure detectors run on 16x16 area-downsampled frames, thresholds calibrated on the real
+frames at the same stride ("a second" = round(fps / stride) model steps):
+
+* frozen  -- mean |x_t - x_{t-1}| <= max(real 1st percentile, 0.01 grey levels) for more than
+  a second (the real footage's own longest still run is reported, not used: a recording
+  that holds still is a camera artifact, a stream that stops is the failure);
+* flicker -- mean |x_t - x_{t-1}| >= the real 99th percentile, for a run of max(a second,
+  1 + the real longest such run) steps;
+* loop    -- RMS distance to the nearest frame 2..300 steps back < min(0.5, 0.5 x real 1st
+  percentile) x the lag-1 RMS difference, while consecutive frames still differ (not frozen),
+  for a run of max(a second, 1 + real longest) steps: a k-cycle, k >= 2, scores ~0;
+* collapse -- (>= 2 streams) at some horizon the streams' mean pairwise RMS distance is below
+  the 1st percentile of the RMS distance between two random real frames;
+* saturation -- a horizon window's fraction of channel values at 0 or 255 exceeds the real
+  99th percentile + 0.1;
+* nan -- a latent or a decoded value is not finite (model runs only).
+
+A model stream is stepped at every frame for all streams; frames are decoded everywhere for
+the first ``full_streams`` streams and only inside the horizon windows for the others
+(decoding is the cost: 100k frames x 4 streams would take ~4x longer).  Memory holds the
+windows, a 300-frame history per stream and one chunk, however many frames are asked for.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import drift
+from .errors import EverloopError
+
+WINDOW, DRAWS, LOOP_SPAN, CHUNK = 64, 16, 300, 256
+
+
+def _longest(flags_per_episode) -> int:
+    best = 0
+    for flags in flags_per_episode:
+        r = drift.Runs(1)
+        r.feed(0, flags)
+        best = max(best, r.longest)
+    return best
+
+
+class Reference:
+    """Real windows (halves A and B, at most `max_windows` each) and detector thresholds.
+
+    `episodes`: uint8 arrays [n, H, W, 3] (memory-mapped is fine), already at the stride."""
+
+    def __init__(self, episodes, steps_per_second: float, window: int = WINDOW, seed: int = 0,
+                 max_windows: int = 32, progress: bool = False):
+        self.window, self.shape = window, tuple(episodes[0].shape[1:])
+        self.second = max(2, round(steps_per_second))
+        starts = [(i, s) for i, ep in enumerate(episodes) for s in range(0, len(ep) - window + 1, window)]
+        if len(starts) < 2:
+            raise EverloopError(f"the real data has {sum(len(e) for e in episodes)} frames at this stride; "
+                                f"need two windows of {window} consecutive frames (use fewer --frames "
+                                f"or a longer DATA)")
+        half = (len(starts) + 1) // 2
+        halves = [starts[:half], starts[half:]]
+        halves = [h if len(h) <= max_windows else
+                  [h[i] for i in np.linspace(0, len(h) - 1, max_windows).round().astype(int)] for h in halves]
+        with tqdm(total=sum(map(len, halves)), desc="reference", unit="window", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            self.A, self.B = ([self._summary(np.asarray(episodes[i][s:s + window]), bar) for i, s in h]
+                              for h in halves)
+        self.metrics = [m for m in drift.METRICS if m in self.A[0]]
+        self._calibrate(episodes, seed)
+
+    @staticmethod
+    def _summary(frames, bar):
+        s = drift.summarise(frames)
+        bar.update()
+        return s
+
+    def _calibrate(self, episodes, seed: int) -> None:
+        mads, ratios, sats = [], [], []
+        for ep in episodes:
+            track, parts = drift.Track(LOOP_SPAN), []
+            for i in range(0, len(ep), 512):
+                chunk = np.asarray(ep[i:i + 512])
+                parts.append(track.feed(i, drift.downsample(chunk)))
+                sats.append(drift.saturation(chunk))
+            mad, rms, rev = (np.concatenate(p) for p in zip(*parts))
+            mads.append(mad)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios.append(rev / rms)
+        every = np.concatenate(mads)
+        self.frozen_thr = max(float(np.nanpercentile(every, 1)), 0.01)
+        self.flicker_thr = max(float(np.nanpercentile(every, 99)), self.frozen_thr + 1e-3)
+        moving = [r[m > self.frozen_thr] for r, m in zip(ratios, mads)]
+        r_all = np.concatenate(moving)
+        r_all = r_all[np.isfinite(r_all)]
+        self.loop_thr = min(0.5, 0.5 * float(np.percentile(r_all, 1))) if len(r_all) else 0.5
+        self.real_longest = {
+            "frozen": _longest(m <= self.frozen_thr for m in mads),
+            "flicker": _longest(m >= self.flicker_thr for m in mads),
+            "loop": _longest(self._loop_flags(m, r) for m, r in zip(mads, ratios))}
+        # "more than a second"; flicker and loop also longer than anything the footage does.
+        # Frozen not: a recording's still segment (lava64 holds still for 133 steps once, at
+        # stride 6) is a camera/encoder artifact, while a stream that stops is the failure.
+        self.min_run = {k: self.second + 1 if k == "frozen" else max(self.second, v) + 1
+                        for k, v in self.real_longest.items()}
+        self.frozen_fraction = float(np.mean(every[np.isfinite(every)] <= self.frozen_thr))
+        sat = np.concatenate(sats)
+        self.saturation_p99 = float(np.percentile(sat, 99))
+        # collapse: how close two random real frames are (1st percentile of 2,000 pairs)
+        rng = np.random.default_rng(seed)
+        offsets = np.cumsum([0] + [len(e) for e in episodes])
+        pick = rng.integers(0, offsets[-1], size=(2000, 2))
+
+        def frame(g):
+            e = int(np.searchsorted(offsets, g, "right") - 1)
+            return np.asarray(episodes[e][g - offsets[e]])
+        a = drift.downsample(np.stack([frame(g) for g in pick[:, 0]]))
+        b = drift.downsample(np.stack([frame(g) for g in pick[:, 1]]))
+        self.spread_thr = float(np.percentile(np.sqrt(((a - b) ** 2).mean(1)), 1))
+
+    def _loop_flags(self, mad, ratio):
+        with np.errstate(invalid="ignore"):
+            return (ratio < self.loop_thr) & (mad > self.frozen_thr)
+
+    def band(self, k: int, seed: int) -> dict[str, tuple[float, float]]:
+        """{metric: (mean, std)} of d(k random B windows, A) over DRAWS seeded draws."""
+        rng = np.random.default_rng(seed)
+        d = {m: [] for m in self.metrics}
+        for _ in range(DRAWS):
+            sub = [self.B[i] for i in rng.choice(len(self.B), size=k, replace=len(self.B) < k)]
+            for m in self.metrics:
+                d[m].append(drift.set_distance(m, self.A, sub))
+        return {m: (float(np.mean(v)), float(np.std(v))) for m, v in d.items()}
+
+
+class Evaluator:
+    """Streams in frames (per stream, contiguous segments) and latents; keeps the windows."""
+
+    def __init__(self, ref: Reference, frames: int, streams: int, horizons=drift.HORIZONS):
+        w = ref.window
+        if frames < w:
+            raise EverloopError(f"--frames {frames} is shorter than the {w}-frame window")
+        self.ref, self.frames, self.streams = ref, frames, streams
+        self.horizons = [t for t in horizons if t <= frames] or [0]
+        self.starts = {t: min(t, frames - w) for t in self.horizons}
+        self.win = {t: np.zeros((streams, w, *ref.shape), np.uint8) for t in self.horizons}
+        self.lat: dict[int, np.ndarray] = {}
+        self.tracks = [drift.Track(LOOP_SPAN) for _ in range(streams)]
+        self.runs = {k: [drift.Runs(n) for _ in range(streams)] for k, n in ref.min_run.items()}
+        self.nan_at: int | None = None
+
+    def needed(self, lo: int, hi: int) -> np.ndarray:
+        """bool [hi - lo]: which frames lo..hi-1 fall in some horizon window."""
+        idx = np.arange(lo, hi)
+        return np.any([(idx >= s) & (idx < s + self.ref.window) for s in self.starts.values()], 0)
+
+    def feed(self, stream: int, start: int, frames: np.ndarray) -> None:
+        n, w, ref = len(frames), self.ref.window, self.ref
+        if tuple(frames.shape[1:]) != ref.shape:
+            raise EverloopError(f"generated frames are {list(frames.shape[1:])}, the real data's {list(ref.shape)}")
+        for t, s0 in self.starts.items():
+            lo, hi = max(start, s0), min(start + n, s0 + w)
+            if lo < hi:
+                self.win[t][stream, lo - s0:hi - s0] = frames[lo - start:hi - start]
+        mad, rms, rev = self.tracks[stream].feed(start, drift.downsample(frames))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = rev / rms
+        self.runs["frozen"][stream].feed(start, mad <= ref.frozen_thr)
+        self.runs["flicker"][stream].feed(start, mad >= ref.flicker_thr)
+        self.runs["loop"][stream].feed(start, ref._loop_flags(mad, ratio))
+
+    def feed_latents(self, start: int, lat: np.ndarray) -> None:
+        """Latents [streams, n, L] of frames start..start+n-1 (every frame, all streams)."""
+        if self.nan_at is None and not np.isfinite(lat).all():
+            self.nan_at = start + int(np.argmin(np.isfinite(lat).all((0, 2))))
+        n, w = lat.shape[1], self.ref.window
+        for t, s0 in self.starts.items():
+            lo, hi = max(start, s0), min(start + n, s0 + w)
+            if lo < hi:
+                buf = self.lat.setdefault(t, np.zeros((self.streams, w, lat.shape[2]), np.float32))
+                buf[:, lo - s0:hi - s0] = lat[:, lo - start:hi - start]
+
+    def mark_nan(self, at: int) -> None:
+        self.nan_at = at if self.nan_at is None else min(self.nan_at, at)
+
+    def report(self, seed: int = 0) -> dict:
+        ref, k = self.ref, self.streams
+        band = ref.band(k, seed)
+        drift_r = {m: {} for m in ref.metrics}
+        dist = {m: {} for m in ref.metrics}
+        sat, spread, latent = {}, {}, {}
+        for t in self.horizons:
+            gen = [drift.summarise(self.win[t][s]) for s in range(k)]
+            for m in ref.metrics:
+                dist[m][str(t)] = d = drift.set_distance(m, ref.A, gen)
+                drift_r[m][str(t)] = d / max(band[m][0], 1e-12)
+            sat[str(t)] = float(drift.saturation(self.win[t].reshape(-1, *ref.shape)).mean())
+            if k > 1:
+                ds = drift.downsample(self.win[t].reshape(-1, *ref.shape)).reshape(k, ref.window, -1)
+                pairs = [np.sqrt(((ds[i] - ds[j]) ** 2).mean(1)) for i in range(k) for j in range(i + 1, k)]
+                spread[str(t)] = float(np.mean(pairs))
+            if t in self.lat:
+                from .models.duralava import latent_moments
+                latent[str(t)] = {n: float(v) for n, v in latent_moments(torch.from_numpy(self.lat[t])).items()}
+        det = {name: {"threshold": thr, "min_run": ref.min_run[name], "real_longest_run": ref.real_longest[name],
+                      "longest_run": max(r.longest for r in self.runs[name]),
+                      "first_at": min((r.first for r in self.runs[name] if r.first is not None), default=None)}
+               for name, thr in (("frozen", ref.frozen_thr), ("flicker", ref.flicker_thr), ("loop", ref.loop_thr))}
+        rep = {"frames": self.frames, "streams": k, "window": ref.window, "horizons": self.horizons,
+               "frozen": det["frozen"]["longest_run"] >= ref.min_run["frozen"],
+               "flicker": det["flicker"]["longest_run"] >= ref.min_run["flicker"],
+               "loop": det["loop"]["longest_run"] >= ref.min_run["loop"],
+               "nan": self.nan_at is not None,
+               "saturation": max(sat.values()) > ref.saturation_p99 + 0.1,
+               "drift": drift_r, "distance": dist,
+               "band": {m: {"mean": b[0], "std": b[1]} for m, b in band.items()},
+               "latent": latent, "prediction": {}, "notes": []}
+        if k > 1:
+            rep["collapse"] = min(spread.values()) < ref.spread_thr
+        det.update(nan={"first_at": self.nan_at},
+                   saturation={"fraction": sat, "real_p99": ref.saturation_p99},
+                   collapse={"spread": spread, "threshold": ref.spread_thr} if k > 1 else None,
+                   real_frozen_fraction=ref.frozen_fraction)
+        rep["detectors"] = det
+        if ref.real_longest["frozen"] >= ref.min_run["frozen"]:
+            rep["notes"].append(f"the real footage itself holds still for {ref.real_longest['frozen']} steps "
+                                f"(frozen flags more than {ref.min_run['frozen'] - 1})")
+        if "flow_hist" not in ref.metrics:
+            rep["notes"].append("flow_hist skipped: OpenCV (cv2) is not installed")
+        return rep
+
+
+def _feed_array(ev: Evaluator, gen: np.ndarray, bar=None) -> None:
+    for i in range(0, gen.shape[1], CHUNK):
+        for s in range(gen.shape[0]):
+            ev.feed(s, i, gen[s, i:i + CHUNK])
+        if bar is not None:
+            bar.update(min(CHUNK, gen.shape[1] - i))
+
+
+def evaluate_frames(generated: np.ndarray, real, out: str | None = None, steps_per_second: float = 30.0,
+                    window: int = WINDOW, seed: int = 0, horizons=drift.HORIZONS,
+                    latents: np.ndarray | None = None, progress: bool = False) -> dict:
+    """The same report for in-memory frames: `generated` uint8 [streams, T, H, W, 3] (or
+    [T, H, W, 3]); `real` uint8 [N, H, W, 3] or a list of such episodes, already at the model
+    stride; `steps_per_second` = fps / stride; optional `latents` [streams, T, L]."""
+    gen = generated[None] if generated.ndim == 4 else generated
+    episodes = [real] if isinstance(real, np.ndarray) and real.ndim == 4 else list(real)
+    w = min(window, gen.shape[1])
+    ref = Reference(episodes, steps_per_second, w, seed, progress=progress)
+    ev = Evaluator(ref, gen.shape[1], gen.shape[0], horizons)
+    if latents is not None:
+        ev.feed_latents(0, np.asarray(latents, np.float32))
+    _feed_array(ev, gen)
+    rep = ev.report(seed)
+    if out is not None:
+        write_outputs(rep, ev, out)
+    return rep
+
+
+def _video_frames(path: str, limit: int):
+    """Yield uint8 frames [H, W, 3] of a video file (PyAV) or a folder of images, in order."""
+    p = Path(path)
+    if p.is_dir():
+        from PIL import Image
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        for f in files[:limit]:
+            yield np.asarray(Image.open(f).convert("RGB"))
+        return
+    import av
+    try:
+        with av.open(str(p)) as box:
+            for i, frame in enumerate(box.decode(video=0)):
+                if i >= limit:
+                    return
+                yield frame.to_ndarray(format="rgb24")
+    except (av.error.FFmpegError, OSError) as e:
+        raise EverloopError(f"{path}: cannot read video ({e})") from None
+
+
+def evaluate(run: str | None, data: str, frames: int, out: str, video: str | None = None, streams: int = 4,
+             seed: int = 0, progress: bool = True, stride: int | None = None, full_streams: int = 1) -> dict:
+    """Generate (or read) `frames` frames, compare with DATA, write OUT/report.json etc."""
+    from .data import FrameStore, to_uint8
+    store = FrameStore(data)
+    model = None
+    if video is None:
+        if run is None:
+            raise EverloopError("eval needs a RUN folder or --video FILE")
+        from .checkpoint import load_run
+        model, config = load_run(run)
+        stride = stride or int(config["config"].get("clip_stride", 1))
+    else:
+        stride, streams = stride or 1, 1
+        got = sum(1 for _ in _video_frames(video, frames))
+        if got < min(frames, WINDOW):
+            raise EverloopError(f"{video}: only {got} frames; need at least {min(frames, WINDOW)}")
+        frames = min(frames, got)
+    if frames < 16:
+        raise EverloopError(f"--frames must be >= 16, got {frames}")
+    episodes = [store.frames[s:e:stride] for s, e in store.episodes]
+    ref = Reference(episodes, store.fps / stride, min(WINDOW, frames), seed, progress=progress)
+    ev = Evaluator(ref, frames, streams)
+    with tqdm(total=frames, unit="frame", desc="eval", disable=not progress, dynamic_ncols=True) as bar:
+        if model is None:
+            buf, at = [], 0
+            for f in _video_frames(video, frames):
+                if f.shape != ref.shape:
+                    raise EverloopError(f"{video}: frames are {f.shape[1]}x{f.shape[0]}, DATA's are "
+                                        f"{ref.shape[1]}x{ref.shape[0]} (WxH)")
+                buf.append(f)
+                if len(buf) == CHUNK:
+                    ev.feed(0, at, np.stack(buf))
+                    at, buf = at + CHUNK, []
+                    bar.update(CHUNK)
+            if buf:
+                ev.feed(0, at, np.stack(buf))
+                bar.update(len(buf))
+        else:
+            _generate(model, ev, frames, streams, seed, min(full_streams, streams), bar, to_uint8)
+    rep = ev.report(seed)
+    rep.update(run=run, data=str(data), video=video, seed=seed, stride=stride, full_streams=full_streams)
+    write_outputs(rep, ev, out)
+    return rep
+
+
+@torch.inference_mode()
+def _generate(model, ev: Evaluator, frames, streams, seed, full, bar, to_uint8) -> None:
+    from . import rollout
+    done = 0
+    for lat in rollout.latents(model, streams, seed, 1, CHUNK):
+        lat = lat[:, :frames - done]
+        n = lat.shape[1]
+        ev.feed_latents(done, lat.float().numpy())
+        need = ev.needed(done, done + n)
+        picks = [np.arange(n) if s < full else np.flatnonzero(need) for s in range(streams)]
+        if sum(map(len, picks)):
+            z = torch.cat([lat[s, torch.from_numpy(p)] for s, p in enumerate(picks)])
+            x = torch.cat([model.decode(z[i:i + CHUNK]) for i in range(0, len(z), CHUNK)])
+            bad = ~torch.isfinite(x).flatten(1).all(1)
+            if bad.any():
+                ev.mark_nan(done + int(np.concatenate(picks)[int(bad.nonzero()[0])]))
+            u8, at = to_uint8(x), 0
+            for s, p in enumerate(picks):
+                for seg in np.split(np.arange(len(p)), np.flatnonzero(np.diff(p) != 1) + 1):
+                    if len(seg):
+                        ev.feed(s, done + int(p[seg[0]]), u8[at + seg[0]:at + seg[-1] + 1])
+                at += len(p)
+        done += n
+        bar.update(n)
+        if done >= frames:
+            return
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _plot(path: Path, name: str, horizons: list[int], ratios: dict, cv: float) -> None:
+    """Ratio vs horizon (log-log), with the band (ratio 1 +- its draw-to-draw spread) in green."""
+    from PIL import Image, ImageDraw
+    w, h, left, right, top, bottom = 480, 300, 56, 16, 28, 36
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    vals = [max(ratios[str(t)], 1e-3) for t in horizons]
+    lo = math.floor(math.log10(min(vals + [0.5])))
+    hi = math.ceil(math.log10(max(vals + [2.0])))
+    xs = [left + (w - left - right) * (i + 0.5) / len(horizons) for i in range(len(horizons))]
+
+    def y(v):
+        return top + (h - top - bottom) * (hi - math.log10(max(v, 1e-3))) / (hi - lo)
+    d.rectangle([left, y(1 + cv), w - right, y(max(1 - cv, 10.0 ** lo))], fill=(215, 240, 215))
+    d.line([left, y(1), w - right, y(1)], fill=(0, 140, 0), width=2)
+    for e in range(lo, hi + 1):
+        d.line([left - 4, y(10.0 ** e), left, y(10.0 ** e)], fill="black")
+        d.text((4, y(10.0 ** e) - 6), f"{10.0 ** e:g}", fill="black")
+    d.line([left, top, left, h - bottom, w - right, h - bottom], fill="black")
+    pts = [(x, y(v)) for x, v in zip(xs, vals)]
+    if len(pts) > 1:
+        d.line(pts, fill=(30, 60, 200), width=2)
+    for (x, yy), t in zip(pts, horizons):
+        d.ellipse([x - 3, yy - 3, x + 3, yy + 3], fill=(30, 60, 200))
+        d.text((x - 12, h - bottom + 6), f"t={t}", fill="black")
+    d.text((left, 6), f"{name}: ratio to real-vs-real band (green = 1 +- spread)", fill="black")
+    img.save(path)
+
+
+def write_outputs(rep: dict, ev: Evaluator, out) -> Path:
+    """report.json, report.md, drift_<metric>.png and sheet_t<horizon>.png into `out`."""
+    from .sheets import save_sheet
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(rep, indent=1, default=str) + "\n")
+        hz = ev.horizons
+        for m, ratios in rep["drift"].items():
+            b = rep["band"][m]
+            _plot(out / f"drift_{m}.png", m, hz, ratios, b["std"] / max(b["mean"], 1e-12))
+        cols = np.linspace(0, ev.ref.window - 1, min(8, ev.ref.window)).round().astype(int)
+        for t in hz:
+            save_sheet(ev.win[t][:, cols], out / f"sheet_t{t}.png",
+                       labels=[str(ev.starts[t] + c) for c in cols])
+        (out / "report.md").write_text(_markdown(rep, hz))
+    except OSError as e:
+        raise EverloopError(f"cannot write {out}: {e}") from None
+    return out
+
+
+def _markdown(rep: dict, hz: list[int]) -> str:
+    flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
+    lines = [f"# everloop eval: {rep['frames']} frames x {rep['streams']} stream(s)", "",
+             f"Failures: **{', '.join(flags) if flags else 'none'}**", "",
+             "Drift: distance to real half A / real-vs-real band (1 = as far as real footage is from itself).",
+             "", "| metric | band | " + " | ".join(f"t={t}" for t in hz) + " |",
+             "|---|---|" + "---|" * len(hz)]
+    for m, r in rep["drift"].items():
+        b = rep["band"][m]
+        lines.append(f"| {m} | {b['mean']:.4g} ± {b['std']:.2g} | "
+                     + " | ".join(f"{r[str(t)]:.2f}" for t in hz) + " |")
+    if rep["latent"]:
+        lines += ["", "| latent | " + " | ".join(f"t={t}" for t in rep["latent"]) + " |",
+                  "|---|" + "---|" * len(rep["latent"])]
+        for k in ("mean", "std", "skew", "kurt"):
+            lines.append(f"| {k} | " + " | ".join(f"{v[k]:.3f}" for v in rep["latent"].values()) + " |")
+    det = rep["detectors"]
+    lines += ["", "| detector | threshold | needed run | longest run | first at |", "|---|---|---|---|---|"]
+    for k in ("frozen", "flicker", "loop"):
+        x = det[k]
+        lines.append(f"| {k} | {x['threshold']:.3g} | {x['min_run']} | {x['longest_run']} | {x['first_at']} |")
+    lines += [""] + [f"- {n}" for n in rep["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def cmd_eval(a) -> None:
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rep = evaluate(a.run, a.data, a.frames, a.out, video=a.video, streams=a.streams, seed=a.seed,
+                   progress=not a.quiet, stride=a.stride, full_streams=a.full_streams)
+    last = str(rep["horizons"][-1])
+    worst = max(rep["drift"], key=lambda m: rep["drift"][m][last])
+    flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
+    print(f"wrote {a.out}/report.json: {rep['frames']} frames x {rep['streams']} stream(s); at t={last} "
+          f"worst drift {worst} {rep['drift'][worst][last]:.2f}x the real band; "
+          f"failures: {', '.join(flags) if flags else 'none'}")
+
+
+def add_eval_parser(subparsers) -> None:
+    """Register `everloop eval RUN --data DATA --frames N --out REPORT [...]` (cli.parser calls it)."""
+    from .cli import _positive
+    s = subparsers.add_parser("eval", help="drift of a run's streams vs the real data at t = 16 ... 100k")
+    s.add_argument("run", nargs="?", help="run folder (omit with --video)")
+    s.add_argument("--data", required=True, help="the real dataset folder")
+    s.add_argument("--frames", type=_positive("--frames"), required=True, help="model steps per stream")
+    s.add_argument("--out", required=True, help="report folder to write")
+    s.add_argument("--video", help="evaluate this generated video (one stream) instead of a run")
+    s.add_argument("--streams", type=_positive("--streams"), default=4)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--stride", type=_positive("--stride"),
+                   help="real-data frames per generated frame (default: the run's clip stride; 1 for --video)")
+    s.add_argument("--full-streams", type=_positive("--full-streams"), default=1,
+                   help="streams decoded at every frame for the detectors (others: windows only)")
+    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_eval)
