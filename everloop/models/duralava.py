@@ -250,15 +250,20 @@ def spread_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (torch.log(f + 1e-3) - torch.log(r + 1e-3)) ** 2
 
 
-def motion_loss(fake: torch.Tensor, real: torch.Tensor, lags) -> torch.Tensor:
-    """Squared log-ratio of fake to real mean |x_{t+k} - x_t| at each lag k."""
+def motion_loss(fake: torch.Tensor, real: torch.Tensor, lags, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared difference of fake and real mean log |x_{t+k} - x_t| per clip, at each lag k.
+
+    Per clip and in log space: a batch mean of raw differences is met by a few clips that
+    move a lot (a fresh latent settling in) while the rest stand still, and a model trained
+    that way has streams that stand still. `mask` [B] picks the fake clips that count."""
     loss = fake.new_zeros(())
     for k in lags:
         if k >= fake.shape[1]:
             continue
-        f = (fake[:, k:] - fake[:, :-k]).abs().mean().float()
-        r = (real[:, k:] - real[:, :-k]).abs().mean().float()
-        loss = loss + (torch.log(f + 1e-3) - torch.log(r + 1e-3)) ** 2
+        f = torch.log((fake[:, k:] - fake[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3)
+        r = torch.log((real[:, k:] - real[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3)
+        f = f[mask] if mask is not None and bool(mask.any()) else f
+        loss = loss + (f.mean() - r.mean()) ** 2
     return loss
 
 
@@ -278,6 +283,7 @@ class Duralava(nn.Module):
                 p.requires_grad_(False)
             self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("carry", torch.zeros(0, cfg.latent_dim), persistent=False)
+        self.carried = torch.zeros(0, dtype=torch.bool)
 
     # ---- sampling: the world model as reset()/step()/decode() ------------------------------
     def _sampler(self):
@@ -327,7 +333,7 @@ class Duralava(nn.Module):
         c = self.cfg
         b, t = real.shape[:2]
         if self.carry.shape[0] != b:
-            self.carry = self.reset(b)
+            self.carry, self.carried = self.reset(b), torch.zeros(b, dtype=torch.bool)
         z, zs, penalty = self.carry, [], 0.0
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             for _ in range(t):  # truncated BPTT through the t steps of this clip
@@ -341,7 +347,8 @@ class Duralava(nn.Module):
             fake = self.generator(lat.flatten(0, 1)).float().view_as(real)
             d_real, d_fake = self.discriminator(real), self.discriminator(fake)
             loss_d, adv = gan_losses(c.loss, d_real, d_fake, d_fake)
-            motion = motion_loss(fake, real, c.motion_lags) if c.motion_weight > 0 else fake.new_zeros(())
+            motion = (motion_loss(fake, real, c.motion_lags, self.carried) if c.motion_weight > 0
+                      else fake.new_zeros(()))
             spread = spread_loss(fake, real) if c.spread_weight > 0 else fake.new_zeros(())
             loss_g = (adv + c.moment_weight * penalty + c.dim_weight * spread_z + c.motion_weight * motion
                       + c.spread_weight * spread)
@@ -358,6 +365,7 @@ class Duralava(nn.Module):
         self.update_ema()
         keep = torch.rand(b, 1) < c.carry_prob  # the persistent latent batch
         self.carry = torch.where(keep, z.detach(), self.reset(b))
+        self.carried = keep[:, 0]  # only these clips continue a rollout; fresh ones settle in first
         m = latent_moments(lat.detach())
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv": adv.item(),
                 "penalty": float(penalty.detach()) if torch.is_tensor(penalty) else penalty,
@@ -402,7 +410,7 @@ class Duralava(nn.Module):
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Training state beyond the weights: the persistent latent batch."""
-        return {"carry": self.carry}
+        return {"carry": self.carry, "carried": self.carried}
 
     def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.carry = state["carry"]
+        self.carry, self.carried = state["carry"], state["carried"]
