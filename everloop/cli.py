@@ -1,4 +1,4 @@
-"""everloop prepare | train | generate | live | sheet
+"""everloop prepare | train | generate | live | sheet | eval
 
 Every user-facing failure is an EverloopError, printed as one line with exit status 2."""
 from __future__ import annotations
@@ -177,6 +177,8 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--count", type=_positive("--count"), default=16)
             s.add_argument("--stride", type=_positive("--stride"), default=1)
             s.add_argument("--streams", type=_positive("--streams"), default=4)
+    from .evaluate import add_eval_parser
+    add_eval_parser(sub)
     return p
 
 
