@@ -416,4 +416,5 @@ class Duralava(nn.Module):
         return {"carry": self.carry, "carried": self.carried}
 
     def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.carry, self.carried = state["carry"], state["carried"]
+        self.carry = state["carry"]
+        self.carried = state.get("carried", torch.zeros(len(self.carry), dtype=torch.bool))
