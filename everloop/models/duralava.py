@@ -11,16 +11,20 @@ What everloop changes, and why (each is a Config field, so the seed stays one pr
 - the normality penalty also holds each latent dimension's batch mean/std at N(0, 1)
   (`dim_weight`): the seed's pooled moments are satisfied by a batch whose samples all
   share one latent, which is exactly "all streams show the same scene";
-- a motion loss matches the mean frame difference at several lags to the real clip's, a
-  long-range signal a short-window discriminator does not give;
-- the discriminator sees the frame and its difference to the previous one, has spectral
-  norm, and uses the hinge loss; Adam instead of SGD; an EMA of G and R for sampling.
+- a motion loss matches each clip's log mean frame difference at lags 1-11 to the real
+  clips', a long-range signal a short-window discriminator does not give; a spread loss
+  does the same for the difference between streams (against G ignoring its latent);
+- training continues 90% of latents into the next clip, so the model learns on its own
+  long rollouts, where drift happens;
+- the discriminator sees the frame and its difference to the previous one, the batch's
+  spread (minibatch std), has spectral norm and the hinge loss; Adam instead of SGD; an
+  EMA of G and R for sampling. docs/duralava.md has the measured effect of each change.
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
