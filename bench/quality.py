@@ -13,25 +13,16 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 from everloop import metrics, rollout, sheets
 from everloop.checkpoint import load_run
-from everloop.data import FrameStore, to_uint8
+from everloop.data import FrameStore
 from everloop.models.duralava import latent_moments
 
 
 def stream_window(model, start: int, count: int, seed: int = 0) -> np.ndarray:
     """uint8 [count, H, W, 3]: frames start .. start+count of stream `seed`, at constant memory."""
-    out, done = [], 0
-    for lat in rollout.latents(model, 1, seed, chunk=4096):
-        lo, hi = max(start - done, 0), min(start + count - done, lat.shape[1])
-        if lo < hi:
-            with torch.inference_mode():
-                out.append(to_uint8(model.decode(lat[0, lo:hi])))
-        done += lat.shape[1]
-        if done >= start + count:
-            return np.concatenate(out)
+    return sheets.pick_frames(model, range(start, start + count), streams=1, seed=seed)[0]
 
 
 def report(run: str, data: str, frames: int, sheet_prefix: str | None) -> dict:
