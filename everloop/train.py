@@ -104,7 +104,12 @@ def train(args: TrainArgs) -> Path:
         step, elapsed_before = state["step"], state["elapsed"]
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
-    batch, length, stride = model.clip_spec()
+    def next_batch():
+        # A family may draw its own batches (crops, latents, ...); the default is clips.
+        if hasattr(model, "sample_batch"):
+            return model.sample_batch(store, rng)
+        return to_float(store.sample_clips(*model.clip_spec(), rng))
+
     meta = {"data": {"path": str(args.data), **{k: store.meta.get(k) for k in ("height", "width", "fps", "source")}},
             "train": {"preset": args.preset, "seed": args.seed, "precision": "bf16" if bf16 else "fp32"}}
 
@@ -133,8 +138,7 @@ def train(args: TrainArgs) -> Path:
     model.train()
     try:
         while (total is None or step < total) and (budget is None or time.time() - t0 < budget):
-            real = to_float(store.sample_clips(batch, length, stride, rng))
-            logs = model.train_step(real, opt, autocast=bf16)
+            logs = model.train_step(next_batch(), opt, autocast=bf16)
             bad = [k for k, v in logs.items() if not math.isfinite(v)]
             if bad:
                 raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; the last good "
@@ -148,8 +152,8 @@ def train(args: TrainArgs) -> Path:
             else:
                 bar.n = min(int(now - t0), bar.total)
                 bar.refresh()
-            bar.set_postfix(step=step, sps=f"{(step - step0) / max(now - t0, 1e-9):.2f}",
-                            d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}", refresh=False)
+            shown = {k: f"{v:.3f}" for k, v in list(logs.items())[:3] if k not in ("step", "time")}
+            bar.set_postfix(step=step, sps=f"{(step - step0) / max(now - t0, 1e-9):.2f}", **shown, refresh=False)
             if args.sample_every and step % args.sample_every == 0:
                 sample()
             if now - last_save > args.save_every_minutes * 60:
