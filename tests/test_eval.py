@@ -67,7 +67,9 @@ def test_a_five_frame_cycle_is_a_loop():
     rep = run(gen)
     assert rep["loop"] and not rep["frozen"]
     det = rep["detectors"]["loop"]
-    assert det["min_run"] == 31 and det["first_at"] == 5 + 31 - 1  # flagged from the 1st repeat
+    # 30 steps per second here: a loop must outlast two seconds (61 steps); the first repeat
+    # is at frame 5, so the run completes at frame 5 + 61 - 1 and not a step later.
+    assert det["min_run"] == 61 and det["first_at"] == 5 + 61 - 1
 
 
 def test_uniform_noise_fails_appearance_and_flickers():

@@ -1,0 +1,60 @@
+"""Recursive next-frame prediction scores for `everloop eval` (families with context_frames > 0).
+
+From `clips` seeded random places in the held-out split of DATA (an episode tree's Test
+episodes, else the tail of each episode; see FrameStore.split), the model gets
+`context_frames` real frames, then rolls out `steps` frames on its own, each prediction
+becoming input to the next.  Every step is scored against the real continuation with
+everloop.metrics.prediction_table, and so is the copy-the-last-real-frame baseline, which
+a model must beat to have learned anything about motion."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import metrics
+from .data import FrameStore, to_float
+from .errors import EverloopError
+
+
+def seed_clips(store: FrameStore, length: int, stride: int, clips: int, seed: int) -> torch.Tensor:
+    """float [clips, length, C, H, W] from the held-out ranges (reproducible under seed)."""
+    _, test = store.split()
+    span = (length - 1) * stride + 1
+    if not test or max(e - s for s, e in test) < span:
+        raise EverloopError(f"{store.path}: the held-out split has no {span} consecutive frames "
+                            f"for {length} frames at stride {stride} (use fewer --pred-steps)")
+    return to_float(store.sample_clips(clips, length, stride, np.random.default_rng(seed), ranges=test))
+
+
+@torch.inference_mode()
+def rollout_from(model, context: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
+    """float [B, steps, C, H, W]: the model's own continuation of `context` [B, k, C, H, W].
+
+    Convention of every family that takes a seed clip: decode(start(...)) shows the last
+    context frame and each advance() one new frame."""
+    gen = torch.Generator().manual_seed(seed)
+    state = model.start(context.shape[0], gen, seed_clip=context)
+    out = []
+    for _ in range(steps):
+        state = model.advance(state, gen)
+        out.append(model.decode(state).clamp(0, 1))
+    return torch.stack(out, 1)
+
+
+def evaluate_prediction(model, store: FrameStore, stride: int, steps: int = 64, clips: int = 8,
+                        seed: int = 0) -> dict:
+    """{"prediction": {step: metrics}, "prediction_baseline": {...}, "prediction_setup": {...}}."""
+    k = int(getattr(model, "context_frames", 0))
+    if k < 1:
+        raise EverloopError(f"the {model.family} family does not predict from real frames")
+    clip = seed_clips(store, k + steps, stride, clips, seed)
+    context, truth = clip[:, :k], clip[:, k:]
+    pred = rollout_from(model, context, steps, seed)
+    if pred.shape[2:] != truth.shape[2:]:
+        raise EverloopError(f"the model predicts {list(pred.shape[2:])} frames, DATA has {list(truth.shape[2:])}")
+    last = context[:, -1]
+    return {"prediction": metrics.prediction_table(pred, truth, last),
+            "prediction_baseline": metrics.prediction_table(last[:, None].expand_as(truth), truth, last),
+            "prediction_setup": {"clips": clips, "context_frames": k, "steps": steps, "stride": stride,
+                                 "split": "test", "psnr": "10 log10(1 / MSE), data in [0, 1], peak 1",
+                                 "moving_threshold": metrics.MOVING}}
