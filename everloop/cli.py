@@ -179,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--streams", type=_positive("--streams"), default=4)
     from .evaluate import add_eval_parser
     add_eval_parser(sub)
+    from .sources.atari import add_record_parser; add_record_parser(sub)  # noqa: E702
     return p
 
 
