@@ -58,7 +58,7 @@ def cmd_train(a) -> None:
         torch.set_num_threads(a.threads)
     run = train(TrainArgs(data=a.data, out=a.out, family=a.family, preset=a.preset,
                           overrides=_overrides(a.set), steps=a.steps, minutes=a.minutes,
-                          resume=a.resume, force=a.force, seed=a.seed, sample_every=a.sample_every,
+                          resume=a.resume, stage=a.stage, force=a.force, seed=a.seed, sample_every=a.sample_every,
                           precision=a.precision, progress=not a.quiet))
     print(f"saved {run}; try: everloop generate {run} --frames 900 --out lava.mp4")
 
@@ -76,16 +76,43 @@ def _interp(a, config) -> int:
     return a.interp if a.interp else int(config["config"].get("clip_stride", 1))
 
 
+def _sampling(a, model, config):
+    """Apply --temperature to the model; the --seed-clip frames as float [1, T, C, H, W] or None."""
+    if getattr(a, "temperature", None) is not None:
+        if not hasattr(model, "temperature"):
+            raise EverloopError(f"--temperature: the {model.family} family has no sampling temperature")
+        model.temperature = a.temperature
+    if getattr(a, "seed_clip", None) is None:
+        return None
+    import numpy as np
+    from .data import FrameStore, to_float
+    need = getattr(model, "context_frames", 0)
+    if not need:
+        raise EverloopError(f"--seed-clip: the {model.family} family cannot start from a seed clip")
+    store = FrameStore(a.seed_clip)
+    size = getattr(model.cfg, "size", None)
+    if size is not None and (store.height, store.width) != (size, size):
+        raise EverloopError(f"--seed-clip {a.seed_clip}: frames are {store.height}x{store.width}, "
+                            f"the run's are {size}x{size}")
+    stride = int(config["config"].get("clip_stride", 1))  # one model step apart, as in training
+    idx = a.seed_start + stride * np.arange(need)
+    if a.seed_start < 0 or idx[-1] >= len(store):
+        raise EverloopError(f"--seed-clip {a.seed_clip}: {need} frames {stride} apart from --seed-start "
+                            f"{a.seed_start} need frames up to {idx[-1]}, the data has {len(store)}")
+    return to_float(store.frames[idx])[None]
+
+
 def cmd_generate(a) -> None:
     from tqdm import tqdm
     from . import rollout
     from .sinks import open_sink
     model, config = _load(a)
+    seed_clip = _sampling(a, model, config)
     fps = a.fps or (config.get("data") or {}).get("fps") or 30
     with open_sink(a.out, fps=fps, frames=a.frames, force=a.force) as sink, \
             tqdm(total=a.frames, unit="frame", desc="generate", disable=a.quiet) as bar:
         for chunk in rollout.frames(model, a.frames, batch=1, seed=a.seed, interp=_interp(a, config),
-                                    chunk=a.chunk):
+                                    chunk=a.chunk, seed_clip=seed_clip):
             sink.write(chunk[0])
             bar.update(chunk.shape[1])
     print(f"wrote {a.out}: {a.frames} frames at {fps} fps")
@@ -96,7 +123,9 @@ def cmd_live(a) -> None:
     if a.web is None:
         live.check_display()
     model, config = _load(a)
-    chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, config), chunk=a.fps))
+    seed_clip = _sampling(a, model, config)
+    chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, config), chunk=a.fps,
+                                           seed_clip=seed_clip))
     if a.web is not None:
         print(f"serving http://127.0.0.1:{a.web}/ (Ctrl-C stops)")
         shown = live.serve(chunks, fps=a.fps, port=a.web, scale=a.scale)
@@ -108,6 +137,7 @@ def cmd_live(a) -> None:
 def cmd_sheet(a) -> None:
     from . import sheets
     model, config = _load(a)
+    _sampling(a, model, config)
     sheets.window_sheet(model, a.out, start=a.start, count=a.count, stride=a.stride, streams=a.streams,
                         seed=a.seed, interp=a.interp or 1)
     print(f"wrote {a.out}")
@@ -141,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive("--steps"))
     s.add_argument("--minutes", type=_positive("--minutes", float))
     s.add_argument("--resume", action="store_true")
+    s.add_argument("--stage", metavar="NAME", help="redo this training stage of the run in --out and those after it")
     s.add_argument("--force", action="store_true")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sample-every", type=int, default=250)
@@ -158,6 +189,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--interp", type=_positive("--interp"),
                        help="frames per model step (default: the run's clip stride, real speed)")
         s.add_argument("--threads", type=_positive("--threads"))
+        s.add_argument("--temperature", type=_positive("--temperature", float),
+                       help="sampling temperature of families that have one (worldmodel; default 1)")
+        if name != "sheet":
+            s.add_argument("--seed-clip", metavar="DATA",
+                           help="start from real frames of a prepared dataset (worldmodel)")
+            s.add_argument("--seed-start", type=int, default=0, help="first frame of the --seed-clip")
         s.set_defaults(func={"generate": cmd_generate, "live": cmd_live, "sheet": cmd_sheet}[name])
         if name == "generate":
             s.add_argument("--frames", type=_positive("--frames"), required=True)

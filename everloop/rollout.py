@@ -1,8 +1,11 @@
-"""Streaming generation at constant memory, for any family with reset/advance/decode.
+"""Streaming generation at constant memory, for any family with start/advance/decode.
 
 The latent step is cheap and sequential; the decoder is expensive and parallel. So a chunk
 of latents is stepped first and then decoded in one batched call. Memory holds one chunk,
-however many frames are asked for, and a stream does not depend on the chunk size."""
+however many frames are asked for, and a stream does not depend on the chunk size.
+
+A state is a latent [B, L] or a tuple (latent, *rest) whose rest (an RNN's hidden state)
+only advance() reads: the latents alone are stacked, interpolated and decoded."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -11,6 +14,7 @@ import numpy as np
 import torch
 
 from .data import to_uint8
+from .errors import EverloopError
 
 
 def nlerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -20,23 +24,34 @@ def nlerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
     return x / x.std(dim=1, unbiased=False, keepdim=True).clamp_min(1e-6)
 
 
+def start(model, batch: int, gen: torch.Generator, seed_clip: torch.Tensor | None = None):
+    """The model's first state; from a real clip [B or 1, T, C, H, W] in [0, 1] if given."""
+    if seed_clip is None:
+        return model.start(batch, gen)
+    if not getattr(model, "context_frames", 0):
+        raise EverloopError(f"the {model.family} family cannot start from a seed clip")
+    return model.start(batch, gen, seed_clip=seed_clip)
+
+
 @torch.inference_mode()
 def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
-            chunk: int = 256) -> Iterator[torch.Tensor]:
+            chunk: int = 256, seed_clip: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Endless chunks [batch, n, latent] of the latent trajectory.
 
     With interp = k > 1, k - 1 interpolated latents are put between two model steps, so a
     model trained on every 6th frame plays at the video's real speed with interp = 6."""
     gen = torch.Generator().manual_seed(seed)
-    z = model.start(batch, gen)
+    state = start(model, batch, gen, seed_clip)
+    mix = getattr(model, "interpolate", nlerp)  # nlerp: duralava's latents live on a shell
     prev = None
     buf: list[torch.Tensor] = []
     while True:
+        z = state[0] if isinstance(state, tuple) else state
         if prev is None or interp <= 1:
             buf.append(z)
         else:
-            buf.extend(nlerp(prev, z, j / interp) for j in range(1, interp + 1))
-        prev, z = z, model.advance(z, gen)
+            buf.extend(mix(prev, z, j / interp) for j in range(1, interp + 1))
+        prev, state = z, model.advance(state, gen)
         while len(buf) >= chunk:
             yield torch.stack(buf[:chunk], 1)
             buf = buf[chunk:]
@@ -44,10 +59,10 @@ def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
 
 @torch.inference_mode()
 def frames(model, n_frames: int | None, batch: int = 1, seed: int = 0, interp: int = 1,
-           chunk: int = 256) -> Iterator[np.ndarray]:
+           chunk: int = 256, seed_clip: torch.Tensor | None = None) -> Iterator[np.ndarray]:
     """Chunks of uint8 frames [batch, n, H, W, 3]; endless when n_frames is None."""
     done = 0
-    for lat in latents(model, batch, seed, interp, chunk):
+    for lat in latents(model, batch, seed, interp, chunk, seed_clip):
         if n_frames is not None:
             lat = lat[:, :n_frames - done]
         b, n = lat.shape[:2]

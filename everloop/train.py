@@ -2,7 +2,14 @@
 
 Read top to bottom: set-up (new run or resume), the loop, and the checkpoint it leaves.
 A run stops after --steps or --minutes, or on Ctrl-C; each way it saves first, so
-`--resume` continues where it left off (same data order, same RNG streams)."""
+`--resume` continues where it left off (same data order, same RNG streams).
+
+A family may train in stages (worldmodel: vae, encode, rnn): it lists them with their
+shares of the budget in `model.stages()`, and the loop runs them in order, calling
+`model.begin_stage` / `end_stage` around each and saving between them. The stage and the
+step each stage began at are saved with the run, so --resume continues inside the right
+stage and --stage NAME redoes one (and those after it). Without stages() a run is one
+stage, the plain loop."""
 from __future__ import annotations
 
 import json
@@ -39,6 +46,8 @@ class TrainArgs:
     """Stop after this many minutes of training in this invocation."""
     resume: bool = False
     """Continue the run in `out` from its train_state.pt."""
+    stage: str | None = None
+    """Redo this stage of the run in `out` (and every stage after it) from the step it began at."""
     force: bool = False
     """Start over even if `out` already holds a run (its files are replaced)."""
     seed: int = 0
@@ -66,7 +75,7 @@ def use_bf16(precision: str) -> bool:
 
 def _setup(args: TrainArgs, store: FrameStore):
     out = Path(args.out)
-    if args.resume:
+    if args.resume or args.stage is not None:
         cfg_json = checkpoint.read_config(out)
         model = build(cfg_json["family"], config_from_dict(cfg_json["family"], cfg_json["config"]))
         state = checkpoint.load_train_state(out)
@@ -81,6 +90,33 @@ def _setup(args: TrainArgs, store: FrameStore):
     torch.manual_seed(args.seed)
     model = build(args.family, make_config(args.family, args.preset, args.overrides))
     return model, model.configure_optimizers(), None
+
+
+def _stages(model) -> list[tuple[str, float]]:
+    return model.stages() if hasattr(model, "stages") else [("train", 1.0)]
+
+
+def _first_stage(args: TrainArgs, model, opt, state, names):
+    """(index of the stage to run first, whether it starts fresh, stage_starts, step, opt)."""
+    step = state["step"] if state else 0
+    starts = dict(state.get("stage_starts", {})) if state else {}
+    at = names.index(state["stage"]) if state and state.get("stage") in names else 0
+    if state and state.get("stage_done") and at + 1 < len(names):
+        at, fresh = at + 1, True  # saved between two stages: the next begins
+    else:
+        fresh = state is None
+    if args.stage is not None:
+        if not hasattr(model, "stages"):
+            raise EverloopError(f"--stage: the {model.family} family trains in one stage; use --force to start over")
+        if args.stage not in names:
+            raise EverloopError(f"--stage {args.stage!r}: {model.family} has stages {', '.join(names)}")
+        if args.stage not in starts:
+            raise EverloopError(f"--stage {args.stage}: {args.out} never reached it; continue with --resume")
+        at, fresh, step = names.index(args.stage), True, starts[args.stage]
+        for name in names[at:]:
+            model.reset_stage(name)
+        opt = model.configure_optimizers()
+    return at, fresh, starts, step, opt
 
 
 def train(args: TrainArgs) -> Path:
@@ -99,11 +135,16 @@ def train(args: TrainArgs) -> Path:
     (out / "samples").mkdir(parents=True, exist_ok=True)
     bf16 = use_bf16(args.precision)
     rng = np.random.default_rng(args.seed)
-    step, elapsed_before = 0, 0.0
+    elapsed_before = 0.0
     if state is not None:
-        step, elapsed_before = state["step"], state["elapsed"]
+        elapsed_before = state["elapsed"]
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
+    stages = _stages(model)
+    names, shares = [n for n, _ in stages], [max(float(s), 0.0) for _, s in stages]
+    multi = hasattr(model, "stages")
+    first, fresh_first, stage_starts, step, opt = _first_stage(args, model, opt, state, names)
+    current, stage_done = names[first], False
     def next_batch():
         # A family may draw its own batches (crops, latents, ...); the default is clips.
         if hasattr(model, "sample_batch"):
@@ -117,6 +158,7 @@ def train(args: TrainArgs) -> Path:
         model.prepare_sampling()
         ts = {"model": model.state_dict(), "extra": model.extra_state(),
               "optim": {k: o.state_dict() for k, o in opt.items()}, "step": step,
+              "stage": current, "stage_done": stage_done, "stage_starts": stage_starts,
               "elapsed": elapsed_before + (time.time() - t0),
               "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         checkpoint.save_run(out, model, {**meta, "step": step}, ts)
@@ -135,30 +177,58 @@ def train(args: TrainArgs) -> Path:
     t0 = last_save = time.time()
     step0 = step
     log = (out / "log.jsonl").open("a")
+
+    def stage_event(event: str, info: dict | None) -> None:
+        if info:
+            log.write(json.dumps({"stage": current, "event": event, **info, "step": step}) + "\n")
+            if args.progress:
+                bar.write(f"{current} {event}: " + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
+
+    def share(lo: int, hi: int) -> float:
+        return sum(shares[lo:hi]) / max(sum(shares[lo:]), 1e-12)
+
     model.train()
     try:
-        while (total is None or step < total) and (budget is None or time.time() - t0 < budget):
-            logs = model.train_step(next_batch(), opt, autocast=bf16)
-            bad = [k for k, v in logs.items() if not math.isfinite(v)]
-            if bad:
-                raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; the last good "
-                                    f"checkpoint in {out} is kept (try a lower learning rate)")
-            step += 1
-            now = time.time()
-            logs.update(step=step, time=round(elapsed_before + now - t0, 2))
-            log.write(json.dumps(logs) + "\n")
-            if total is not None:
-                bar.update(1)
-            else:
-                bar.n = min(int(now - t0), bar.total)
-                bar.refresh()
-            shown = {k: f"{v:.3f}" for k, v in list(logs.items())[:3] if k not in ("step", "time")}
-            bar.set_postfix(step=step, sps=f"{(step - step0) / max(now - t0, 1e-9):.2f}", **shown, refresh=False)
-            if args.sample_every and step % args.sample_every == 0:
-                sample()
-            if now - last_save > args.save_every_minutes * 60:
-                save()
-                last_save = time.time()
+        for i in range(first, len(names)):
+            last, current, stage_done = i == len(names) - 1, names[i], False
+            # --steps counts over the whole run; --minutes over this call's remaining stages.
+            end = total if last or total is None else round(total * share(0, i + 1))
+            limit = budget if last or budget is None else budget * share(first, i + 1)
+            if multi:
+                fresh = i > first or fresh_first
+                if fresh:
+                    stage_starts[current] = step
+                bar.set_description(f"train {model.family} {current}")
+                stage_event("begin", model.begin_stage(current, store, out, fresh))
+            while ((end is None or step < end) and (limit is None or time.time() - t0 < limit)
+                   and (last or shares[i] > 0)):
+                logs = model.train_step(next_batch(), opt, autocast=bf16)
+                bad = [k for k, v in logs.items() if not math.isfinite(v)]
+                if bad:
+                    raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; the last good "
+                                        f"checkpoint in {out} is kept (try a lower learning rate)")
+                step += 1
+                now = time.time()
+                logs.update(step=step, time=round(elapsed_before + now - t0, 2))
+                log.write(json.dumps({**logs, "stage": current} if multi else logs) + "\n")
+                if total is not None:
+                    bar.update(1)
+                else:
+                    bar.n = min(int(now - t0), bar.total)
+                    bar.refresh()
+                shown = {k: f"{v:.3f}" for k, v in list(logs.items())[:3] if k not in ("step", "time")}
+                bar.set_postfix(step=step, sps=f"{(step - step0) / max(now - t0, 1e-9):.2f}", **shown, refresh=False)
+                if args.sample_every and step % args.sample_every == 0:
+                    sample()
+                if now - last_save > args.save_every_minutes * 60:
+                    save()
+                    last_save = time.time()
+            if multi:
+                stage_event("end", model.end_stage(current) if hasattr(model, "end_stage") else None)
+                if not last:
+                    stage_done = True
+                    save()
+                    stage_done = False
     except KeyboardInterrupt:
         bar.close()
         save()

@@ -6,9 +6,10 @@ import dataclasses
 import json
 
 from ..errors import EverloopError
-from . import duralava
+from . import duralava, worldmodel
 
-FAMILIES = {"duralava": (duralava.DuralavaConfig, duralava.PRESETS, duralava.Duralava)}
+FAMILIES = {"duralava": (duralava.DuralavaConfig, duralava.PRESETS, duralava.Duralava),
+            "worldmodel": (worldmodel.WorldModelConfig, worldmodel.PRESETS, worldmodel.WorldModel)}
 
 
 def _family(name: str):

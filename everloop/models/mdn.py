@@ -1,0 +1,80 @@
+"""The MDN-RNN of World Models: a GRU or LSTM over latents whose head is a mixture of K
+diagonal Gaussians for the next latent, one mixture per latent dimension.
+
+Per-dimension mixture weights (as in World Models, not one weight vector shared by all
+dims): a latent's dimensions can then branch independently, which K = 5 shared components
+could not express for a 32-d latent, and the likelihood is a sum over dims, cheap and stable.
+
+Everything is in log space. The PyTorch port of World Models computed the density and then
+its log, and saw the loss run off to -1e22 once a sigma collapsed; here the log-density is
+log_softmax(logits) + log N, summed with logsumexp, and log sigma has a soft floor."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import EverloopError
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def floor_log_sigma(raw: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    """log sigma >= log(sigma_min), smoothly: a hard clamp would stop the gradient of a
+    component whose sigma sits on the floor, and it could never widen again."""
+    lo = math.log(sigma_min)
+    return lo + F.softplus(raw - lo)
+
+
+def mixture_log_prob(logits: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor,
+                     x: torch.Tensor) -> torch.Tensor:
+    """log p(x) per dimension: params [..., K], x [...] -> [...]."""
+    z = (x.unsqueeze(-1) - mu) * torch.exp(-log_sigma)
+    log_normal = -0.5 * z * z - log_sigma - _LOG_SQRT_2PI
+    return torch.logsumexp(F.log_softmax(logits, dim=-1) + log_normal, dim=-1)
+
+
+def mixture_nll(logits, mu, log_sigma, x) -> torch.Tensor:
+    """Mean negative log-likelihood per latent dimension (nats)."""
+    return -mixture_log_prob(logits.float(), mu.float(), log_sigma.float(), x.float()).mean()
+
+
+def mixture_sample(logits: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, tau: float = 1.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per dimension at temperature tau: pi = softmax(logits / tau), std = sigma *
+    sqrt(tau) (variance sigma^2 * tau; NN-Dreams used sigma * tau as a variance, a bug).
+
+    One uniform and one normal of a fixed shape per call, so a stream is the same however
+    it is chunked, and tau = 0 would be the mode of the most likely component."""
+    if tau < 0:
+        raise EverloopError(f"temperature must be >= 0, got {tau}")
+    shape = mu.shape[:-1]
+    u = torch.rand(*shape, 1, generator=generator)
+    eps = torch.randn(*shape, generator=generator)
+    probs = F.softmax(logits.float() / max(tau, 1e-6), dim=-1)
+    k = (probs.cumsum(-1) < u).sum(-1, keepdim=True).clamp_max(mu.shape[-1] - 1)  # inverse CDF
+    m, ls = mu.gather(-1, k).squeeze(-1), log_sigma.gather(-1, k).squeeze(-1)
+    return m + torch.exp(ls) * math.sqrt(tau) * eps
+
+
+class MDNRNN(nn.Module):
+    """z_t [B, T, L] -> mixture parameters of z_{t+1}, each [B, T, L, K], and the new hidden."""
+
+    def __init__(self, z_dim: int, hidden: int, mixtures: int, kind: str = "lstm", sigma_min: float = 0.01):
+        super().__init__()
+        cells = {"lstm": nn.LSTM, "gru": nn.GRU}
+        if kind not in cells:
+            raise EverloopError(f"unknown rnn_type {kind!r} (use 'lstm' or 'gru')")
+        if sigma_min <= 0:
+            raise EverloopError(f"sigma_min must be > 0, got {sigma_min}")
+        self.z_dim, self.k, self.sigma_min = z_dim, mixtures, sigma_min
+        self.rnn = cells[kind](z_dim, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 3 * z_dim * mixtures)
+
+    def forward(self, z: torch.Tensor, hidden=None):
+        out, hidden = self.rnn(z, hidden)
+        p = self.head(out).view(*out.shape[:-1], self.z_dim, 3 * self.k)
+        logits, mu, raw = p.split(self.k, dim=-1)
+        return (logits, mu, floor_log_sigma(raw, self.sigma_min)), hidden

@@ -1,0 +1,362 @@
+"""worldmodel: World Models' VAE + MDN-RNN (Ha & Schmidhuber 2018), dreaming with no actions.
+
+A ConvVAE compresses each frame to a small latent z; an MDN-RNN (mdn.py) learns
+p(z_{t+1} | z_<=t) as a mixture of Gaussians per dimension; a dream samples that mixture
+step after step and decodes every z. Three training stages under one `train` call, each
+resumable (train.py runs them; `--stage NAME` redoes one and what follows):
+  vae    -- reconstruction + KL on single frames;
+  encode -- every frame of the dataset -> (mu, logvar), written to RUN/latents.safetensors;
+  rnn    -- windows of latents, z drawn from each frame's posterior (as World Models did).
+
+What everloop changes from the seed (NN-Dreams and the World Models port), and why:
+- a dream starts from the latent of a real clip (`generate --seed-clip`) or from the VAE
+  prior plus `burn_in` steps, never from the encoding of a random-noise image;
+- the mixture NLL is computed in log space with a soft floor on sigma (mdn.py);
+- temperature scales the std by sqrt(tau) (NN-Dreams scaled the variance by tau);
+- against drift: noise on the RNN's input latents (`context_noise`) and, optionally, a
+  share of inputs drawn from the model's own predictions (`self_feed`);
+- the RNN models every `clip_stride`-th frame, so one step carries visible motion;
+- the VAE's depth follows the frame size (down to 4x4), so 16x16 test frames work.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import to_float
+from ..errors import EverloopError
+from .mdn import MDNRNN, mixture_nll, mixture_sample
+
+LATENTS_FILE = "latents.safetensors"
+
+
+@dataclass
+class WorldModelConfig:
+    size: int = 64
+    """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
+    z_dim: int = 32
+    """Size of the VAE latent, the whole state of the scene (World Models: 32)."""
+    vae_width: int = 32
+    """Channels of the VAE's first conv; doubles per layer down to 4x4 (64x64: 32/64/128/256)."""
+    kl_weight: float = 1.0
+    """Weight of the KL term against the summed squared pixel error (beta of a beta-VAE)."""
+    free_bits: float = 0.5
+    """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
+    without it the KL pushes unused dims onto the prior and the VAE blurs details away."""
+    vae_batch: int = 32
+    """Frames per VAE step."""
+    lr_vae: float = 1e-3
+    """Adam learning rate of the VAE (World Models: 1e-4 over far more steps)."""
+    rnn_type: str = "lstm"
+    """'lstm' (World Models) or 'gru'."""
+    rnn_hidden: int = 256
+    """Hidden size of the RNN (World Models: 256)."""
+    mixtures: int = 5
+    """Gaussians per latent dim in the MDN head (World Models: 5)."""
+    sigma_min: float = 0.01
+    """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
+    (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
+    seq_len: int = 32
+    """Latent steps per RNN training window (truncated BPTT)."""
+    clip_stride: int = 6
+    """Real frames between two RNN steps: at 30 fps, 6 gives 5 steps a second and visible
+    motion per step (a lava lamp barely moves in one frame, and the RNN would learn z' = z)."""
+    rnn_batch: int = 64
+    """Windows per RNN step."""
+    lr_rnn: float = 1e-3
+    """Adam learning rate of the MDN-RNN."""
+    grad_clip: float = 1.0
+    """Max gradient norm of the RNN (World Models: 1.0); 0 = no clipping."""
+    context_noise: float = 0.1
+    """Std of Gaussian noise added to the RNN's input latents (not its targets) in training.
+    In a dream the inputs are the RNN's own samples, a little off the data; trained on
+    exact inputs only, it has never seen such errors and they compound into drift."""
+    self_feed: float = 0.0
+    """Share of RNN input steps replaced by a sample from the model's own previous
+    prediction (scheduled sampling: training on its own rollouts). Slower (a step loop);
+    the target stays the real next latent, so a high share pulls predictions to the mean."""
+    vae_share: float = 0.4
+    """Share of the --steps / --minutes budget for the VAE; the RNN gets the rest."""
+    holdout: float = 0.05
+    """Tail of every episode kept out of training: held-out reconstruction PSNR and RNN
+    NLL are measured there (logged as heldout_*)."""
+    seed_frames: int = 8
+    """Real frames (clip_stride apart) that `generate --seed-clip` encodes to warm up the RNN."""
+    burn_in: int = 16
+    """RNN steps a dream from the prior runs before its first frame is shown: a draw from
+    N(0, I) is rarely a latent the RNN knows, its first steps settle onto the data."""
+
+
+PRESETS: dict[str, dict] = {
+    "default": {},
+    # Tests: 16x16 frames, width 8, tiny RNN; every frame a step, nothing held out.
+    "tiny": dict(size=16, z_dim=8, vae_width=8, rnn_hidden=16, mixtures=3, vae_batch=8, seq_len=6,
+                 rnn_batch=8, clip_stride=1, holdout=0.0, seed_frames=2, burn_in=2),
+}
+
+
+class VAE(nn.Module):
+    """frames [N, 3, S, S] <-> z [N, L]: k4 s2 convs down to 4x4, mirrored transposed convs up."""
+
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        n = int(round(math.log2(cfg.size))) if cfg.size > 0 else 0
+        if cfg.size < 8 or 2 ** n != cfg.size:
+            raise EverloopError(f"worldmodel needs square frames whose side is a power of two >= 8 "
+                                f"(got {cfg.size}); prepare the data with --size 64")
+        chans = [3] + [cfg.vae_width * 2 ** i for i in range(n - 2)]
+        enc: list[nn.Module] = []
+        for a, b in zip(chans, chans[1:]):
+            enc += [nn.Conv2d(a, b, 4, 2, 1), nn.ReLU()]
+        self.encoder = nn.Sequential(*enc, nn.Flatten())
+        flat = chans[-1] * 16
+        self.to_stats = nn.Linear(flat, 2 * cfg.z_dim)
+        self.from_z = nn.Linear(cfg.z_dim, flat)
+        dec: list[nn.Module] = [nn.Unflatten(1, (chans[-1], 4, 4))]
+        rev = chans[::-1]
+        for a, b in zip(rev, rev[1:]):
+            dec += [nn.ReLU(), nn.ConvTranspose2d(a, b, 4, 2, 1)]
+        self.decoder = nn.Sequential(*dec, nn.Sigmoid())
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 8)  # exp() of the extremes must stay finite
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.from_z(z))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = F.mse_loss(a.float(), b.float()).item()
+    return 10 * math.log10(1 / max(mse, 1e-10))
+
+
+def _window_starts(ranges, span: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n uniform start indices of `span` consecutive frames inside one [s, e) range each."""
+    starts = np.array([s for s, _ in ranges], np.int64)
+    counts = np.array([max(0, e - s - span + 1) for s, e in ranges], np.int64)
+    if counts.sum() == 0:
+        raise EverloopError(f"worldmodel needs {span} consecutive training frames in one episode "
+                            f"(seq_len x clip_stride + 1); lower --set seq_len or clip_stride")
+    flat = rng.integers(0, counts.sum(), size=n)
+    ends = np.cumsum(counts)
+    which = np.searchsorted(ends, flat, side="right")
+    return starts[which] + flat - (ends[which] - counts[which])
+
+
+class WorldModel(nn.Module):
+    """The family: the VAE and the MDN-RNN, with the stage hooks the trainer calls."""
+
+    family = "worldmodel"
+    context_frames: int = 8  # set per config in __init__ (seed_frames)
+
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vae = VAE(cfg)
+        self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min)
+        self.context_frames = cfg.seed_frames
+        self.temperature = 1.0  # sampling only; `generate --temperature` sets it
+        self.stage = "vae"
+        self.latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, logvar) [N, L]
+        self.ranges: tuple[list, list] | None = None  # (train, held-out) [start, end) ranges
+
+    # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden) --------------
+    def start(self, batch: int, generator: torch.Generator | None = None, seed_clip: torch.Tensor | None = None):
+        """Dreams from a real clip's latents (float [B or 1, seed_frames, 3, S, S] in [0, 1]),
+        whose last frame is the first one shown, or from the prior plus `burn_in` steps."""
+        if seed_clip is None:
+            state = (torch.randn(batch, self.cfg.z_dim, generator=generator), None)
+            for _ in range(self.cfg.burn_in):
+                state = self.advance(state, generator)
+            return state
+        want = (self.context_frames, 3, self.cfg.size, self.cfg.size)
+        if seed_clip.dim() != 5 or tuple(seed_clip.shape[1:]) != want or seed_clip.shape[0] not in (1, batch):
+            raise EverloopError(f"seed clip is {list(seed_clip.shape)}, the model wants [{batch}, "
+                                f"{', '.join(map(str, want))}]")
+        clip = seed_clip.float().expand(batch, *want)
+        mu = self.vae.encode(clip.flatten(0, 1))[0].view(batch, want[0], -1)
+        _, hidden = self.mdn(mu[:, :-1]) if want[0] > 1 else (None, None)
+        return mu[:, -1], hidden
+
+    def advance(self, state, generator: torch.Generator | None = None):
+        """One RNN step of every stream: feed z, sample the next z at `temperature`."""
+        z, hidden = state
+        (logits, mu, log_sigma), hidden = self.mdn(z[:, None], hidden)
+        return mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator), hidden
+
+    def decode(self, z) -> torch.Tensor:
+        if isinstance(z, tuple):  # a whole state: only its latent is a picture
+            z = z[0]
+        return self.vae.decode(z).float()
+
+    @staticmethod
+    def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+        """Between two model steps (generate --interp): the VAE latent space is flat, so lerp."""
+        return torch.lerp(a, b, w)
+
+    # ---- training: stages and their hooks ---------------------------------------------------
+    def stages(self) -> list[tuple[str, float]]:
+        """(name, share of the budget) in order; train.py runs them, `encode` is hook only."""
+        share = min(max(self.cfg.vae_share, 0.0), 1.0)
+        return [("vae", share), ("encode", 0.0), ("rnn", 1.0 - share)]
+
+    def reset_stage(self, name: str) -> None:
+        """Forget what stage `name` made (for `train --stage`): fresh weights or latents."""
+        if name == "vae":
+            self.vae = VAE(self.cfg)
+        elif name == "encode":
+            self.latents = None
+        elif name == "rnn":
+            c = self.cfg
+            self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min)
+
+    def begin_stage(self, name: str, store, out: Path, fresh: bool = True) -> dict | None:
+        """Called by the trainer as a stage starts (fresh) or resumes; may return logs."""
+        self.stage = name
+        if self.ranges is None:
+            self.ranges = (store.split(self.cfg.holdout) if self.cfg.holdout > 0
+                           else ([list(e) for e in store.episodes], []))
+        if name == "encode":
+            return self._encode(store, Path(out))
+        if name == "rnn" and self.latents is None:
+            self._load_or_encode(store, Path(out))
+        return None
+
+    def end_stage(self, name: str) -> dict | None:
+        """Called by the trainer as a stage completes; its logs go to log.jsonl."""
+        return self.heldout_nll() if name == "rnn" else None
+
+    def _load_or_encode(self, store, out: Path) -> None:
+        from safetensors.torch import load_file
+        path = out / LATENTS_FILE
+        if path.exists():
+            t = load_file(str(path))
+            if t["mu"].shape == (len(store), self.cfg.z_dim):
+                self.latents = (t["mu"], t["logvar"])
+                return
+        self._encode(store, out)
+
+    @torch.no_grad()
+    def _encode(self, store, out: Path, batch: int = 256) -> dict:
+        """Every frame -> (mu, logvar), held and written atomically to RUN/latents.safetensors."""
+        from safetensors.torch import save_file
+        from ..checkpoint import atomic_write  # here: checkpoint imports the model registry
+        mus, logvars = [], []
+        for i in range(0, len(store), batch):
+            mu, logvar = self.vae.encode(to_float(store.frames[i:i + batch]))
+            mus.append(mu)
+            logvars.append(logvar)
+        mu, logvar = torch.cat(mus).contiguous(), torch.cat(logvars).contiguous()
+        self.latents = (mu, logvar)
+        atomic_write(out / LATENTS_FILE, lambda p: save_file({"mu": mu, "logvar": logvar}, str(p)))
+        logs = {"latent_std": mu.std(0).mean().item()}
+        for key, ranges in zip(("train", "heldout"), self.ranges):
+            idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
+            if len(idx):  # up to 256 frames spread over the range
+                idx = idx[np.linspace(0, len(idx) - 1, min(256, len(idx))).astype(np.int64)]
+                logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), to_float(store.frames[idx]))
+        return logs
+
+    @torch.no_grad()
+    def heldout_nll(self, windows: int = 64) -> dict | None:
+        """Mean NLL per latent dim (nats) of the posterior means of held-out windows."""
+        if not self.ranges or not self.ranges[1] or self.latents is None:
+            return None
+        span = self.cfg.seq_len * self.cfg.clip_stride + 1
+        try:
+            starts = _window_starts(self.ranges[1], span, windows, np.random.default_rng(0))
+        except EverloopError:
+            return None  # held-out tail shorter than one window
+        idx = starts[:, None] + np.arange(self.cfg.seq_len + 1) * self.cfg.clip_stride
+        z = self.latents[0][torch.from_numpy(idx)]
+        (logits, mu, log_sigma), _ = self.mdn(z[:, :-1])
+        return {"heldout_nll": mixture_nll(logits, mu, log_sigma, z[:, 1:]).item()}
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"vae": torch.optim.Adam(self.vae.parameters(), lr=self.cfg.lr_vae),
+                "rnn": torch.optim.Adam(self.mdn.parameters(), lr=self.cfg.lr_rnn)}
+
+    def sample_batch(self, store, rng: np.random.Generator) -> torch.Tensor:
+        """vae: frames [B, 3, S, S]; rnn: latent windows [B, seq_len + 1, L], each z drawn
+        from its frame's posterior with the trainer's rng (so a resumed run draws the same)."""
+        c = self.cfg
+        if self.stage == "vae":
+            return to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
+        span = c.seq_len * c.clip_stride + 1
+        idx = _window_starts(self.ranges[0], span, c.rnn_batch, rng)[:, None] + np.arange(c.seq_len + 1) * c.clip_stride
+        idx = torch.from_numpy(idx)
+        mu, logvar = self.latents[0][idx], self.latents[1][idx]
+        eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32))
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def train_step(self, batch: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            if self.stage == "vae":
+                return self._vae_step(batch, opt["vae"])
+            if self.stage == "rnn":
+                return self._rnn_step(batch, opt["rnn"])
+        raise EverloopError(f"worldmodel has no training steps in stage {self.stage!r}")
+
+    def _vae_step(self, x: torch.Tensor, opt) -> dict[str, float]:
+        c = self.cfg
+        mu, logvar = self.vae.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        y = self.vae.decode(z).float()
+        recon = ((y - x) ** 2).flatten(1).sum(1).mean()  # summed over pixels, as World Models
+        kl_dim = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).float().mean(0)  # [L], batch mean
+        kl = torch.clamp(kl_dim, min=c.free_bits).sum() if c.free_bits > 0 else kl_dim.sum()
+        loss = recon + c.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "psnr": psnr(y.detach(), x), "kl": kl_dim.sum().item(),
+                "recon": recon.item()}
+
+    def _rnn_step(self, z: torch.Tensor, opt) -> dict[str, float]:
+        c = self.cfg
+        inp, target = z[:, :-1], z[:, 1:]
+        noise = c.context_noise * torch.randn_like(inp) if c.context_noise > 0 else 0.0
+        if c.self_feed > 0:
+            params = self._self_fed(inp, noise)
+        else:
+            params, _ = self.mdn(inp + noise)
+        nll = mixture_nll(*params, target)
+        opt.zero_grad(set_to_none=True)
+        nll.backward()
+        norm = (nn.utils.clip_grad_norm_(self.mdn.parameters(), c.grad_clip) if c.grad_clip > 0
+                else torch.zeros(()))
+        opt.step()
+        sigma = params[2].detach().exp().mean()
+        return {"nll": nll.item(), "grad_norm": float(norm), "sigma": sigma.item()}
+
+    def _self_fed(self, inp: torch.Tensor, noise):
+        """Step by step; at each step after the first, a `self_feed` share of the inputs is
+        the model's own (detached) sample of that step, drawn from its previous output."""
+        b, t, _ = inp.shape
+        use_own = torch.rand(b, t, 1) < self.cfg.self_feed
+        hidden, outs, prev = None, [], None
+        for i in range(t):
+            x = inp[:, i]
+            if prev is not None:
+                own = mixture_sample(*(p[:, 0].detach() for p in prev))
+                x = torch.where(use_own[:, i], own, x)
+            x = x + (noise[:, i] if torch.is_tensor(noise) else 0.0)
+            prev, hidden = self.mdn(x[:, None], hidden)
+            outs.append(prev)
+        return tuple(torch.cat([o[j] for o in outs], 1) for j in range(3))
+
+    def prepare_sampling(self) -> None:
+        """Nothing to do: no EMA, no BatchNorm."""
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass

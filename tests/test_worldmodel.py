@@ -1,0 +1,250 @@
+"""The worldmodel family on tiny configs: the mixture NLL, sampling, stages, rollouts, training."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Categorical, MixtureSameFamily, Normal
+
+import everloop.train as train_module
+from everloop import checkpoint, rollout
+from everloop.data import to_float
+from everloop.errors import EverloopError
+from everloop.models import build, make_config
+from everloop.models.mdn import floor_log_sigma, mixture_log_prob, mixture_nll, mixture_sample
+from everloop.train import TrainArgs, train
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return build("worldmodel", make_config("worldmodel", "tiny", overrides)).eval()
+
+
+def stream(model, n, **kw):
+    return np.concatenate(list(rollout.frames(model, n, **kw)), axis=1)
+
+
+def wm_args(data, out, **kw):
+    return TrainArgs(data=str(data), out=str(out), family="worldmodel", preset="tiny", sample_every=0,
+                     progress=False, precision="fp32", **kw)
+
+
+@pytest.fixture
+def wm_run(tmp_path, tiny_data):
+    return train(wm_args(tiny_data, tmp_path / "wm", steps=8))
+
+
+def weights(run, prefix):
+    sd = checkpoint.load_run(run)[0].state_dict()
+    return {k: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+# ---- the mixture density ------------------------------------------------------------------------
+
+def test_mixture_nll_equals_torch_mixture_same_family():
+    g = torch.Generator().manual_seed(0)
+    shape = (4, 7, 3, 5)  # batch, time, latent dims, components
+    logits = 3 * torch.randn(shape, generator=g, dtype=torch.float64)
+    mu = 2 * torch.randn(shape, generator=g, dtype=torch.float64)
+    log_sigma = torch.rand(shape, generator=g, dtype=torch.float64) * 4 - 3
+    x = 3 * torch.randn(shape[:-1], generator=g, dtype=torch.float64)
+    ref = MixtureSameFamily(Categorical(logits=logits), Normal(mu, log_sigma.exp())).log_prob(x)
+    ours = mixture_log_prob(logits, mu, log_sigma, x)
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, rtol=1e-10, atol=1e-10)
+    nll = mixture_nll(logits, mu, log_sigma, x)  # float32 internally
+    assert nll.dtype == torch.float32 and math.isclose(nll.item(), -ref.mean().item(), rel_tol=1e-5)
+
+
+def test_nll_stays_finite_and_exact_with_sigma_at_the_floor():
+    shape = (2, 3, 4, 5)
+    raw = torch.full(shape, -1e4, requires_grad=True)  # a collapsed sigma, far below the floor
+    mu = torch.zeros(shape, requires_grad=True)
+    logits = torch.zeros(shape, requires_grad=True)
+    log_sigma = floor_log_sigma(raw, 0.01)
+    assert torch.allclose(log_sigma.exp(), torch.full(shape, 0.01))
+    x = torch.full(shape[:-1], 50.0)  # 5000 sigmas away: the density itself underflows to 0
+    assert (Normal(0.0, 0.01).log_prob(x).exp() == 0).all()
+    nll = mixture_nll(logits, mu, log_sigma, x)
+    nll.backward()
+    assert torch.isfinite(nll) and nll.item() > 1e6
+    assert all(torch.isfinite(t.grad).all() for t in (raw, mu, logits))
+    ref = -Normal(torch.zeros((), dtype=torch.float64), 0.01).log_prob(torch.tensor(50.0, dtype=torch.float64))
+    assert math.isclose(nll.item(), ref.item(), rel_tol=1e-5)
+    # at the data the floor caps the reward: -log(0.01 sqrt(2 pi)) per dim, not -1e22
+    at_mu = mixture_nll(logits, mu, log_sigma, torch.zeros(shape[:-1]))
+    assert math.isclose(at_mu.item(), math.log(0.01 * math.sqrt(2 * math.pi)), rel_tol=1e-5)
+
+
+def test_temperature_sharpens_weights_and_scales_std_by_sqrt_tau():
+    n = 20000
+    logits = torch.tensor([0.0, math.log(3.0)]).expand(n, 1, 2)  # weights 1/4, 3/4 at tau = 1
+    mu = torch.tensor([-10.0, 10.0]).expand(n, 1, 2)
+    log_sigma = torch.tensor([0.0, math.log(2.0)]).expand(n, 1, 2)
+    g = torch.Generator().manual_seed(0)
+    x = mixture_sample(logits, mu, log_sigma, 0.5, g)[:, 0]
+    right = x[x > 0]
+    assert abs(len(right) / n - 0.9) < 0.01  # softmax(logits / 0.5): 1 : 9
+    assert abs(right.std().item() - 2 * math.sqrt(0.5)) < 0.05  # not 2 * 0.5 (NN-Dreams)
+    x1 = mixture_sample(logits, mu, log_sigma, 1.0, g)[:, 0]
+    assert abs((x1 > 0).float().mean().item() - 0.75) < 0.015
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+def test_frames_shape_and_range():
+    model = tiny_model()
+    x = model.decode(model.start(5))
+    assert x.shape == (5, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    lat = next(rollout.latents(model, batch=2, chunk=9))
+    assert lat.shape == (2, 9, 8) and lat.dtype == torch.float32
+    f = stream(model, 7, batch=2)
+    assert f.shape == (2, 7, 16, 16, 3) and f.dtype == np.uint8
+
+
+def test_rollout_is_deterministic_under_a_seed():
+    model = tiny_model()
+    a, b, c = stream(model, 20, seed=3), stream(model, 20, seed=3), stream(model, 20, seed=4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("interp", [1, 3])
+def test_chunked_rollout_equals_one_long_rollout(tiny_data, interp):
+    model = tiny_model()
+    clip = to_float(np.load(tiny_data / "frames.npy")[:2])[None]
+    for seed_clip in (None, clip):
+        long = next(rollout.latents(model, 2, 1, interp, chunk=60, seed_clip=seed_clip))
+        chunks = rollout.latents(model, 2, 1, interp, chunk=7, seed_clip=seed_clip)
+        short = torch.cat([next(chunks) for _ in range(9)], 1)[:, :60]
+        assert torch.equal(long, short)
+    a, b = stream(model, 50, seed=1, chunk=50), stream(model, 50, seed=1, chunk=6)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # decoder batch size may round differently
+
+
+def test_a_seed_clip_starts_the_dream_at_its_last_frame(tiny_data):
+    model = tiny_model()
+    real = to_float(np.load(tiny_data / "frames.npy")[10:12])[None]  # seed_frames = 2
+    lat = next(rollout.latents(model, batch=3, seed=0, chunk=4, seed_clip=real))
+    want = model.vae.encode(real[0, -1:])[0]
+    assert torch.allclose(lat[:, 0], want.expand(3, -1), atol=1e-6)
+    assert not torch.allclose(lat[0, 1:], lat[1, 1:])  # the streams then diverge
+    with pytest.raises(EverloopError, match="seed clip"):
+        model.start(1, seed_clip=real[:, :1])
+    duralava = build("duralava", make_config("duralava", "tiny")).eval()
+    with pytest.raises(EverloopError, match="cannot start from a seed clip"):
+        next(rollout.latents(duralava, seed_clip=real))
+
+
+def test_self_fed_training_pass_equals_the_sequence_pass_when_it_feeds_nothing():
+    model = tiny_model(self_feed=1e-9)  # the step loop, but (almost surely) no own inputs
+    z = torch.randn(3, 6, 8, generator=torch.Generator().manual_seed(0))
+    looped = model._self_fed(z, 0.0)
+    whole, _ = model.mdn(z)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(looped, whole))
+    model.cfg.self_feed = 1.0
+    fed = model._self_fed(z, 0.0)
+    assert torch.allclose(fed[1][:, 0], whole[1][:, 0], atol=1e-6)  # the first input is always real
+    assert not torch.allclose(fed[1][:, 1:], whole[1][:, 1:], atol=1e-3)
+
+
+# ---- training: stages, checkpoints, resume ------------------------------------------------------
+
+def test_stages_leave_weights_latents_and_logs(wm_run):
+    config = json.loads((wm_run / "config.json").read_text())
+    assert config["family"] == "worldmodel" and config["step"] == 8
+    state = checkpoint.load_train_state(wm_run)
+    assert state["stage"] == "rnn" and state["stage_starts"] == {"vae": 0, "encode": 3, "rnn": 3}
+    from safetensors.torch import load_file
+    lat = load_file(str(wm_run / "latents.safetensors"))
+    assert lat["mu"].shape == (120, 8) == lat["logvar"].shape
+    stages = [json.loads(line).get("stage") for line in (wm_run / "log.jsonl").read_text().splitlines()]
+    assert stages == ["vae"] * 3 + ["encode"] + ["rnn"] * 5
+
+
+def test_save_load_gives_identical_frames(wm_run):
+    model, _ = checkpoint.load_run(wm_run)
+    again, _ = checkpoint.load_run(wm_run)
+    assert np.array_equal(stream(model, 12, seed=5), stream(again, 12, seed=5))
+    assert not np.array_equal(stream(model, 12, seed=5), stream(tiny_model(), 12, seed=5))
+
+
+@pytest.mark.parametrize("stop_at", [2, 6])  # inside the vae stage, inside the rnn stage
+def test_resume_continues_exactly_inside_a_stage(tmp_path, tiny_data, monkeypatch, stop_at):
+    straight = train(wm_args(tiny_data, tmp_path / "a", steps=8))
+
+    class StopAt(train_module.tqdm):  # Ctrl-C right after step `stop_at` was logged
+        def set_postfix(self, *a, step=0, **k):
+            if step == stop_at:
+                raise KeyboardInterrupt
+            return super().set_postfix(*a, step=step, **k)
+
+    monkeypatch.setattr(train_module, "tqdm", StopAt)
+    with pytest.raises(KeyboardInterrupt):
+        train(wm_args(tiny_data, tmp_path / "b", steps=8))
+    monkeypatch.undo()
+    assert checkpoint.load_train_state(tmp_path / "b")["step"] == stop_at
+    resumed = train(wm_args(tiny_data, tmp_path / "b", steps=8, resume=True))
+    sa, sb = weights(straight, ""), weights(resumed, "")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_stage_redoes_one_stage_and_keeps_the_ones_before(wm_run, tiny_data):
+    vae, mdn = weights(wm_run, "vae."), weights(wm_run, "mdn.")
+    train(wm_args(tiny_data, wm_run, steps=8, stage="rnn"))
+    assert all(torch.equal(v, weights(wm_run, "vae.")[k]) for k, v in vae.items())
+    assert not all(torch.equal(v, weights(wm_run, "mdn.")[k]) for k, v in mdn.items())
+    assert checkpoint.load_train_state(wm_run)["step"] == 8
+    train(wm_args(tiny_data, wm_run, steps=8, stage="vae"))
+    assert not all(torch.equal(v, weights(wm_run, "vae.")[k]) for k, v in vae.items())
+    with pytest.raises(EverloopError, match="vae, encode, rnn"):
+        train(wm_args(tiny_data, wm_run, steps=8, stage="dreams"))
+
+
+def test_heldout_metrics_are_logged(tmp_path, tiny_data):
+    run = train(wm_args(tiny_data, tmp_path / "h", steps=6, overrides={"holdout": 0.25}))
+    events = {}
+    for line in (run / "log.jsonl").read_text().splitlines():
+        events.update(json.loads(line))
+    assert 0 < events["heldout_psnr"] < 60 and math.isfinite(events["heldout_nll"])
+
+
+def test_training_overfits_one_clip(tmp_path):
+    from conftest import write_store
+    scenes = np.zeros((4, 16, 16, 3), np.uint8)
+    scenes[:] = (20, 30, 60)
+    for k, (y, x) in enumerate([(0, 0), (0, 8), (8, 8), (8, 0)]):  # a bright square going round
+        scenes[k, y:y + 8, x:x + 8] = (230, 160, 40)
+    clip = np.concatenate([scenes] * 3)  # 12 frames: A B C D A B C D ...
+    data = write_store(tmp_path / "one", clip)
+    run = train(wm_args(data, tmp_path / "run", steps=500,
+                        overrides={"lr_vae": 3e-3, "lr_rnn": 1e-2, "vae_share": 0.5, "context_noise": 0.0}))
+    model, _ = checkpoint.load_run(run)
+    model.temperature = 0.05
+    seed = to_float(clip[:2])[None]  # A B: the dream must go on C D A B ...
+    truth = clip[np.arange(1, 13) % 4].astype(float)
+    err = lambda m: np.abs(stream(m, 12, seed_clip=seed)[0].astype(float) - truth).mean()
+    fresh = tiny_model()
+    fresh.temperature = 0.05
+    before, after = err(fresh), err(model)
+    assert after < 12 and after < before / 4, (before, after)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+def test_generate_from_a_seed_clip_at_a_temperature(wm_run, tiny_data, tiny_run, tmp_path, capsys):
+    from conftest import blob_frames, write_store
+    from test_cli import assert_one_line_error, run_cli
+    outs = {}
+    for name, temp in (("a", 1.0), ("b", 1.0), ("c", 0.3)):
+        code, err = run_cli("generate", wm_run, "--frames", 10, "--seed-clip", tiny_data, "--seed-start", 5,
+                            "--temperature", temp, "--out", tmp_path / f"{name}.gif", "--quiet", capsys=capsys)
+        assert code == 0, err
+        outs[name] = (tmp_path / f"{name}.gif").read_bytes()
+    assert outs["a"] == outs["b"] != outs["c"]
+    big = write_store(tmp_path / "d32", blob_frames(20, size=32))
+    for args, needle in (((wm_run, "--seed-clip", big), "32x32"),
+                         ((wm_run, "--seed-clip", tiny_data, "--seed-start", 119), "--seed-start"),
+                         ((tiny_run, "--seed-clip", tiny_data), "cannot start from a seed clip"),
+                         ((tiny_run, "--temperature", 0.5), "no sampling temperature")):
+        code, err = run_cli("generate", *args, "--frames", 5, "--out", tmp_path / "x.gif", capsys=capsys)
+        assert_one_line_error(code, err, needle)
