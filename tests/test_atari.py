@@ -43,7 +43,8 @@ def test_recording_is_the_episode_tree_prepare_reads(tmp_path):
     assert actions.dtype == np.uint8 and actions.shape == (8,) and actions.max() < 9
     on_disk = json.loads((raw / "record.json").read_text())
     assert on_disk == meta
-    assert (meta["env_id"], meta["frames"], meta["frameskip"], meta["seed"]) == ("ALE/MsPacman-v5", 18, 1, 0)
+    assert (meta["env_id"], meta["frames"], meta["frameskip"], meta["fps"], meta["seed"]) == (
+        "ALE/MsPacman-v5", 18, 1, 60.0, 0)
     assert meta["split"] == {"train": ["Train/ep000"], "test": ["Test/ep001"]}
     assert [e["frames"] for e in meta["episodes"]] == [9, 9] and len(meta["action_meanings"]) == 9
 

@@ -41,6 +41,7 @@ RECORD_FILE = "record.json"
 ACTIONS_FILE = "actions.npy"
 POLICIES = ("random", "sticky")
 DEFAULT_STICKY_PROB = 0.9
+ATARI_HZ = 60.0  # the 2600 draws 60 frames a second (NTSC); a step is frameskip of them
 
 
 def _gym():
@@ -151,6 +152,7 @@ def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
             "game": env_id[4:-3] if env_id.startswith("ALE/") else env_id, "env_id": env_id,
             "ale_py": _version("ale_py"), "gymnasium": _version("gymnasium"),
             "seed": seed, "policy": policy, "sticky_prob": sticky_prob, "frameskip": frameskip,
+            "fps": ATARI_HZ / frameskip,
             "repeat_action_probability": 0.0, "max_steps": max_steps, "skip_start": skip_start,
             "test_fraction": test_fraction, "height": int(obs.shape[0]), "width": int(obs.shape[1]),
             "action_meanings": env.unwrapped.get_action_meanings(),
@@ -233,7 +235,8 @@ def cmd_record_atari(a) -> None:
     split = meta["split"]
     print(f"wrote {a.out}: {meta['frames']} frames of {meta['height']}x{meta['width']} in "
           f"{len(meta['episodes'])} episodes ({len(split['train'])} Train/, "
-          f"{len(split['test'])} Test/); next: everloop prepare {a.out} --out DATA")
+          f"{len(split['test'])} Test/); next: everloop prepare {a.out} --out DATA "
+          f"--fps {meta['fps']:g}")
 
 
 def add_record_parser(subparsers) -> None:
