@@ -57,7 +57,8 @@ def cmd_train(a) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     run = train(TrainArgs(data=a.data, out=a.out, family=a.family, preset=a.preset,
-                          overrides=_overrides(a.set), steps=a.steps, minutes=a.minutes,
+                          overrides={**_overrides(a.set), **({"adversarial": False} if a.no_adversarial else {})},
+                          steps=a.steps, minutes=a.minutes,
                           resume=a.resume, stage=a.stage, force=a.force, seed=a.seed, sample_every=a.sample_every,
                           precision=a.precision, progress=not a.quiet))
     print(f"saved {run}; try: everloop generate {run} --frames 900 --out lava.mp4")
@@ -90,10 +91,13 @@ def _sampling(a, model, config):
     if not need:
         raise EverloopError(f"--seed-clip: the {model.family} family cannot start from a seed clip")
     store = FrameStore(a.seed_clip)
+    # The frames the run was trained on (a fully convolutional family trains on crops of them).
+    data = config.get("data") or {}
     size = getattr(model.cfg, "size", None)
-    if size is not None and (store.height, store.width) != (size, size):
+    want = (data["height"], data["width"]) if data.get("height") else (size, size)
+    if want[0] is not None and (store.height, store.width) != tuple(want):
         raise EverloopError(f"--seed-clip {a.seed_clip}: frames are {store.height}x{store.width}, "
-                            f"the run's are {size}x{size}")
+                            f"the run's are {want[0]}x{want[1]}")
     stride = int(config["config"].get("clip_stride", 1))  # one model step apart, as in training
     idx = a.seed_start + stride * np.arange(need)
     if a.seed_start < 0 or idx[-1] >= len(store):
@@ -171,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive("--steps"))
     s.add_argument("--minutes", type=_positive("--minutes", float))
     s.add_argument("--resume", action="store_true")
+    s.add_argument("--no-adversarial", action="store_true",
+                   help="multiscale: train the plain Lp + GDL baseline (same as --set adversarial=false)")
     s.add_argument("--stage", metavar="NAME", help="redo this training stage of the run in --out and those after it")
     s.add_argument("--force", action="store_true")
     s.add_argument("--seed", type=int, default=0)

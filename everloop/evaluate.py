@@ -274,23 +274,13 @@ def evaluate_frames(generated: np.ndarray, real, out: str | None = None, steps_p
 
 
 def _video_frames(path: str, limit: int):
-    """Yield uint8 frames [H, W, 3] of a video file (PyAV) or a folder of images, in order."""
-    p = Path(path)
-    if p.is_dir():
-        from PIL import Image
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        for f in files[:limit]:
-            yield np.asarray(Image.open(f).convert("RGB"))
-        return
-    import av
-    try:
-        with av.open(str(p)) as box:
-            for i, frame in enumerate(box.decode(video=0)):
-                if i >= limit:
-                    return
-                yield frame.to_ndarray(format="rgb24")
-    except (av.error.FFmpegError, OSError) as e:
-        raise EverloopError(f"{path}: cannot read video ({e})") from None
+    """Frames uint8 [H, W, 3] of a video file or a folder of images, in order, native size
+    (the same readers as `everloop prepare`, so a bad file fails the same way)."""
+    from itertools import islice
+
+    from .data import Geometry
+    from .sources import open_source
+    return islice(open_source(Path(path), Geometry()).frames, limit)
 
 
 def evaluate(run: str | None, data: str, frames: int, out: str, video: str | None = None, streams: int = 4,
@@ -333,7 +323,11 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
                 ev.feed(0, at, np.stack(buf))
                 bar.update(len(buf))
         else:
-            _generate(model, ev, frames, streams, seed, min(full_streams, streams), bar, to_uint8)
+            clip = None
+            if getattr(model, "context_frames", 0) > 0:  # streams continue held-out real clips
+                from .prediction import seed_clips
+                clip = seed_clips(store, model.context_frames, stride, streams, seed)
+            _generate(model, ev, frames, streams, seed, min(full_streams, streams), bar, to_uint8, clip)
     rep = ev.report(seed)
     rep.update(run=run, data=str(data), video=video, seed=seed, stride=stride, full_streams=full_streams)
     if model is not None and getattr(model, "context_frames", 0) > 0:
@@ -344,13 +338,14 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
 
 
 @torch.inference_mode()
-def _generate(model, ev: Evaluator, frames, streams, seed, full, bar, to_uint8) -> None:
+def _generate(model, ev: Evaluator, frames, streams, seed, full, bar, to_uint8, seed_clip=None) -> None:
     from . import rollout
     done = 0
-    for lat in rollout.latents(model, streams, seed, 1, CHUNK):
+    for lat in rollout.latents(model, streams, seed, 1, CHUNK, seed_clip=seed_clip):
         lat = lat[:, :frames - done]
         n = lat.shape[1]
-        ev.feed_latents(done, lat.float().numpy())
+        if lat.ndim == 3:  # a latent family; a next-frame family's "latent" is the frame
+            ev.feed_latents(done, lat.float().numpy())
         need = ev.needed(done, done + n)
         picks = [np.arange(n) if s < full else np.flatnonzero(need) for s in range(streams)]
         if sum(map(len, picks)):

@@ -37,7 +37,8 @@ def rollout_from(model, context: torch.Tensor, steps: int, seed: int = 0) -> tor
     out = []
     for _ in range(steps):
         state = model.advance(state, gen)
-        out.append(model.decode(state).clamp(0, 1))
+        z = state[0] if isinstance(state, tuple) else state  # (latent or frame, *rest): rollout.py
+        out.append(model.decode(z).clamp(0, 1))
     return torch.stack(out, 1)
 
 

@@ -42,14 +42,15 @@ def save_sheet(frames: np.ndarray, path: Path, scale: int = 2, labels: list[str]
     return path
 
 
-def pick_frames(model, steps, streams: int, seed: int = 0, interp: int = 1) -> np.ndarray:
+def pick_frames(model, steps, streams: int, seed: int = 0, interp: int = 1, seed_clip=None) -> np.ndarray:
     """uint8 [streams, len(steps), H, W, 3] at the given frame indices (sorted, distinct).
 
     Only the chosen latents are decoded: stepping the latent is cheap, decoding is not,
     so a sheet of frames 99,000+ costs seconds."""
     steps, picked, done = sorted(steps), [], 0
     wanted = set(steps)
-    for lat in rollout.latents(model, streams, seed, interp, chunk=1024):
+    chunk = 1024 if seed_clip is None else steps[-1] + 1  # a next-frame family's "latents" are frames
+    for lat in rollout.latents(model, streams, seed, interp, chunk=chunk, seed_clip=seed_clip):
         picked += [lat[:, i] for i in range(lat.shape[1]) if done + i in wanted]
         done += lat.shape[1]
         if done > steps[-1]:
@@ -60,9 +61,11 @@ def pick_frames(model, steps, streams: int, seed: int = 0, interp: int = 1) -> n
 
 
 def stream_sheet(model, path: Path, streams: int = 8, steps=(0, 1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512),
-                 seed: int = 0, interp: int = 1) -> Path:
-    """Rows = streams (different noise), columns = chosen frame indices of each."""
-    return save_sheet(pick_frames(model, steps, streams, seed, interp), path, labels=[str(s) for s in sorted(steps)])
+                 seed: int = 0, interp: int = 1, seed_clip=None) -> Path:
+    """Rows = streams (different noise, or different real seed clips), columns = chosen
+    frame indices of each."""
+    return save_sheet(pick_frames(model, steps, streams, seed, interp, seed_clip), path,
+                      labels=[str(s) for s in sorted(steps)])
 
 
 def window_sheet(model, path: Path, start: int, count: int = 16, stride: int = 1, streams: int = 4,

@@ -166,7 +166,13 @@ def train(args: TrainArgs) -> Path:
     def sample() -> None:
         model.prepare_sampling()
         model.eval()
-        sheets.stream_sheet(model, out / "samples" / f"step_{step:07d}.png")
+        if getattr(model, "requires_seed_clip", False):  # next-frame families continue real clips
+            from .prediction import seed_clips
+            clip = seed_clips(store, model.context_frames, model.clip_spec()[2], 4, args.seed)
+            sheets.stream_sheet(model, out / "samples" / f"step_{step:07d}.png", streams=4,
+                                steps=(0, 1, 2, 4, 8, 16), seed_clip=clip)
+        else:
+            sheets.stream_sheet(model, out / "samples" / f"step_{step:07d}.png")
         model.train()
 
     budget = None if args.minutes is None else args.minutes * 60

@@ -6,10 +6,11 @@ import dataclasses
 import json
 
 from ..errors import EverloopError
-from . import duralava, worldmodel
+from . import duralava, multiscale, worldmodel
 
 FAMILIES = {"duralava": (duralava.DuralavaConfig, duralava.PRESETS, duralava.Duralava),
-            "worldmodel": (worldmodel.WorldModelConfig, worldmodel.PRESETS, worldmodel.WorldModel)}
+            "worldmodel": (worldmodel.WorldModelConfig, worldmodel.PRESETS, worldmodel.WorldModel),
+            "multiscale": (multiscale.MultiscaleConfig, multiscale.PRESETS, multiscale.Multiscale)}
 
 
 def _family(name: str):
