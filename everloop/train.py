@@ -124,7 +124,7 @@ def train(args: TrainArgs) -> Path:
     if args.steps is None and args.minutes is None:
         raise EverloopError("give --steps N or --minutes M")
     model, opt, state = _setup(args, store)
-    size = getattr(model.cfg, "size", None)
+    size = None if getattr(model, "trains_on_crops", False) else getattr(model.cfg, "size", None)
     if size is not None and (store.height, store.width) != (size, size):
         raise EverloopError(f"{args.data}: frames are {store.height}x{store.width} but the model wants "
                             f"{size}x{size}; prepare with --size {size} or --set size=...")

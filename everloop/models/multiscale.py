@@ -19,6 +19,7 @@ What everloop keeps, fixes and changes, and why:
   64x64 frame, too much for a 2-core CPU; the default is 32 / 16 (1/16 of the FLOPs);
 - crops are cut on the fly from the memory-mapped store with the port's movement filter
   (5% accepted as they come, the rest among crops that move), no millions of files;
+- the coarsest scale predicts the change from the last frame (`predict_change`);
 - Adam for both players (the port: Adam 4e-5 for G, SGD 0.02 for D; the paper: SGD).
 """
 from __future__ import annotations
@@ -57,6 +58,10 @@ class MultiscaleConfig:
     residual: bool = True
     """Scale k predicts a correction to the upsampled prediction of scale k - 1 (the paper);
     False: the whole frame from scratch (the TF port)."""
+    predict_change: bool = True
+    """The coarsest scale predicts a change to the (resized) last frame instead of the whole
+    frame (not the paper's; `--preset paper` turns it off): most Atari pixels do not move
+    from one frame to the next, and a CPU budget should not go into learning to copy them."""
     d_history: bool = True
     """Each D also sees the (resized) history, so it judges the frame as a continuation
     (the paper); False: the frame alone (the port)."""
@@ -89,7 +94,7 @@ class MultiscaleConfig:
 
 PRESETS = {
     "default": {},
-    "paper": {"g_width": 128, "d_width": 64, "lr_g": 4e-5},
+    "paper": {"g_width": 128, "d_width": 64, "lr_g": 4e-5, "predict_change": False},
     "tiny": {"size": 16, "scales": 3, "g_width": 8, "d_width": 8, "batch_size": 4},
 }
 
@@ -174,6 +179,7 @@ class Multiscale(nn.Module):
 
     family = "multiscale"
     requires_seed_clip = True  # there is no prior to dream from: every rollout continues real frames
+    trains_on_crops = True     # cfg.size is the crop, not the frame: any frame size >= it will do
 
     def __init__(self, cfg: MultiscaleConfig):
         super().__init__()
@@ -196,7 +202,7 @@ class Multiscale(nn.Module):
         for gen, size in zip(self.gens, scale_sizes(*hist.shape[-2:], self.cfg.scales)):
             h = resize(flat, size)
             if prev is None:
-                pred = torch.tanh(gen(h))
+                pred = resize(hist[:, -1], size) + gen(h) if self.cfg.predict_change else torch.tanh(gen(h))
             else:
                 up = resize(prev, size)
                 raw = gen(torch.cat([h, up], 1))
