@@ -161,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("source")
     s.add_argument("--out", required=True, help="dataset folder to write")
     s.add_argument("--size", type=_positive("--size"), help="square output size; native size if omitted")
-    s.add_argument("--crop", type=_crop, help="X,Y,W,H crop in source pixels (default: centre square)")
+    s.add_argument("--crop", type=_crop, help="X,Y,W,H crop in source pixels (default: none; with --size, the centre square)")
     s.add_argument("--fps", type=_positive("--fps", float), help="frame rate of a frame folder (default 30)")
     s.add_argument("--force", action="store_true", help="replace an existing DATA folder")
     s.set_defaults(func=cmd_prepare)

@@ -48,8 +48,9 @@ def test_recording_is_the_episode_tree_prepare_reads(tmp_path):
     assert meta["split"] == {"train": ["Train/ep000"], "test": ["Test/ep001"]}
     assert [e["frames"] for e in meta["episodes"]] == [9, 9] and len(meta["action_meanings"]) == 9
 
-    data = prepare(raw, tmp_path / "data", progress=False)  # actions.npy, record.json ignored
+    data = prepare(raw, tmp_path / "data", progress=False)  # actions.npy ignored, record.json's fps used
     assert (data["frames"], data["height"], data["width"]) == (18, 210, 160)  # no crop, native
+    assert data["fps"] == 60.0
     assert data["episodes"] == [[0, 9], [9, 18]] and data["splits"] == {"train": [0], "test": [1]}
     store = FrameStore(tmp_path / "data")
     np.testing.assert_array_equal(store.frames[:9], frames)

@@ -9,6 +9,8 @@ usual zero-padded names.  Images are read with Pillow and converted to RGB.
 
 from __future__ import annotations
 
+import json
+
 import re
 from pathlib import Path
 
@@ -27,12 +29,20 @@ def open_folder(path: Path, geometry, fps: float | None = None) -> Source:
     split_dirs = {d.name.lower(): d for d in _entries(path)
                   if d.is_dir() and d.name.lower() in ("train", "test")}
     if split_dirs:
-        return _episode_tree(split_dirs, geometry, fps)
+        return _episode_tree(split_dirs, geometry, fps or _recorded_fps(path))
     images = list_images(path)
     if not images:
         raise EverloopError(f"{path}: no images ({'/'.join(sorted(s[1:] for s in IMAGE_SUFFIXES))})"
                             " and no Train/ or Test/ episode folders")
     return Source(frames=_read(images, geometry), fps=fps or DEFAULT_FPS, total=len(images))
+
+
+def _recorded_fps(path: Path) -> float | None:
+    """The frame rate `everloop record` wrote into record.json (Atari: 60 / frameskip)."""
+    try:
+        return float(json.loads((path / "record.json").read_text())["fps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _episode_tree(split_dirs: dict[str, Path], geometry, fps) -> Source:
