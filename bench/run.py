@@ -43,17 +43,22 @@ def measure(kind: str, threads: int, params: dict) -> None:
     model = build(family, cfg)
     result: dict = {}
     if kind == "train":
+        import tempfile
+        tmp = tempfile.mkdtemp()
+        batch_of = train_batches(model, params, tmp)
         opt = model.configure_optimizers()
         model.train()
-        real = torch.rand(cfg.batch_size, cfg.clip_length, 3, cfg.size, cfg.size)
+        real = batch_of()
         bf16 = params.get("bf16", False)
         for _ in range(params.get("warmup", 2)):
-            model.train_step(real, opt, autocast=bf16)
+            model.train_step(batch_of(), opt, autocast=bf16)
         n, t0 = params.get("steps", 5), time.perf_counter()
         for _ in range(n):
-            model.train_step(real, opt, autocast=bf16)
+            model.train_step(batch_of(), opt, autocast=bf16)
         dt = (time.perf_counter() - t0) / n
-        result = {"s_per_step": dt, "frames_per_s": cfg.batch_size * cfg.clip_length / dt}
+        # frames (or latent steps) per batch: [B, T, C, H, W], [B, C, H, W] or [B, T, L]
+        items = real.shape[0] * (real.shape[1] if real.ndim in (3, 5) else 1)
+        result = {"s_per_step": dt, "frames_per_s": items / dt}
         from torch.utils.flop_counter import FlopCounterMode
         try:  # the counter cannot follow autograd.grad through some modules; then no FLOPs
             with FlopCounterMode(display=False) as fc:
@@ -80,21 +85,52 @@ def measure(kind: str, threads: int, params: dict) -> None:
     else:  # generation: frames per second of the streaming rollout (latent steps + decoding)
         model.eval()
         batch, chunk, n = params["batch"], params["chunk"], params["frames"]
-        for _ in rollout.frames(model, min(n, 2 * chunk), batch=batch, chunk=chunk):
+        clip = None
+        if getattr(model, "requires_seed_clip", False):  # next-frame families continue real frames
+            h, w = params.get("frame", (cfg.size, cfg.size))
+            clip = torch.rand(1, model.context_frames, 3, h, w)
+        for _ in rollout.frames(model, min(n, 2 * chunk), batch=batch, chunk=chunk, seed_clip=clip):
             pass
         t0 = time.perf_counter()
-        for _ in rollout.frames(model, n, batch=batch, chunk=chunk):
+        for _ in rollout.frames(model, n, batch=batch, chunk=chunk, seed_clip=clip):
             pass
         dt = time.perf_counter() - t0
         result = {"frames_per_s": n * batch / dt}
         if params.get("flops"):  # FLOPs per generated frame, counted on one chunk
             from torch.utils.flop_counter import FlopCounterMode
             with FlopCounterMode(display=False) as fc:
-                for _ in rollout.frames(model, chunk, batch=batch, chunk=chunk):
+                for _ in rollout.frames(model, chunk, batch=batch, chunk=chunk, seed_clip=clip):
                     pass
             result["mflop_per_frame"] = fc.get_total_flops() / (chunk * batch) / 1e6
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
+
+
+def train_batches(model, params: dict, tmp: str):
+    """A function giving training batches the way train.py gets them: from the family's own
+    sample_batch on a synthetic store (random frames, after the stages before `stage` ran),
+    or random clips of clip_spec()'s shape."""
+    import numpy as np
+    import torch
+    from everloop.data import FrameStore
+    cfg = model.cfg
+    if not hasattr(model, "sample_batch"):
+        b, t, _ = model.clip_spec()
+        real = torch.rand(b, t, 3, cfg.size, cfg.size)
+        return lambda: real
+    h, w = params.get("frame", (cfg.size, cfg.size))
+    n = params.get("store_frames", 600)
+    rng = np.random.default_rng(0)
+    Path(tmp, "d").mkdir()
+    np.save(f"{tmp}/d/frames.npy", rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8))
+    Path(tmp, "d", "meta.json").write_text(json.dumps(
+        {"frames": n, "height": h, "width": w, "fps": 30, "episodes": [[0, n]], "source": "bench"}))
+    store = FrameStore(f"{tmp}/d")
+    for name, _ in (model.stages() if hasattr(model, "stages") else []):
+        model.begin_stage(name, store, Path(tmp), True)
+        if name == params.get("stage"):
+            break
+    return lambda: model.sample_batch(store, rng)
 
 
 def machine() -> str:
@@ -114,7 +150,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     a = ap.parse_args()
     steps = 2 if a.quick else 5
-    rows = duralava_rows(steps)
+    rows = duralava_rows(steps) + worldmodel_rows(steps) + multiscale_rows(steps)
     peak = child("matmul", a.threads, {})["gflops"]
     print(f"fp32 matmul 2048^2: {peak:.0f} GFLOP/s with {a.threads} threads")
     lava = ROOT.parent / "shared/data/lavalamp/lavalite-classic.mp4"
@@ -151,6 +187,36 @@ def duralava_rows(steps: int) -> list:
                  (f"duralava: generate {size}x{size}, batch 32, streaming ({min(64, n32)} per call)", "gen",
                   {**sz, "batch": 32, "chunk": min(64, n32), "frames": n32, "flops": True})]
     return rows
+
+
+def _gen_rows(family: str, sizes, extra: dict | None = None) -> list:
+    """Generation at batch 1 and 32 for each (label, config overrides, params, frames at
+    batch 1, frames at batch 32), with FLOPs per frame."""
+    rows = []
+    for label, over, n1, n32 in sizes:
+        base = {"family": family, **over, **(extra or {})}
+        rows += [(f"{family}: generate {label}, batch 1", "gen",
+                  {**base, "batch": 1, "chunk": min(256, n1), "frames": n1, "flops": True}),
+                 (f"{family}: generate {label}, batch 32", "gen",
+                  {**base, "batch": 32, "chunk": min(64, n32), "frames": n32, "flops": True})]
+    return rows
+
+
+def worldmodel_rows(steps: int) -> list:
+    wm = {"family": "worldmodel", "steps": steps}
+    return [("worldmodel: train stage vae (64x64, batch 32)", "train", {**wm, "stage": "vae"}),
+            ("worldmodel: train stage rnn (64 windows x 32 steps)", "train", {**wm, "stage": "rnn"}),
+            *_gen_rows("worldmodel", [("64x64", {}, 20000, 1280),
+                                      ("256x256", {"set": {"size": 256}}, 1000, 128)])]
+
+
+def multiscale_rows(steps: int) -> list:
+    ms = {"family": "multiscale", "steps": steps, "frame": (210, 160)}
+    return [("multiscale: train, 32x32 crops, adversarial", "train", ms),
+            ("multiscale: train, 32x32 crops, --no-adversarial", "train", {**ms, "set": {"adversarial": False}}),
+            *_gen_rows("multiscale", [("64x64", {"frame": (64, 64)}, 64, 4),
+                                      ("210x160 (Atari)", {"frame": (210, 160)}, 8, 2),
+                                      ("256x256", {"frame": (256, 256)}, 4, 1)])]
 
 
 def _sps(r) -> str:
