@@ -285,7 +285,7 @@ def _video_frames(path: str, limit: int):
 
 def evaluate(run: str | None, data: str, frames: int, out: str, video: str | None = None, streams: int = 4,
              seed: int = 0, progress: bool = True, stride: int | None = None, full_streams: int = 1,
-             pred_steps: int = 64, pred_clips: int = 8) -> dict:
+             pred_steps: int = 64, pred_clips: int = 8, temperature: float | None = None) -> dict:
     """Generate (or read) `frames` frames, compare with DATA, write OUT/report.json etc."""
     from .data import FrameStore, to_uint8
     store = FrameStore(data)
@@ -296,6 +296,10 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
         from .checkpoint import load_run
         model, config = load_run(run)
         stride = stride or int(config["config"].get("clip_stride", 1))
+        if temperature is not None:
+            if not hasattr(model, "temperature"):
+                raise EverloopError(f"--temperature: the {model.family} family has no sampling temperature")
+            model.temperature = temperature
     else:
         stride, streams = stride or 1, 1
         got = sum(1 for _ in _video_frames(video, frames))
@@ -329,7 +333,8 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
                 clip = seed_clips(store, model.context_frames, stride, streams, seed)
             _generate(model, ev, frames, streams, seed, min(full_streams, streams), bar, to_uint8, clip)
     rep = ev.report(seed)
-    rep.update(run=run, data=str(data), video=video, seed=seed, stride=stride, full_streams=full_streams)
+    rep.update(run=run, data=str(data), video=video, seed=seed, stride=stride, full_streams=full_streams,
+               temperature=getattr(model, "temperature", None))
     if model is not None and getattr(model, "context_frames", 0) > 0:
         from .prediction import evaluate_prediction
         rep.update(evaluate_prediction(model, store, stride, pred_steps, pred_clips, seed))
@@ -374,7 +379,7 @@ def cmd_eval(a) -> None:
         torch.set_num_threads(a.threads)
     rep = evaluate(a.run, a.data, a.frames, a.out, video=a.video, streams=a.streams, seed=a.seed,
                    progress=not a.quiet, stride=a.stride, full_streams=a.full_streams,
-                   pred_steps=a.pred_steps, pred_clips=a.pred_clips)
+                   pred_steps=a.pred_steps, pred_clips=a.pred_clips, temperature=a.temperature)
     last = str(rep["horizons"][-1])
     worst = max(rep["drift"], key=lambda m: rep["drift"][m][last])
     flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
@@ -398,6 +403,7 @@ def add_eval_parser(subparsers) -> None:
                    help="real-data frames per generated frame (default: the run's clip stride; 1 for --video)")
     s.add_argument("--full-streams", type=_positive("--full-streams"), default=1,
                    help="streams decoded at every frame for the detectors (others: windows only)")
+    s.add_argument("--temperature", type=float, help="sampling temperature of families that have one")
     s.add_argument("--pred-steps", type=_positive("--pred-steps"), default=64,
                    help="next-frame families: recursion steps scored against the real continuation")
     s.add_argument("--pred-clips", type=_positive("--pred-clips"), default=8,

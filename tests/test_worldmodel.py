@@ -248,3 +248,18 @@ def test_generate_from_a_seed_clip_at_a_temperature(wm_run, tiny_data, tiny_run,
                          ((tiny_run, "--temperature", 0.5), "no sampling temperature")):
         code, err = run_cli("generate", *args, "--frames", 5, "--out", tmp_path / "x.gif", capsys=capsys)
         assert_one_line_error(code, err, needle)
+
+
+def test_eval_at_a_temperature_reports_latents_and_prediction(wm_run, tiny_data, tmp_path):
+    from everloop.evaluate import evaluate
+    reps = [evaluate(str(wm_run), str(tiny_data), 40, str(tmp_path / f"r{t}"), streams=2, progress=False,
+                     stride=1, pred_steps=3, pred_clips=2, temperature=t) for t in (0.5, 1.5)]
+    assert [r["temperature"] for r in reps] == [0.5, 1.5]
+    for r in reps:
+        assert set(r["latent"]["16"]) == {"mean", "std", "skew", "kurt"}
+        assert list(r["prediction"]) == ["1", "2", "3"]
+    assert reps[0]["distance"] != reps[1]["distance"]  # the temperature reaches the dream
+    run = train(TrainArgs(data=str(tiny_data), out=str(tmp_path / "d"), preset="tiny", steps=1,
+                          sample_every=0, progress=False, precision="fp32"))  # duralava: no temperature
+    with pytest.raises(EverloopError, match="no sampling temperature"):
+        evaluate(str(run), str(tiny_data), 40, str(tmp_path / "rd"), progress=False, temperature=0.5)
