@@ -223,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
     from .evaluate import add_eval_parser
     add_eval_parser(sub)
     from .sources.atari import add_record_parser; add_record_parser(sub)  # noqa: E702
+    from .painter.cli import add_paint_parser; add_paint_parser(sub)  # noqa: E702
     return p
 
 

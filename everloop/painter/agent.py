@@ -1,0 +1,248 @@
+"""The agent: paints a target in N strokes, one per step, trained by back-propagating the
+reconstruction loss through the frozen world model (renderer.py).
+
+Per step it sees (canvas, target, x, y, step fraction) as a 5-channel image: 4x4 stride-2
+convs down to 8x8, a residual block, FC -> an LSTM cell (which also gets the previous
+action) -> FC -> sigmoid, so an action is always inside the [0, 1] box the real program
+accepts. Actions stay continuous (no discrete lift/jump: it killed the gradients in SPIRAL
+follow-ups); a stroke the agent does not want costs it nothing to make faint (opacity 0).
+
+Loss: MSE of the final canvas to the target, plus `step_loss` x the mean MSE after each
+earlier stroke (every stroke then gets a direct gradient, not only via the last canvas);
+optionally a conditional WGAN-GP critic on (canvas, target) pairs as in SPIRAL / Nakano,
+with L_G = recon_weight * MSE - D(fake). The agent exploits the renderer's mistakes, so
+the number that counts is the real program's (eval re-renders every action with it)."""
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import EverloopError
+from . import runs, targets
+from .env import ACTION_DIM, PaintEnv
+from .renderer import RendererConfig, StrokeNet, composite, coords, load_renderer
+
+KIND = "paint-agent"
+
+
+@dataclass
+class AgentConfig:
+    strokes: int = 8
+    """Strokes per painting (one per agent step)."""
+    width: int = 32
+    """Channels of the first conv; each stride-2 conv doubles them, capped at 2x."""
+    hidden: int = 256
+    """FC and LSTM width."""
+    batch: int = 32
+    """Targets per training step."""
+    lr: float = 3e-4
+    """Adam learning rate of the agent."""
+    step_loss: float = 0.2
+    """Weight of the mean MSE after strokes 1 .. N-1 (the final canvas has weight 1)."""
+    critic: bool = False
+    """Add the conditional WGAN-GP critic (SPIRAL / Nakano); costs about 1.5x per step."""
+    recon_weight: float = 10.0
+    """With the critic: L_G = recon_weight * MSE - mean D(fake)."""
+    gp: float = 10.0
+    """With the critic: gradient-penalty weight."""
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(x + self.b(F.relu(self.a(x))))
+
+
+def _encoder(cin: int, width: int, size: int) -> tuple[nn.Sequential, int]:
+    layers, c = [], cin
+    for i in range(int(math.log2(size // 8))):  # size -> 8x8
+        out = width * min(2 ** i, 2)
+        layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU()]
+        c = out
+    return nn.Sequential(*layers, ResBlock(c), nn.Flatten()), c * 64
+
+
+class Painter(nn.Module):
+    def __init__(self, cfg: AgentConfig, size: int):
+        super().__init__()
+        self.cfg, self.size = cfg, size
+        self.encoder, feat = _encoder(5, cfg.width, size)
+        self.fc = nn.Linear(feat, cfg.hidden)
+        self.lstm = nn.LSTMCell(cfg.hidden + ACTION_DIM, cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, ACTION_DIM)
+
+    def act(self, canvas, target, t: int, prev, state):
+        b = canvas.shape[0]
+        frac = torch.full((b, 1, self.size, self.size), t / self.cfg.strokes, dtype=canvas.dtype)
+        x = torch.cat([canvas[:, None], target[:, None], coords(self.size, canvas).expand(b, -1, -1, -1), frac], 1)
+        h, c = self.lstm(torch.cat([F.relu(self.fc(self.encoder(x))), prev], 1), state)
+        return torch.sigmoid(self.head(h)), (h, c)
+
+    def paint(self, target: torch.Tensor, renderer: StrokeNet):
+        """Paint [B, H, W] targets in the dream: (actions [B, N, A], canvases [N, B, H, W])."""
+        b = target.shape[0]
+        canvas = target.new_zeros(target.shape)
+        prev = target.new_zeros(b, ACTION_DIM)
+        state = (target.new_zeros(b, self.cfg.hidden), target.new_zeros(b, self.cfg.hidden))
+        actions, canvases = [], []
+        for t in range(self.cfg.strokes):
+            prev, state = self.act(canvas, target, t, prev, state)
+            canvas = composite(canvas, renderer(prev))
+            actions.append(prev)
+            canvases.append(canvas)
+        return torch.stack(actions, 1), torch.stack(canvases)
+
+
+class Critic(nn.Module):
+    """Conditional WGAN critic: D(canvas, target) -> score; real pairs are (target, target)."""
+
+    def __init__(self, size: int, width: int = 16):
+        super().__init__()
+        self.net, feat = _encoder(2, width, size)
+        self.fc = nn.Linear(feat, 1)
+
+    def forward(self, canvas, target):
+        return self.fc(self.net(torch.stack([canvas, target], 1)))[:, 0]
+
+
+def recon_loss(canvases: torch.Tensor, target: torch.Tensor, step_loss: float) -> tuple[torch.Tensor, torch.Tensor]:
+    per_step = (canvases - target[None]).pow(2).mean(dim=(1, 2, 3))  # [N]
+    final = per_step[-1]
+    return final + step_loss * (per_step[:-1].mean() if len(per_step) > 1 else 0.0), final
+
+
+def _gradient_penalty(critic, fake, target):
+    eps = torch.rand(fake.shape[0], 1, 1)
+    mix = (eps * target + (1 - eps) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(critic(mix, target).sum(), mix, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = None, *, steps=None, minutes=None,
+                seed=0, resume=False, force=False, progress=True) -> dict:
+    out = Path(out)
+    runs.check_out(out, resume, force)
+    state = None
+    if resume:
+        config = runs.read_folder(out, KIND)
+        cfg = runs.config_from(AgentConfig, config["config"], str(out / "config.json"))
+        renderer_dir, target_spec = out / "renderer", config["targets"]
+        state = runs.load_train_state(out)
+    cfg = cfg or AgentConfig()
+    renderer, rcfg, _ = load_renderer(renderer_dir)
+    for p in renderer.parameters():
+        p.requires_grad_(False)  # frozen world model: gradients flow through it, never into it
+    train_set, test_set = targets.split(targets.load(target_spec, rcfg.size))
+    torch.manual_seed(seed)
+    agent = Painter(cfg, rcfg.size)
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr, betas=(0.5, 0.9) if cfg.critic else (0.9, 0.999))
+    critic = Critic(rcfg.size) if cfg.critic else None
+    copt = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9)) if critic else None
+    rng = np.random.default_rng(seed)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        agent.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        if critic:
+            critic.load_state_dict(state["critic"])
+            copt.load_state_dict(state["critic_optim"])
+        step, elapsed = state["step"], state["elapsed"]
+        runs.set_rng_state(rng, state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+    train_t = torch.from_numpy(train_set)
+    metrics = {}
+
+    def step_fn():
+        target = train_t[torch.from_numpy(rng.integers(0, len(train_t), cfg.batch))]
+        _, canvases = agent.paint(target, renderer)
+        loss, final = recon_loss(canvases, target, cfg.step_loss)
+        logs = {"mse": final.item()}
+        if critic:
+            fake = canvases[-1].detach()
+            d_loss = critic(fake, target).mean() - critic(target, target).mean()
+            d_all = d_loss + cfg.gp * _gradient_penalty(critic, fake, target)
+            copt.zero_grad(set_to_none=True)
+            d_all.backward()
+            copt.step()
+            loss = cfg.recon_weight * loss - critic(canvases[-1], target).mean()
+            logs["wdist"] = -d_loss.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return logs
+
+    def save(at: int, seconds: float):
+        metrics.clear()
+        metrics.update(score(agent, renderer, test_set[:100], PaintEnv(rcfg.size, rcfg.backend)), step=at)
+        ts = {"model": agent.state_dict(), "optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
+              "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
+        if critic:
+            ts.update(critic=critic.state_dict(), critic_optim=copt.state_dict())
+        if Path(renderer_dir).resolve() != (out / "renderer").resolve():
+            # The agent folder carries its own copy of the world model it was trained through.
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = out / ".renderer.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(renderer_dir, tmp, ignore=shutil.ignore_patterns("train_state.pt"))
+            shutil.rmtree(out / "renderer", ignore_errors=True)
+            tmp.rename(out / "renderer")
+        runs.save_folder(out, KIND, cfg, agent.state_dict(),
+                         {"seed": seed, "size": rcfg.size, "targets": target_spec,
+                          "renderer_source": str(renderer_dir), "metrics": dict(metrics)}, ts)
+
+    runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train agent", progress=progress)
+    return metrics
+
+
+def load_agent(run):
+    """(agent, renderer, config dict, env) of an agent folder, in eval mode."""
+    run = Path(run)
+    config = runs.read_folder(run, KIND)
+    cfg = runs.config_from(AgentConfig, config["config"], str(run / "config.json"))
+    renderer, rcfg, _ = load_renderer(run / "renderer")
+    agent = Painter(cfg, rcfg.size)
+    runs.load_weights(agent, runs.load_tensors(run / "model.safetensors"), str(run))
+    return agent.eval(), renderer, config, PaintEnv(rcfg.size, rcfg.backend)
+
+
+@torch.no_grad()
+def paint(agent: Painter, renderer: StrokeNet, target: np.ndarray, env: PaintEnv):
+    """Actions [B, N, A], dream canvases and real canvases [N, B, H, W] (numpy), the real ones
+    after each stroke re-rendered by the real program (open loop: the same actions)."""
+    was = agent.training
+    agent.eval()
+    actions, dream = agent.paint(torch.from_numpy(np.asarray(target, np.float32)), renderer)
+    agent.train(was)
+    actions = actions.numpy()
+    real = np.zeros(dream.shape, np.float32)
+    for i, acts in enumerate(actions):
+        canvas = env.reset()
+        for t, a in enumerate(acts):
+            real[t, i] = canvas = env.step(a)
+    return actions, dream.numpy(), real
+
+
+def score(agent, renderer, test: np.ndarray, env: PaintEnv, chunk: int = 100) -> dict:
+    """MSE of the final canvas to the targets, in the dream and with the real program."""
+    real_se = dream_se = 0.0
+    for i in range(0, len(test), chunk):
+        t = test[i:i + chunk]
+        _, dream, real = paint(agent, renderer, t, env)
+        dream_se += float(((dream[-1] - t) ** 2).mean()) * len(t)
+        real_se += float(((real[-1] - t) ** 2).mean()) * len(t)
+    n = len(test)
+    blank = float((test ** 2).mean())
+    out = {"mse_real": real_se / n, "mse_dream": dream_se / n, "mse_blank": blank}
+    out.update(gap=out["mse_real"] - out["mse_dream"], real_over_blank=out["mse_real"] / blank,
+               dream_over_blank=out["mse_dream"] / blank, targets=n)
+    return out

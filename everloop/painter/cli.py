@@ -1,0 +1,153 @@
+"""everloop paint train-renderer | train-agent | draw | eval"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EverloopError
+
+
+def _positive(flag: str, kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be > 0, got {text}")
+        return value
+    return parse
+
+
+def _threads(a) -> None:
+    import torch
+    if getattr(a, "threads", None):
+        torch.set_num_threads(a.threads)
+
+
+def cmd_train_renderer(a) -> None:
+    from .renderer import RendererConfig, psnr, train_renderer
+    _threads(a)
+    cfg = RendererConfig(size=a.size, backend=a.backend, **({"batch": a.batch} if a.batch else {}))
+    m = train_renderer(a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes, seed=a.seed,
+                       resume=a.resume, force=a.force, progress=not a.quiet)
+    print(f"saved {a.out} at step {m['step']}: held-out strokes PSNR {m['val_psnr']:.2f} dB "
+          f"(blank layer {m['blank_psnr']:.2f} dB), BCE {m['val_bce']:.4f}, MSE {m['val_mse']:.5f}")
+
+
+def cmd_train_agent(a) -> None:
+    from .agent import AgentConfig, train_agent
+    _threads(a)
+    if not a.resume and not a.renderer:
+        raise EverloopError("--renderer R is required (a folder made by `everloop paint train-renderer`)")
+    cfg = AgentConfig(strokes=a.strokes, critic=a.critic, **({"batch": a.batch} if a.batch else {}))
+    m = train_agent(a.renderer, a.targets, a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes,
+                    seed=a.seed, resume=a.resume, force=a.force, progress=not a.quiet)
+    print(f"saved {a.out} at step {m['step']}: {m['targets']} held-out targets, MSE real {m['mse_real']:.4f}, "
+          f"dream {m['mse_dream']:.4f}, blank {m['mse_blank']:.4f} (try `everloop paint eval {a.out}`)")
+
+
+def _target(spec: str, agent_config: dict, size: int) -> np.ndarray:
+    from . import targets
+    if spec.startswith("test:"):
+        try:
+            k = int(spec[5:])
+        except ValueError:
+            raise EverloopError(f"--target {spec}: use test:K with an integer K") from None
+        _, test = targets.split(targets.load(agent_config["targets"], size))
+        if not 0 <= k < len(test):
+            raise EverloopError(f"--target {spec}: the held-out split has {len(test)} targets")
+        return test[k]
+    return targets.to_canvas([targets.read_image(spec)], size)[0]
+
+
+def cmd_draw(a) -> None:
+    from ..sinks import open_sink
+    from .agent import load_agent, paint
+    _threads(a)
+    agent, renderer, config, env = load_agent(a.agent)
+    target = _target(a.target, config, env.size)
+    actions, dream, real = paint(agent, renderer, target[None], env)
+    frames = [np.zeros_like(target), *real[:, 0]]  # blank paper, then one frame per stroke
+    with open_sink(a.out, fps=a.fps, frames=len(frames) + 1, force=a.force) as sink:
+        for canvas in frames + [frames[-1]]:  # the finished painting shows for two frames
+            img = np.concatenate([target, np.full((env.size, 2), 0.5, np.float32), canvas], 1)
+            img = np.repeat(np.repeat(img, a.scale, 0), a.scale, 1)
+            sink.write(np.repeat((img * 255).round().astype(np.uint8)[None, ..., None], 3, -1))
+    mse = float(((real[-1, 0] - target) ** 2).mean())
+    print(f"wrote {a.out}: target | real paint program, {len(actions[0])} strokes, MSE {mse:.4f} "
+          f"(dream {float(((dream[-1, 0] - target) ** 2).mean()):.4f}, blank {float((target ** 2).mean()):.4f})")
+    if a.actions:
+        Path(a.actions).write_text(json.dumps(actions[0].round(5).tolist()))
+
+
+def cmd_eval(a) -> None:
+    from . import targets
+    from .agent import load_agent, score
+    _threads(a)
+    agent, renderer, config, env = load_agent(a.agent)
+    _, test = targets.split(targets.load(a.targets or config["targets"], env.size))
+    if a.limit:
+        test = test[:a.limit]
+    m = score(agent, renderer, test, env)
+    m.update(agent=str(a.agent), strokes=agent.cfg.strokes, step=config.get("step") or config["metrics"].get("step"))
+    print(f"{m['targets']} held-out targets, {m['strokes']} strokes: MSE real {m['mse_real']:.4f} "
+          f"({m['real_over_blank']:.3f} of blank), dream {m['mse_dream']:.4f} ({m['dream_over_blank']:.3f} of blank), "
+          f"gap {m['gap']:+.4f}, blank {m['mse_blank']:.4f}")
+    if a.json:
+        from ..checkpoint import atomic_write
+        atomic_write(Path(a.json), lambda p: p.write_text(json.dumps(m, indent=2)))
+
+
+def _budget(s) -> None:
+    s.add_argument("--steps", type=_positive("--steps"), help="stop after this many steps in total")
+    s.add_argument("--minutes", type=_positive("--minutes", float), help="stop after this many minutes")
+    s.add_argument("--batch", type=_positive("--batch"))
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--force", action="store_true", help="start over, replacing the run in --out")
+    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--quiet", action="store_true")
+
+
+def add_paint_parser(sub) -> None:
+    p = sub.add_parser("paint", help="the world-model painter: learn to paint targets with a real paint program")
+    ps = p.add_subparsers(dest="paint_cmd", required=True)
+
+    s = ps.add_parser("train-renderer", help="train the neural renderer on strokes of the real paint program")
+    s.add_argument("--out", required=True, help="renderer folder to write")
+    s.add_argument("--size", type=_positive("--size"), default=64, help="canvas side (power of two)")
+    s.add_argument("--backend", default="skia", help="real paint program: skia (default) or mypaint")
+    _budget(s)
+    s.set_defaults(func=cmd_train_renderer)
+
+    s = ps.add_parser("train-agent", help="train the painting agent through the frozen renderer")
+    s.add_argument("--renderer", help="renderer folder (from train-renderer)")
+    s.add_argument("--targets", default="mnist", help="mnist, an MNIST IDX image file, or a folder of images")
+    s.add_argument("--strokes", type=_positive("--strokes"), default=8)
+    s.add_argument("--critic", action="store_true", help="add the conditional WGAN-GP critic")
+    s.add_argument("--out", required=True, help="agent folder to write")
+    _budget(s)
+    s.set_defaults(func=cmd_train_agent)
+
+    s = ps.add_parser("draw", help="paint one target, re-rendered by the real program, as a stroke-by-stroke animation")
+    s.add_argument("agent")
+    s.add_argument("--target", required=True, help="an image file, or test:K for the K-th held-out target")
+    s.add_argument("--out", required=True, help=".gif, .png (APNG), .mp4 or a folder/")
+    s.add_argument("--fps", type=_positive("--fps", float), default=2)
+    s.add_argument("--scale", type=_positive("--scale"), default=4)
+    s.add_argument("--actions", metavar="FILE", help="also write the strokes' actions as JSON")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("--threads", type=_positive("--threads"))
+    s.set_defaults(func=cmd_draw)
+
+    s = ps.add_parser("eval", help="MSE on held-out targets: real program, dream, blank canvas")
+    s.add_argument("agent")
+    s.add_argument("--targets", help="another target source (default: the agent's own, held-out split)")
+    s.add_argument("--limit", type=_positive("--limit"), help="only the first N held-out targets")
+    s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    s.add_argument("--threads", type=_positive("--threads"))
+    s.set_defaults(func=cmd_eval)

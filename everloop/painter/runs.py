@@ -1,0 +1,138 @@
+"""Run folders of the painter (config.json + model.safetensors + train_state.pt, written
+atomically with everloop.checkpoint.atomic_write) and the one step loop both trainers use
+(--steps / --minutes, progress bar, Ctrl-C saves, --resume continues)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..checkpoint import CONFIG, TRAIN_STATE, WEIGHTS, atomic_write
+from ..errors import EverloopError
+
+
+def config_from(cls, data: dict, where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise EverloopError(f"{where}: unknown config fields {', '.join(sorted(unknown))}")
+    return cls(**data)
+
+
+def save_folder(out: Path, kind: str, cfg, tensors: dict, meta: dict, train_state: dict | None = None,
+                extra: dict[str, dict] | None = None) -> None:
+    """Weights (and extra .safetensors files) first, config last: a config.json always
+    describes weights that exist."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, tens in {WEIGHTS: tensors, **(extra or {})}.items():
+        tens = {k: v.detach().contiguous() for k, v in tens.items()}
+        atomic_write(out / name, lambda p, t=tens: save_file(t, str(p)))
+    if train_state is not None:
+        atomic_write(out / TRAIN_STATE, lambda p: torch.save(train_state, p))
+    config = {"family": kind, "config": dataclasses.asdict(cfg), **meta}
+    atomic_write(out / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
+
+
+def read_folder(run: Path, kind: str) -> dict:
+    run = Path(run)
+    path = run / CONFIG
+    if not run.is_dir():
+        raise EverloopError(f"{run}: no such folder")
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EverloopError(f"{path}: missing (is {run} made by `everloop paint`?)") from None
+    except json.JSONDecodeError as e:
+        raise EverloopError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("family") != kind:
+        raise EverloopError(f"{run}: not a {kind} folder (family {config.get('family')!r})")
+    return config
+
+
+def load_tensors(path: Path) -> dict:
+    if not Path(path).exists():
+        raise EverloopError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EverloopError(f"{path}: unreadable or truncated weights ({e})") from None
+
+
+def load_weights(module: torch.nn.Module, tensors: dict, where: str) -> None:
+    missing, unexpected = module.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise EverloopError(f"{where}: weights do not match the config "
+                            f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+
+
+def load_train_state(run: Path) -> dict:
+    path = Path(run) / TRAIN_STATE
+    if not path.exists():
+        raise EverloopError(f"{path}: missing; cannot --resume (train without --resume to start over)")
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged file
+        raise EverloopError(f"{path}: unreadable training state ({type(e).__name__})") from None
+
+
+def check_out(out: Path, resume: bool, force: bool) -> None:
+    out = Path(out)
+    if resume:
+        return
+    if (out / CONFIG).exists() and not force:
+        raise EverloopError(f"{out} already holds a run; pass --resume to continue or --force to start over")
+
+
+def rng_state(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def set_rng_state(rng: np.random.Generator, text: str) -> None:
+    rng.bit_generator.state = json.loads(text)
+
+
+def loop(step_fn, save_fn, *, step: int, steps: int | None, minutes: float | None, desc: str,
+         progress: bool, save_every_minutes: float = 5.0) -> int:
+    """Call step_fn() -> logs until `steps` in total or `minutes` in this call; save_fn(step,
+    seconds) on the way, at the end and on Ctrl-C. Returns the final step."""
+    if steps is None and minutes is None:
+        raise EverloopError("give --steps N or --minutes M")
+    budget = None if minutes is None else minutes * 60
+    bar = tqdm(total=steps if steps is not None else int(budget), initial=step if steps else 0,
+               unit="step" if steps else "s", disable=not progress, dynamic_ncols=True, desc=desc)
+    t0 = last_save = time.time()
+    step0 = step
+    try:
+        while (steps is None or step < steps) and (budget is None or time.time() - t0 < budget):
+            logs = step_fn()
+            bad = [k for k, v in logs.items() if not np.isfinite(v)]
+            if bad:
+                raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; try a lower learning rate")
+            step += 1
+            now = time.time()
+            if steps is not None:
+                bar.update(1)
+            else:
+                bar.n = min(int(now - t0), bar.total)
+                bar.refresh()
+            bar.set_postfix(sps=f"{(step - step0) / max(now - t0, 1e-9):.1f}",
+                            **{k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            if now - last_save > save_every_minutes * 60:
+                save_fn(step, now - t0)
+                last_save = time.time()
+    except KeyboardInterrupt:
+        bar.close()
+        save_fn(step, time.time() - t0)
+        print(f"interrupted at step {step}; saved (continue with --resume)")
+        raise
+    bar.close()
+    save_fn(step, time.time() - t0)
+    return step
