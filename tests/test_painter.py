@@ -135,10 +135,26 @@ def test_train_resume_eval_draw(tmp_path, capsys):
     with Image.open(tmp_path / "s.gif") as gif:
         assert gif.n_frames == 5 and gif.size == (4 * (2 * SIZE + 2), 4 * SIZE)  # blank, 3 strokes, hold
     assert main(["paint", "draw", str(a), "--target", "test:0", "--out", str(tmp_path / "s.gif")]) == 2
+    assert main(["paint", "sheet", str(a), "--out", str(tmp_path / "g.png"), "--dream", "--scale", "1"]) == 0
+    with Image.open(tmp_path / "g.png") as sheet:
+        assert sheet.size == (SIZE + 2, 3 * (SIZE + 2))  # one held-out target; target, real, dream rows
     assert main(["paint", "draw", str(a), "--target", "test:9", "--out", str(tmp_path / "t.gif")]) == 2
     assert "held-out split has 1" in capsys.readouterr().err
     assert main(["paint", "train-agent", "--renderer", str(tmp_path / "nope"), "--targets", folder,
                  "--out", str(tmp_path / "B"), "--steps", "1"]) == 2
+
+
+def test_refresh_teaches_the_renderer_only_by_real_strokes(tmp_path):
+    from safetensors.torch import load_file
+    r = tmp_path / "R"
+    train_renderer(r, TINY_R, steps=1, progress=False)
+    folder = str(digit_folder(tmp_path / "d", n=10))
+    before = load_file(str(r / "model.safetensors"))
+    for every, changed in ((0, False), (1, True)):
+        cfg = AgentConfig(strokes=2, width=8, hidden=32, batch=4, refresh_every=every)
+        train_agent(r, folder, tmp_path / f"A{every}", cfg, steps=2, progress=False)
+        after = load_file(str(tmp_path / f"A{every}" / "renderer" / "model.safetensors"))
+        assert any(not torch.equal(before[k], after[k]) for k in before) == changed
 
 
 def test_agent_with_critic_trains(tmp_path):

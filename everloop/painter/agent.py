@@ -15,7 +15,6 @@ the number that counts is the real program's (eval re-renders every action with 
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +51,15 @@ class AgentConfig:
     """With the critic: L_G = recon_weight * MSE - mean D(fake)."""
     gp: float = 10.0
     """With the critic: gradient-penalty weight."""
+    refresh_every: int = 4
+    """Every this many steps, one BCE step of the renderer on `refresh_batch` of the agent's
+    own latest strokes drawn by the real program (0 = never). The agent exploits whatever the
+    renderer gets wrong where it paints; this keeps teaching the renderer exactly there.
+    The agent's loss never updates the renderer."""
+    refresh_batch: int = 64
+    """Strokes per refresh step (a random subset of the step's batch x strokes)."""
+    refresh_lr: float = 3e-4
+    """Adam learning rate of the refresh steps."""
 
 
 class ResBlock(nn.Module):
@@ -139,9 +147,10 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
         renderer_dir, target_spec = out / "renderer", config["targets"]
         state = runs.load_train_state(out)
     cfg = cfg or AgentConfig()
-    renderer, rcfg, _ = load_renderer(renderer_dir)
-    for p in renderer.parameters():
-        p.requires_grad_(False)  # frozen world model: gradients flow through it, never into it
+    renderer, rcfg, rconfig = load_renderer(renderer_dir)
+    renderer.train()
+    env = PaintEnv(rcfg.size, rcfg.backend)
+    ropt = torch.optim.Adam(renderer.parameters(), lr=cfg.refresh_lr)
     train_set, test_set = targets.split(targets.load(target_spec, rcfg.size))
     torch.manual_seed(seed)
     agent = Painter(cfg, rcfg.size)
@@ -156,15 +165,30 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
         if critic:
             critic.load_state_dict(state["critic"])
             copt.load_state_dict(state["critic_optim"])
+        ropt.load_state_dict(state["renderer_optim"])
         step, elapsed = state["step"], state["elapsed"]
         runs.set_rng_state(rng, state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
+    counter = [step]
     train_t = torch.from_numpy(train_set)
     metrics = {}
 
+    def refresh(actions):
+        a = actions.detach().reshape(-1, ACTION_DIM)
+        a = a[torch.from_numpy(rng.choice(len(a), min(cfg.refresh_batch, len(a)), replace=False))]
+        layers = torch.from_numpy(env.strokes(a.numpy()))
+        loss = F.binary_cross_entropy_with_logits(renderer.logits(a), layers)
+        ropt.zero_grad(set_to_none=True)
+        loss.backward()
+        ropt.step()
+        return loss.item()
+
     def step_fn():
         target = train_t[torch.from_numpy(rng.integers(0, len(train_t), cfg.batch))]
-        _, canvases = agent.paint(target, renderer)
+        # Frozen world model for the agent's loss: gradients flow through it, never into it.
+        renderer.requires_grad_(False)
+        actions, canvases = agent.paint(target, renderer)
+        renderer.requires_grad_(True)
         loss, final = recon_loss(canvases, target, cfg.step_loss)
         logs = {"mse": final.item()}
         if critic:
@@ -179,23 +203,23 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        counter[0] += 1
+        if cfg.refresh_every and counter[0] % cfg.refresh_every == 0:
+            logs["refresh_bce"] = refresh(actions)
         return logs
 
     def save(at: int, seconds: float):
         metrics.clear()
-        metrics.update(score(agent, renderer, test_set[:100], PaintEnv(rcfg.size, rcfg.backend)), step=at)
+        metrics.update(score(agent, renderer, test_set[:100], env), step=at)
         ts = {"model": agent.state_dict(), "optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
+              "renderer_optim": ropt.state_dict(),
               "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
         if critic:
             ts.update(critic=critic.state_dict(), critic_optim=copt.state_dict())
-        if Path(renderer_dir).resolve() != (out / "renderer").resolve():
-            # The agent folder carries its own copy of the world model it was trained through.
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / ".renderer.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(renderer_dir, tmp, ignore=shutil.ignore_patterns("train_state.pt"))
-            shutil.rmtree(out / "renderer", ignore_errors=True)
-            tmp.rename(out / "renderer")
+        # The agent folder carries the world model it was trained through (refreshed, if so).
+        rmeta = {k: v for k, v in rconfig.items() if k not in ("family", "config")}
+        runs.save_folder(out / "renderer", "paint-renderer", rcfg, renderer.state_dict(),
+                         {**rmeta, "refreshed_by_agent": bool(cfg.refresh_every)})
         runs.save_folder(out, KIND, cfg, agent.state_dict(),
                          {"seed": seed, "size": rcfg.size, "targets": target_spec,
                           "renderer_source": str(renderer_dir), "metrics": dict(metrics)}, ts)
@@ -234,6 +258,15 @@ def paint(agent: Painter, renderer: StrokeNet, target: np.ndarray, env: PaintEnv
 
 def score(agent, renderer, test: np.ndarray, env: PaintEnv, chunk: int = 100) -> dict:
     """MSE of the final canvas to the targets, in the dream and with the real program."""
+    was = renderer.training
+    renderer.eval()
+    try:
+        return _score(agent, renderer, test, env, chunk)
+    finally:
+        renderer.train(was)
+
+
+def _score(agent, renderer, test, env, chunk):
     real_se = dream_se = 0.0
     for i in range(0, len(test), chunk):
         t = test[i:i + chunk]

@@ -1,4 +1,4 @@
-"""everloop paint train-renderer | train-agent | draw | eval"""
+"""everloop paint train-renderer | train-agent | draw | sheet | eval"""
 from __future__ import annotations
 
 import argparse
@@ -84,6 +84,26 @@ def cmd_draw(a) -> None:
         Path(a.actions).write_text(json.dumps(actions[0].round(5).tolist()))
 
 
+def cmd_sheet(a) -> None:
+    from PIL import Image
+    from ..checkpoint import atomic_write
+    from . import targets
+    from .agent import load_agent, paint
+    _threads(a)
+    if Path(a.out).exists() and not a.force:
+        raise EverloopError(f"{a.out} exists; pass --force to overwrite")
+    agent, renderer, config, env = load_agent(a.agent)
+    _, test = targets.split(targets.load(config["targets"], env.size))
+    test = test[np.unique(np.linspace(0, len(test) - 1, a.count).round().astype(int))]  # spread over the split
+    _, dream, real = paint(agent, renderer, test, env)
+    rows = [test, real[-1]] + ([dream[-1]] if a.dream else [])
+    pad = lambda x: np.pad(x, 1, constant_values=0.5)  # noqa: E731
+    grid = np.concatenate([np.concatenate([pad(img) for img in row], 1) for row in rows], 0)
+    grid = np.repeat(np.repeat((grid * 255).round().astype(np.uint8), a.scale, 0), a.scale, 1)
+    atomic_write(Path(a.out), lambda p: Image.fromarray(grid).save(p, format="PNG"))
+    print(f"wrote {a.out}: rows = held-out targets, real paint program" + (", dream" if a.dream else ""))
+
+
 def cmd_eval(a) -> None:
     from . import targets
     from .agent import load_agent, score
@@ -143,6 +163,16 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--force", action="store_true")
     s.add_argument("--threads", type=_positive("--threads"))
     s.set_defaults(func=cmd_draw)
+
+    s = ps.add_parser("sheet", help="a PNG grid: held-out targets above the real program's paintings")
+    s.add_argument("agent")
+    s.add_argument("--out", required=True, help=".png to write")
+    s.add_argument("--count", type=_positive("--count"), default=16)
+    s.add_argument("--scale", type=_positive("--scale"), default=2)
+    s.add_argument("--dream", action="store_true", help="add a row of the renderer's (dream) paintings")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("--threads", type=_positive("--threads"))
+    s.set_defaults(func=cmd_sheet)
 
     s = ps.add_parser("eval", help="MSE on held-out targets: real program, dream, blank canvas")
     s.add_argument("agent")

@@ -126,8 +126,10 @@ class PaintEnv:
 
 def random_actions(rng: np.random.Generator, n: int) -> np.ndarray:
     """Training strokes for the world model: uniform in the action box, except that half the
-    strokes are short (end and control near the start), as digit strokes often are."""
+    strokes are short (end and control near the start), as digit strokes often are, and
+    opacity and grey lean bright."""
     a = rng.random((n, ACTION_DIM))
+    a[:, 8:10] = np.sqrt(a[:, 8:10])  # brighter on average (digits are white): opacity x grey ~ 0.44
     short = rng.random(n) < 0.5
     near = a[short, 0:2][:, None, :] + (rng.random((short.sum(), 2, 2)) - 0.5) * 0.4
     a[short, 2:6] = np.clip(near, 0, 1).reshape(-1, 4)
