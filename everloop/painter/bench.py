@@ -47,9 +47,14 @@ def main(argv=None) -> None:
         loss.backward()
         opt.step()
 
+    real = _rate(lambda: env.strokes(acts[:64]), 64, a.seconds)
+    with torch.no_grad():
+        neural = _rate(lambda: net(at), len(at), a.seconds)
+    renderer_sps = _rate(renderer_step, 1, a.seconds)
+
     agent = Painter(acfg, 64)
     aopt = torch.optim.Adam(agent.parameters())
-    net.requires_grad_(False)
+    net.requires_grad_(False)  # frozen, as in train-agent
     target = torch.rand(acfg.batch, 64, 64)
 
     def agent_step():
@@ -58,11 +63,9 @@ def main(argv=None) -> None:
         loss.backward()
         aopt.step()
 
-    with torch.no_grad():
-        neural = _rate(lambda: net(at), len(at), a.seconds)
-    rows = [("real program (skia), stroke layers 64x64", _rate(lambda: env.strokes(acts[:64]), 64, a.seconds), "strokes/s"),
+    rows = [("real program (skia), stroke layers 64x64", real, "strokes/s"),
             ("neural renderer forward, batch 256", neural, "strokes/s"),
-            (f"train-renderer step (batch {rcfg.batch}, real strokes drawn in the step)", _rate(renderer_step, 1, a.seconds), "steps/s"),
+            (f"train-renderer step (batch {rcfg.batch}, real strokes drawn in the step)", renderer_sps, "steps/s"),
             (f"train-agent step (batch {acfg.batch}, {acfg.strokes} strokes, no refresh)", _rate(agent_step, 1, a.seconds), "steps/s")]
     print(f"torch {torch.__version__}, {a.threads} thread(s)\n\n| measurement | rate | unit |\n|---|---:|---|")
     for name, rate, unit in rows:
