@@ -164,3 +164,4 @@ def test_agent_with_critic_trains(tmp_path):
     m = train_agent(r, str(digit_folder(tmp_path / "d", n=10)), tmp_path / "A", cfg, steps=2, progress=False)
     assert np.isfinite(m["mse_real"])
     assert train_agent(None, None, tmp_path / "A", steps=3, resume=True, progress=False)["step"] == 3
+    assert json.loads((tmp_path / "A" / "config.json").read_text())["renderer_source"] == str(r)

@@ -140,11 +140,12 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
                 seed=0, resume=False, force=False, progress=True) -> dict:
     out = Path(out)
     runs.check_out(out, resume, force)
-    state = None
+    state, source = None, str(renderer_dir)
     if resume:
         config = runs.read_folder(out, KIND)
         cfg = runs.config_from(AgentConfig, config["config"], str(out / "config.json"))
         renderer_dir, target_spec = out / "renderer", config["targets"]
+        source = config.get("renderer_source", str(renderer_dir))
         state = runs.load_train_state(out)
     cfg = cfg or AgentConfig()
     renderer, rcfg, rconfig = load_renderer(renderer_dir)
@@ -216,13 +217,14 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
               "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
         if critic:
             ts.update(critic=critic.state_dict(), critic_optim=copt.state_dict())
-        # The agent folder carries the world model it was trained through (refreshed, if so).
+        # The agent folder carries the world model it was trained through (refreshed, if so);
+        # renderer first, agent config last, as every run folder is written.
         rmeta = {k: v for k, v in rconfig.items() if k not in ("family", "config")}
         runs.save_folder(out / "renderer", "paint-renderer", rcfg, renderer.state_dict(),
                          {**rmeta, "refreshed_by_agent": bool(cfg.refresh_every)})
         runs.save_folder(out, KIND, cfg, agent.state_dict(),
                          {"seed": seed, "size": rcfg.size, "targets": target_spec,
-                          "renderer_source": str(renderer_dir), "metrics": dict(metrics)}, ts)
+                          "renderer_source": source, "metrics": dict(metrics)}, ts)
 
     runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train agent", progress=progress)
     return metrics
