@@ -39,8 +39,9 @@ class AgentConfig:
     """Channels of the first conv; each stride-2 conv doubles them, capped at 2x."""
     hidden: int = 256
     """FC and LSTM width."""
-    batch: int = 32
-    """Targets per training step."""
+    batch: int = 16
+    """Targets per training step. 3-minute CPU pilots: batch 16 reached batch 32's held-out
+    MSE in half the wall-clock time (about the same per step, twice the steps)."""
     lr: float = 3e-4
     """Adam learning rate of the agent."""
     step_loss: float = 0.2
@@ -172,6 +173,7 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
         torch.set_rng_state(state["torch_rng"])
     counter = [step]
     train_t = torch.from_numpy(train_set)
+    quick_test = test_set[:: max(1, len(test_set) // 100)][:100]  # spread: MNIST's split is in class order
     metrics = {}
 
     def refresh(actions):
@@ -211,7 +213,7 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
 
     def save(at: int, seconds: float):
         metrics.clear()
-        metrics.update(score(agent, renderer, test_set[:100], env), step=at)
+        metrics.update(score(agent, renderer, quick_test, env), step=at)
         ts = {"model": agent.state_dict(), "optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
               "renderer_optim": ropt.state_dict(),
               "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
