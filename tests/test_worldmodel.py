@@ -263,3 +263,18 @@ def test_eval_at_a_temperature_reports_latents_and_prediction(wm_run, tiny_data,
                           sample_every=0, progress=False, precision="fp32"))  # duralava: no temperature
     with pytest.raises(EverloopError, match="no sampling temperature"):
         evaluate(str(run), str(tiny_data), 40, str(tmp_path / "rd"), progress=False, temperature=0.5)
+
+
+def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
+    from everloop.data import FrameStore
+    cfg = json.loads((wm_run / "config.json").read_text())["config"]
+    store = FrameStore(tiny_data)
+    batches = {}
+    for samples in (True, False):
+        m = build("worldmodel", make_config("worldmodel", "tiny", {**cfg, "posterior_samples": samples}))
+        m.begin_stage("rnn", store, wm_run, fresh=False)  # loads RUN/latents.safetensors
+        batches[samples] = m.sample_batch(store, np.random.default_rng(0))
+        mu = m.latents[0]
+    is_row = lambda b: (b[..., None, :] == mu).all(-1).any(-1)  # noqa: E731
+    assert is_row(batches[False]).all()          # every z is exactly some frame's posterior mean
+    assert not is_row(batches[True]).any()       # samples are not
