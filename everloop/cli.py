@@ -1,4 +1,4 @@
-"""everloop prepare | train | generate | live | sheet | eval
+"""everloop prepare | record | train | generate | live | sheet | eval | paint
 
 Every user-facing failure is an EverloopError, printed as one line with exit status 2."""
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 # Set before torch is imported: with another busy process, spinning OpenMP threads make a
 # 2-core machine 10-50x slower; passive waiting costs nothing when the machine is quiet.
@@ -61,7 +62,8 @@ def cmd_train(a) -> None:
                           steps=a.steps, minutes=a.minutes,
                           resume=a.resume, stage=a.stage, force=a.force, seed=a.seed, sample_every=a.sample_every,
                           precision=a.precision, progress=not a.quiet))
-    print(f"saved {run}; try: everloop generate {run} --frames 900 --out lava.mp4")
+    seed = f" --seed-clip {a.data}" if a.family == "multiscale" else ""  # it continues real frames
+    print(f"saved {run}; try: everloop generate {run}{seed} --frames 900 --out {Path(run).name}.mp4")
 
 
 def _load(a):
@@ -221,9 +223,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--stride", type=_positive("--stride"), default=1)
             s.add_argument("--streams", type=_positive("--streams"), default=4)
     from .evaluate import add_eval_parser
-    add_eval_parser(sub)
-    from .sources.atari import add_record_parser; add_record_parser(sub)  # noqa: E702
-    from .painter.cli import add_paint_parser; add_paint_parser(sub)  # noqa: E702
+    from .painter.cli import add_paint_parser
+    from .sources.atari import add_record_parser
+    for add in (add_eval_parser, add_record_parser, add_paint_parser):
+        add(sub)  # commands whose code lives with what they run
     return p
 
 
