@@ -271,7 +271,7 @@ def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
     store = FrameStore(tiny_data)
     batches = {}
     for samples in (True, False):
-        m = build("worldmodel", make_config("worldmodel", "tiny", {**cfg, "posterior_samples": samples}))
+        m = build("worldmodel", make_config("worldmodel", "tiny", {**cfg, "posterior_noise": float(samples)}))
         m.begin_stage("rnn", store, wm_run, fresh=False)  # loads RUN/latents.safetensors
         batches[samples] = m.sample_batch(store, np.random.default_rng(0))
         mu = m.latents[0]

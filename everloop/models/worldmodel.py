@@ -82,11 +82,11 @@ class WorldModelConfig:
     """Share of RNN input steps replaced by a sample from the model's own previous
     prediction (scheduled sampling: training on its own rollouts). Slower (a step loop);
     the target stays the real next latent, so a high share pulls predictions to the mean."""
-    posterior_samples: bool = True
-    """RNN windows hold z drawn from each frame's posterior (World Models); False: the
-    posterior means. Samples put the VAE's posterior noise into every target, so the
-    mixture learns sigmas that size and a dream re-rolls it each step (the background
-    shimmers); docs/worldmodel.md has the measured effect."""
+    posterior_noise: float = 1.0
+    """RNN windows hold z = mu + posterior_noise * sigma_post * eps per frame: 1 = World
+    Models' posterior samples, 0 = the posterior means. The posterior noise in every target
+    teaches the mixture sigmas that size, and a dream re-rolls it each step (the background
+    shimmers); with none the dream falls into loops. docs/worldmodel.md has the measurements."""
     vae_share: float = 0.4
     """Share of the --steps / --minutes budget for the VAE; the RNN gets the rest."""
     holdout: float = 0.05
@@ -303,9 +303,7 @@ class WorldModel(nn.Module):
         idx = torch.from_numpy(idx)
         mu, logvar = self.latents[0][idx], self.latents[1][idx]
         eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32))
-        if not c.posterior_samples:
-            return mu
-        return mu + torch.exp(0.5 * logvar) * eps
+        return mu + c.posterior_noise * torch.exp(0.5 * logvar) * eps
 
     def train_step(self, batch: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
