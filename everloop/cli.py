@@ -86,6 +86,9 @@ def _sampling(a, model, config):
             raise EverloopError(f"--temperature: the {model.family} family has no sampling temperature")
         model.temperature = a.temperature
     if getattr(a, "seed_clip", None) is None:
+        if getattr(model, "requires_seed_clip", False):  # checked before any output is opened
+            raise EverloopError(f"the {model.family} family continues real frames: give --seed-clip DATA "
+                                f"({model.context_frames} frames of a prepared dataset)")
         return None
     import numpy as np
     from .data import FrameStore, to_float

@@ -152,3 +152,20 @@ def test_train_then_eval_reports_prediction_per_step(tmp_path, tiny_data):
     assert set(rep["prediction"]["1"]) == {"psnr", "ssim", "sharp_diff", "psnr_moving"}
     assert rep["latent"] == {} and rep["frames"] == 40
     assert "Prediction from 4 real frames" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_generate_needs_a_seed_clip_of_the_run_s_frame_size(tmp_path, tiny_data, capsys):
+    from test_cli import assert_one_line_error, run_cli
+    from everloop.train import TrainArgs, train
+    run = train(TrainArgs(data=str(tiny_data), out=str(tmp_path / "run"), family="multiscale", preset="tiny",
+                          steps=1, sample_every=0, progress=False, precision="fp32"))
+    code, _ = run_cli("generate", run, "--seed-clip", tiny_data, "--frames", 6, "--out", tmp_path / "ok.gif",
+                      "--quiet", capsys=capsys)
+    assert code == 0 and (tmp_path / "ok.gif").exists()
+    other = write_store(tmp_path / "big", blob_frames(40, 24))
+    code, err = run_cli("generate", run, "--seed-clip", other, "--frames", 6, "--out", tmp_path / "x.gif",
+                        capsys=capsys)
+    assert_one_line_error(code, err, "24x24", "16x16")
+    code, err = run_cli("generate", run, "--frames", 6, "--out", tmp_path / "y.gif", capsys=capsys)
+    assert_one_line_error(code, err, "--seed-clip DATA")
+    assert not (tmp_path / "x.gif").exists() and not (tmp_path / "y.gif").exists()
