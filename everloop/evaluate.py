@@ -163,6 +163,7 @@ class Evaluator:
         self.tracks = [drift.Track(LOOP_SPAN) for _ in range(streams)]
         self.runs = {k: [drift.Runs(n) for _ in range(streams)] for k, n in ref.min_run.items()}
         self.nan_at: int | None = None
+        self.notes: list[str] = []
 
     def needed(self, lo: int, hi: int) -> np.ndarray:
         """bool [hi - lo]: which frames lo..hi-1 fall in some horizon window."""
@@ -229,7 +230,7 @@ class Evaluator:
                "saturation": max(sat.values()) > ref.saturation_p99 + 0.1,
                "drift": drift_r, "distance": dist,
                "band": {m: {"mean": b[0], "std": b[1]} for m, b in band.items()},
-               "latent": latent, "prediction": {}, "notes": []}
+               "latent": latent, "prediction": {}, "notes": list(self.notes)}
         if k > 1:
             rep["collapse"] = min(spread.values()) < ref.spread_thr
         det.update(nan={"first_at": self.nan_at},
@@ -331,6 +332,8 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
             if getattr(model, "context_frames", 0) > 0:  # streams continue held-out real clips
                 from .prediction import seed_clips
                 clip = seed_clips(store, model.context_frames, stride, streams, seed)
+                ev.notes.append(f"every stream continues {model.context_frames} real frames from DATA's "
+                                f"held-out split (seed {seed})")
             _generate(model, ev, frames, streams, seed, min(full_streams, streams), bar, to_uint8, clip)
     rep = ev.report(seed)
     rep.update(run=run, data=str(data), video=video, seed=seed, stride=stride, full_streams=full_streams,
