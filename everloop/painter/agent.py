@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import EverloopError
 from . import runs, targets
 from .env import ACTION_DIM, PaintEnv
-from .renderer import RendererConfig, StrokeNet, composite, coords, load_renderer
+from .renderer import StrokeNet, composite, coords, load_renderer
 
 KIND = "paint-agent"
 
@@ -254,9 +253,9 @@ def paint(agent: Painter, renderer: StrokeNet, target: np.ndarray, env: PaintEnv
     actions = actions.numpy()
     real = np.zeros(dream.shape, np.float32)
     for i, acts in enumerate(actions):
-        canvas = env.reset()
+        env.reset()
         for t, a in enumerate(acts):
-            real[t, i] = canvas = env.step(a)
+            real[t, i] = env.step(a)
     return actions, dream.numpy(), real
 
 

@@ -1,25 +1,13 @@
 """everloop paint train-renderer | train-agent | draw | sheet | eval"""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from ..cli import _positive  # the one positive-number flag parser of every command
 from ..errors import EverloopError
-
-
-def _positive(flag: str, kind=int):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be > 0, got {text}")
-        return value
-    return parse
 
 
 def _threads(a) -> None:
@@ -29,7 +17,7 @@ def _threads(a) -> None:
 
 
 def cmd_train_renderer(a) -> None:
-    from .renderer import RendererConfig, psnr, train_renderer
+    from .renderer import RendererConfig, train_renderer
     _threads(a)
     cfg = RendererConfig(size=a.size, backend=a.backend, **({"batch": a.batch} if a.batch else {}))
     m = train_renderer(a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes, seed=a.seed,

@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..checkpoint import CONFIG, TRAIN_STATE, WEIGHTS, atomic_write
+from ..checkpoint import CONFIG, TRAIN_STATE, WEIGHTS, atomic_write, load_train_state  # noqa: F401 (agent/renderer use runs.load_train_state)
 from ..errors import EverloopError
 
 
@@ -71,16 +71,6 @@ def load_weights(module: torch.nn.Module, tensors: dict, where: str) -> None:
     if missing or unexpected:
         raise EverloopError(f"{where}: weights do not match the config "
                             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
-
-
-def load_train_state(run: Path) -> dict:
-    path = Path(run) / TRAIN_STATE
-    if not path.exists():
-        raise EverloopError(f"{path}: missing; cannot --resume (train without --resume to start over)")
-    try:
-        return torch.load(path, weights_only=True)
-    except Exception as e:  # torch raises several types for a damaged file
-        raise EverloopError(f"{path}: unreadable training state ({type(e).__name__})") from None
 
 
 def check_out(out: Path, resume: bool, force: bool) -> None:

@@ -35,6 +35,7 @@ import os
 import shutil
 from pathlib import Path
 
+from everloop.data import _swap_into_place  # the same move-aside-then-rename as prepare
 from everloop.errors import EverloopError
 
 RECORD_FILE = "record.json"
@@ -213,15 +214,6 @@ def _check_replaceable(out: Path, force: bool) -> None:
         # --force must never wipe a folder that is not a recording (a typo'd path)
         raise EverloopError(f"{out} exists and is not a recording (no {RECORD_FILE}); "
                             "refusing to replace it even with --force")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an old ``out`` is moved aside first, deleted after."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- command line
