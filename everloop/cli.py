@@ -158,6 +158,46 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def cmd_eval(a) -> None:
+    import torch
+    from .evaluate import evaluate
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rep = evaluate(a.run, a.data, a.frames, a.out, video=a.video, streams=a.streams, seed=a.seed,
+                   progress=not a.quiet, stride=a.stride, full_streams=a.full_streams,
+                   pred_steps=a.pred_steps, pred_clips=a.pred_clips, temperature=a.temperature)
+    last = str(rep["horizons"][-1])
+    worst = max(rep["drift"], key=lambda m: rep["drift"][m][last])
+    flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
+    print(f"wrote {a.out}/report.json: {rep['frames']} frames x {rep['streams']} stream(s); at t={last} "
+          f"worst drift {worst} {rep['drift'][worst][last]:.2f}x the real band; "
+          f"failures: {', '.join(flags) if flags else 'none'}")
+
+
+def add_eval_parser(subparsers) -> None:
+    """`everloop eval RUN --data DATA --frames N --out REPORT [...]`: see docs/eval.md."""
+    s = subparsers.add_parser("eval", help="drift of a run's streams vs the real data at t = 16 ... 100k")
+    s.add_argument("run", nargs="?", help="run folder (omit with --video)")
+    s.add_argument("--data", required=True, help="the real dataset folder")
+    s.add_argument("--frames", type=_positive("--frames"), required=True, help="model steps per stream")
+    s.add_argument("--out", required=True, help="report folder to write")
+    s.add_argument("--video", help="evaluate this generated video (one stream) instead of a run")
+    s.add_argument("--streams", type=_positive("--streams"), default=4)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--stride", type=_positive("--stride"),
+                   help="real-data frames per generated frame (default: the run's clip stride; 1 for --video)")
+    s.add_argument("--full-streams", type=_positive("--full-streams"), default=1,
+                   help="streams decoded at every frame for the detectors (others: windows only)")
+    s.add_argument("--temperature", type=float, help="sampling temperature of families that have one")
+    s.add_argument("--pred-steps", type=_positive("--pred-steps"), default=64,
+                   help="next-frame families: recursion steps scored against the real continuation")
+    s.add_argument("--pred-clips", type=_positive("--pred-clips"), default=8,
+                   help="next-frame families: held-out seed clips to average over")
+    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="everloop", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -225,7 +265,6 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--count", type=_positive("--count"), default=16)
             s.add_argument("--stride", type=_positive("--stride"), default=1)
             s.add_argument("--streams", type=_positive("--streams"), default=4)
-    from .evaluate import add_eval_parser
     from .painter.cli import add_paint_parser
     from .sources.atari import add_record_parser
     for add in (add_eval_parser, add_record_parser, add_paint_parser):

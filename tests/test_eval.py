@@ -10,7 +10,8 @@ from PIL import Image
 from conftest import blob_frames, write_store
 from everloop import drift
 from everloop.errors import EverloopError
-from everloop.evaluate import add_eval_parser, evaluate, evaluate_frames
+from everloop.cli import add_eval_parser
+from everloop.evaluate import evaluate, evaluate_frames
 
 T, WINDOW = 200, 32                          # 200 frames per stream -> horizons 16 and 128
 LONG = blob_frames(1400, 16, 0)              # one recording of the blob process
