@@ -44,28 +44,8 @@ def measure(kind: str, threads: int, params: dict) -> None:
     result: dict = {}
     if kind == "train":
         import tempfile
-        tmp = tempfile.mkdtemp()
-        batch_of = train_batches(model, params, tmp)
-        opt = model.configure_optimizers()
-        model.train()
-        real = batch_of()
-        bf16 = params.get("bf16", False)
-        for _ in range(params.get("warmup", 2)):
-            model.train_step(batch_of(), opt, autocast=bf16)
-        n, t0 = params.get("steps", 5), time.perf_counter()
-        for _ in range(n):
-            model.train_step(batch_of(), opt, autocast=bf16)
-        dt = (time.perf_counter() - t0) / n
-        # frames (or latent steps) per batch: [B, T, C, H, W], [B, C, H, W] or [B, T, L]
-        items = real.shape[0] * (real.shape[1] if real.ndim in (3, 5) else 1)
-        result = {"s_per_step": dt, "frames_per_s": items / dt}
-        from torch.utils.flop_counter import FlopCounterMode
-        try:  # the counter cannot follow autograd.grad through some modules; then no FLOPs
-            with FlopCounterMode(display=False) as fc:
-                model.train_step(real, opt)
-            result["gflop"] = fc.get_total_flops() / 1e9
-        except RuntimeError:
-            pass
+        with tempfile.TemporaryDirectory() as tmp:  # the synthetic store lives as long as the row
+            result = measure_train(model, params, tmp)
     elif kind == "prepare":  # decode + crop + area-scale the whole recording into a store
         import tempfile
         from everloop.data import prepare
@@ -104,6 +84,32 @@ def measure(kind: str, threads: int, params: dict) -> None:
             result["mflop_per_frame"] = fc.get_total_flops() / (chunk * batch) / 1e6
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
+
+
+def measure_train(model, params: dict, tmp: str) -> dict:
+    """Seconds per training step (after warm-up), frames per second and FLOPs per step."""
+    batch_of = train_batches(model, params, tmp)
+    opt = model.configure_optimizers()
+    model.train()
+    real = batch_of()
+    bf16 = params.get("bf16", False)
+    for _ in range(params.get("warmup", 2)):
+        model.train_step(batch_of(), opt, autocast=bf16)
+    n, t0 = params.get("steps", 5), time.perf_counter()
+    for _ in range(n):
+        model.train_step(batch_of(), opt, autocast=bf16)
+    dt = (time.perf_counter() - t0) / n
+    # frames (or latent steps) per batch: [B, T, C, H, W], [B, C, H, W] or [B, T, L]
+    items = real.shape[0] * (real.shape[1] if real.ndim in (3, 5) else 1)
+    result = {"s_per_step": dt, "frames_per_s": items / dt}
+    from torch.utils.flop_counter import FlopCounterMode
+    try:  # the counter cannot follow autograd.grad through some modules; then no FLOPs
+        with FlopCounterMode(display=False) as fc:
+            model.train_step(real, opt)
+        result["gflop"] = fc.get_total_flops() / 1e9
+    except RuntimeError:
+        pass
+    return result
 
 
 def train_batches(model, params: dict, tmp: str):
