@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import metrics
+from . import metrics, rollout
 from .data import FrameStore, to_float
 from .errors import EverloopError
 
@@ -33,12 +33,11 @@ def rollout_from(model, context: torch.Tensor, steps: int, seed: int = 0) -> tor
     Convention of every family that takes a seed clip: decode(start(...)) shows the last
     context frame and each advance() one new frame."""
     gen = torch.Generator().manual_seed(seed)
-    state = model.start(context.shape[0], gen, seed_clip=context)
+    state = rollout.start(model, context.shape[0], gen, seed_clip=context)
     out = []
     for _ in range(steps):
         state = model.advance(state, gen)
-        z = state[0] if isinstance(state, tuple) else state  # (latent or frame, *rest): rollout.py
-        out.append(model.decode(z).clamp(0, 1))
+        out.append(model.decode(rollout.latent_of(state)).clamp(0, 1))
     return torch.stack(out, 1)
 
 

@@ -33,6 +33,11 @@ def start(model, batch: int, gen: torch.Generator, seed_clip: torch.Tensor | Non
     return model.start(batch, gen, seed_clip=seed_clip)
 
 
+def latent_of(state) -> torch.Tensor:
+    """The part of a state that is stacked and decoded: the state itself or its first item."""
+    return state[0] if isinstance(state, tuple) else state
+
+
 @torch.inference_mode()
 def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
             chunk: int = 256, seed_clip: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
@@ -46,7 +51,7 @@ def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
     prev = None
     buf: list[torch.Tensor] = []
     while True:
-        z = state[0] if isinstance(state, tuple) else state
+        z = latent_of(state)
         if prev is None or interp <= 1:
             buf.append(z)
         else:

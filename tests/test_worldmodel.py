@@ -94,7 +94,7 @@ def test_temperature_sharpens_weights_and_scales_std_by_sqrt_tau():
 
 def test_frames_shape_and_range():
     model = tiny_model()
-    x = model.decode(model.start(5))
+    x = model.decode(rollout.latent_of(model.start(5)))
     assert x.shape == (5, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     lat = next(rollout.latents(model, batch=2, chunk=9))
     assert lat.shape == (2, 9, 8) and lat.dtype == torch.float32

@@ -202,9 +202,8 @@ class WorldModel(nn.Module):
         (logits, mu, log_sigma), hidden = self.mdn(z[:, None], hidden)
         return mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator), hidden
 
-    def decode(self, z) -> torch.Tensor:
-        if isinstance(z, tuple):  # a whole state: only its latent is a picture
-            z = z[0]
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents [N, L] -> frames (rollout.latent_of takes a state's latent)."""
         return self.vae.decode(z).float()
 
     @staticmethod
