@@ -163,16 +163,21 @@ def train(args: TrainArgs) -> Path:
               "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         checkpoint.save_run(out, model, {**meta, "step": step}, ts)
 
-    def sample() -> None:
-        model.prepare_sampling()
+    # Next-frame families continue real clips in their sample sheets: the same 4 every time.
+    sheet_clip = None
+    if getattr(model, "requires_seed_clip", False):
+        from .prediction import seed_clips
+        sheet_clip = seed_clips(store, model.context_frames, model.clip_spec()[2], 4, args.seed)
+
+    def sample(prepared: bool = False) -> None:
+        if not prepared:  # save() has just done it at the end of a run
+            model.prepare_sampling()
         model.eval()
-        if getattr(model, "requires_seed_clip", False):  # next-frame families continue real clips
-            from .prediction import seed_clips
-            clip = seed_clips(store, model.context_frames, model.clip_spec()[2], 4, args.seed)
-            sheets.stream_sheet(model, out / "samples" / f"step_{step:07d}.png", streams=4,
-                                steps=(0, 1, 2, 4, 8, 16), seed_clip=clip)
+        path = out / "samples" / f"step_{step:07d}.png"
+        if sheet_clip is not None:
+            sheets.stream_sheet(model, path, streams=4, steps=(0, 1, 2, 4, 8, 16), seed_clip=sheet_clip)
         else:
-            sheets.stream_sheet(model, out / "samples" / f"step_{step:07d}.png")
+            sheets.stream_sheet(model, path)
         model.train()
 
     budget = None if args.minutes is None else args.minutes * 60
@@ -244,5 +249,5 @@ def train(args: TrainArgs) -> Path:
         log.close()
     bar.close()
     save()
-    sample()
+    sample(prepared=True)
     return out
