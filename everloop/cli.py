@@ -81,10 +81,8 @@ def _interp(a, config) -> int:
 
 def _sampling(a, model, config):
     """Apply --temperature to the model; the --seed-clip frames as float [1, T, C, H, W] or None."""
-    if getattr(a, "temperature", None) is not None:
-        if not hasattr(model, "temperature"):
-            raise EverloopError(f"--temperature: the {model.family} family has no sampling temperature")
-        model.temperature = a.temperature
+    from .rollout import set_temperature
+    set_temperature(model, getattr(a, "temperature", None))
     if getattr(a, "seed_clip", None) is None:
         if getattr(model, "requires_seed_clip", False):  # checked before any output is opened
             raise EverloopError(f"the {model.family} family continues real frames: give --seed-clip DATA "
@@ -188,7 +186,8 @@ def add_eval_parser(subparsers) -> None:
                    help="real-data frames per generated frame (default: the run's clip stride; 1 for --video)")
     s.add_argument("--full-streams", type=_positive("--full-streams"), default=1,
                    help="streams decoded at every frame for the detectors (others: windows only)")
-    s.add_argument("--temperature", type=float, help="sampling temperature of families that have one")
+    s.add_argument("--temperature", type=_positive("--temperature", float),
+                   help="sampling temperature of families that have one")
     s.add_argument("--pred-steps", type=_positive("--pred-steps"), default=64,
                    help="next-frame families: recursion steps scored against the real continuation")
     s.add_argument("--pred-clips", type=_positive("--pred-clips"), default=8,

@@ -297,10 +297,8 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
         from .checkpoint import load_run
         model, config = load_run(run)
         stride = stride or int(config["config"].get("clip_stride", 1))
-        if temperature is not None:
-            if not hasattr(model, "temperature"):
-                raise EverloopError(f"--temperature: the {model.family} family has no sampling temperature")
-            model.temperature = temperature
+        from .rollout import set_temperature
+        set_temperature(model, temperature)
     else:
         stride, streams = stride or 1, 1
         got = sum(1 for _ in _video_frames(video, frames))

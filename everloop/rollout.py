@@ -33,6 +33,15 @@ def start(model, batch: int, gen: torch.Generator, seed_clip: torch.Tensor | Non
     return model.start(batch, gen, seed_clip=seed_clip)
 
 
+def set_temperature(model, tau: float | None) -> None:
+    """Sampling temperature of a family that has one (None: leave it); others: one-line error."""
+    if tau is None:
+        return
+    if not hasattr(model, "temperature"):
+        raise EverloopError(f"--temperature: the {model.family} family has no sampling temperature")
+    model.temperature = tau
+
+
 def latent_of(state) -> torch.Tensor:
     """The part of a state that is stacked and decoded: the state itself or its first item."""
     return state[0] if isinstance(state, tuple) else state
