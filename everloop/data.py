@@ -130,6 +130,19 @@ def _parse_crop(crop) -> tuple[int, int, int, int] | None:
 # --------------------------------------------------------------------------- reading
 
 
+def window_starts(ranges, span: int, n: int, rng: np.random.Generator) -> np.ndarray | None:
+    """n start indices of `span` consecutive frames, each window inside one [start, end)
+    range, every valid start equally likely; None when no range holds `span` frames."""
+    starts = np.array([s for s, _ in ranges], dtype=np.int64)
+    counts = np.array([max(0, e - s - span + 1) for s, e in ranges], dtype=np.int64)
+    if counts.sum() == 0:
+        return None
+    flat = rng.integers(0, counts.sum(), size=n)
+    ends = np.cumsum(counts)
+    which = np.searchsorted(ends, flat, side="right")
+    return starts[which] + flat - (ends[which] - counts[which])
+
+
 class FrameStore:
     """A prepared dataset folder, frames memory-mapped (nothing is read until sampled)."""
 
@@ -169,17 +182,12 @@ class FrameStore:
         if ranges is None:
             ranges = self.episodes if episodes is None else [self.episodes[i] for i in episodes]
         span = (length - 1) * stride + 1
-        starts = np.array([s for s, _ in ranges], dtype=np.int64)
-        counts = np.array([max(0, e - s - span + 1) for s, e in ranges], dtype=np.int64)
-        if counts.sum() == 0:
+        first = window_starts(ranges, span, batch, rng)
+        if first is None:
             longest = max((e - s for s, e in ranges), default=0)
             raise EverloopError(
                 f"{self.path}: clips of {length} frames at stride {stride} need {span} "
                 f"consecutive frames in one episode, but the longest has {longest}")
-        flat = rng.integers(0, counts.sum(), size=batch)
-        ends = np.cumsum(counts)
-        which = np.searchsorted(ends, flat, side="right")
-        first = starts[which] + flat - (ends[which] - counts[which])
         return np.asarray(self.frames[first[:, None] + np.arange(length) * stride])
 
     def split(self, holdout_fraction: float = 0.1):

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import to_float
+from ..data import to_float, window_starts
 from ..errors import EverloopError
 from .mdn import MDNRNN, mixture_nll, mixture_sample
 
@@ -149,16 +149,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _window_starts(ranges, span: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n uniform start indices of `span` consecutive frames inside one [s, e) range each."""
-    starts = np.array([s for s, _ in ranges], np.int64)
-    counts = np.array([max(0, e - s - span + 1) for s, e in ranges], np.int64)
-    if counts.sum() == 0:
+    """data.window_starts with the worldmodel's own advice when no episode is long enough."""
+    first = window_starts(ranges, span, n, rng)
+    if first is None:
         raise EverloopError(f"worldmodel needs {span} consecutive training frames in one episode "
                             f"(seq_len x clip_stride + 1); lower --set seq_len or clip_stride")
-    flat = rng.integers(0, counts.sum(), size=n)
-    ends = np.cumsum(counts)
-    which = np.searchsorted(ends, flat, side="right")
-    return starts[which] + flat - (ends[which] - counts[which])
+    return first
 
 
 class WorldModel(nn.Module):
