@@ -6,6 +6,8 @@ from different seeds show different scenes (collapse).  Below them, the next-fra
 prediction metrics of `everloop eval` (PSNR, SSIM, sharp difference, moving-pixel PSNR)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,6 +67,11 @@ def identical_runs(frames: np.ndarray) -> int:
 # 3.01 dB lower (the mean absolute gradient error doubles).
 
 MOVING = 0.02  # a pixel "moves" where the real frame changes by more than ~5 grey levels
+
+
+def psnr_of_mse(mse: float) -> float:
+    """PSNR of an already pooled MSE (training logs: one number per batch), same convention."""
+    return 10 * math.log10(1 / max(float(mse), 1e-10))
 
 
 def psnr(pred, truth):

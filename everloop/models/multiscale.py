@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import EverloopError
+from ..metrics import psnr_of_mse
 
 # Per scale, coarse to fine: G kernels and hidden widths (x g_width / 128), D convs
 # (channels x d_width / 64, kernels) and FC widths (x d_width / 64): the paper's tables.
@@ -335,9 +336,8 @@ class Multiscale(nn.Module):
         opt["g"].zero_grad(set_to_none=True)
         loss_g.backward()
         opt["g"].step()
-        psnr = 10 * torch.log10(4 / terms.pop("mse_finest").clamp_min(1e-10))  # [0, 1] convention
-        return {"loss_g": loss_g.item(), **{k: v.item() for k, v in terms.items()}, **logs,
-                "psnr": psnr.item()}
+        psnr = psnr_of_mse(terms.pop("mse_finest").item() / 4)  # [-1, 1] error -> [0, 1] convention
+        return {"loss_g": loss_g.item(), **{k: v.item() for k, v in terms.items()}, **logs, "psnr": psnr}
 
     def prepare_sampling(self) -> None:
         pass

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..data import to_float, window_starts
 from ..errors import EverloopError
+from ..metrics import psnr_of_mse
 from .mdn import MDNRNN, mixture_nll, mixture_sample
 
 LATENTS_FILE = "latents.safetensors"
@@ -144,8 +145,8 @@ class VAE(nn.Module):
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = F.mse_loss(a.float(), b.float()).item()
-    return 10 * math.log10(1 / max(mse, 1e-10))
+    """PSNR of the batch's pooled MSE."""
+    return psnr_of_mse(F.mse_loss(a.float(), b.float()).item())
 
 
 def _window_starts(ranges, span: int, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import EverloopError
+from ..metrics import psnr_of_mse
 from . import runs
 from .env import ACTION_DIM, PaintEnv, random_actions
 
@@ -91,10 +92,6 @@ def composite(canvas: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
     return torch.maximum(canvas, layer)
 
 
-def psnr(mse: float) -> float:
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-
 def real_batch(env: PaintEnv, rng: np.random.Generator, n: int):
     a = random_actions(rng, n)
     return torch.from_numpy(a), torch.from_numpy(env.strokes(a))
@@ -108,7 +105,7 @@ def evaluate(net: StrokeNet, actions: torch.Tensor, layers: torch.Tensor) -> dic
     mse = F.mse_loss(torch.sigmoid(logits), layers).item()
     blank = layers.pow(2).mean().item()
     return {"val_bce": F.binary_cross_entropy_with_logits(logits, layers).item(), "val_mse": mse,
-            "val_psnr": psnr(mse), "blank_mse": blank, "blank_psnr": psnr(blank)}
+            "val_psnr": psnr_of_mse(mse), "blank_mse": blank, "blank_psnr": psnr_of_mse(blank)}
 
 
 def load_renderer(run) -> tuple[StrokeNet, RendererConfig, dict]:
