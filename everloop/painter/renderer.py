@@ -41,7 +41,10 @@ class RendererConfig:
     batch: int = 64
     """Strokes per training step, drawn fresh by the real program every step."""
     lr: float = 1e-3
-    """Adam learning rate (cosine-free: constant, the data never repeats)."""
+    """Adam learning rate at the start."""
+    lr_final: float = 0.1
+    """The rate decays on a cosine to lr x lr_final over the run's --steps / --minutes (1 =
+    constant). The strokes never repeat, but the late low rate averages the batch noise."""
     backend: str = "skia"
     """Real paint program that draws the training strokes (see env.BACKENDS)."""
     val_strokes: int = 512
@@ -143,7 +146,8 @@ def train_renderer(out, cfg: RendererConfig | None = None, *, steps=None, minute
     val = real_batch(env, np.random.default_rng(10_000 + seed), cfg.val_strokes)  # never a training stroke
     metrics = {}
 
-    def step_fn():
+    def step_fn(progress: float):
+        runs.cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
         a, layer = real_batch(env, rng, cfg.batch)
         loss = F.binary_cross_entropy_with_logits(net.logits(a), layer)
         opt.zero_grad(set_to_none=True)

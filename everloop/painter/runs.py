@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -91,8 +92,10 @@ def set_rng_state(rng: np.random.Generator, text: str) -> None:
 
 def loop(step_fn, save_fn, *, step: int, steps: int | None, minutes: float | None, desc: str,
          progress: bool, save_every_minutes: float = 5.0) -> int:
-    """Call step_fn() -> logs until `steps` in total or `minutes` in this call; save_fn(step,
-    seconds) on the way, at the end and on Ctrl-C. Returns the final step."""
+    """Call step_fn(progress) -> logs until `steps` in total or `minutes` in this call;
+    progress in [0, 1) is how far through the budget the step is (by steps, or by time in
+    this call), for learning-rate schedules. save_fn(step, seconds) on the way, at the end
+    and on Ctrl-C. Returns the final step."""
     if steps is None and minutes is None:
         raise EverloopError("give --steps N or --minutes M")
     budget = None if minutes is None else minutes * 60
@@ -102,7 +105,8 @@ def loop(step_fn, save_fn, *, step: int, steps: int | None, minutes: float | Non
     step0 = step
     try:
         while (steps is None or step < steps) and (budget is None or time.time() - t0 < budget):
-            logs = step_fn()
+            done = step / steps if steps is not None else (time.time() - t0) / budget
+            logs = step_fn(min(max(done, 0.0), 1.0))
             bad = [k for k, v in logs.items() if not np.isfinite(v)]
             if bad:
                 raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; try a lower learning rate")
@@ -126,3 +130,12 @@ def loop(step_fn, save_fn, *, step: int, steps: int | None, minutes: float | Non
     bar.close()
     save_fn(step, time.time() - t0)
     return step
+
+
+def cosine_lr(opt, base: float, final: float, progress: float) -> float:
+    """Set every group's learning rate to base x (a cosine from 1 down to `final` over the
+    run); returns it. A late low rate is where the batch-16 noise in the canvas MSE settles."""
+    lr = base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress)))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
