@@ -47,9 +47,10 @@ def _overrides(pairs: list[str]) -> dict:
 
 def cmd_prepare(a) -> None:
     from .data import prepare
-    meta = prepare(a.source, a.out, size=a.size, crop=a.crop, force=a.force, fps=a.fps)
+    meta = prepare(a.source, a.out, size=a.size, crop=a.crop, force=a.force, fps=a.fps, max_still=a.max_still)
     print(f"wrote {a.out}: {meta['frames']} frames of {meta['height']}x{meta['width']} "
-          f"at {meta['fps']} fps in {len(meta['episodes'])} episode(s)")
+          f"at {meta['fps']} fps in {len(meta['episodes'])} episode(s)"
+          + (f"; dropped {meta['stalls']['dropped_frames']} frames of recorder stalls" if "stalls" in meta else ""))
 
 
 def cmd_train(a) -> None:
@@ -207,6 +208,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_positive("--size"), help="square output size; native size if omitted")
     s.add_argument("--crop", type=_crop, help="X,Y,W,H crop in source pixels (default: none; with --size, the centre square)")
     s.add_argument("--fps", type=_positive("--fps", float), help="frame rate of a frame folder (default 30)")
+    s.add_argument("--max-still", type=_positive("--max-still", float), metavar="SECONDS",
+                   help="a longer run of identical frames is a recorder stall: drop the repeats past "
+                        "SECONDS and cut the episode there (default: keep every frame)")
     s.add_argument("--force", action="store_true", help="replace an existing DATA folder")
     s.set_defaults(func=cmd_prepare)
 

@@ -278,13 +278,17 @@ class _NpyWriter:
         self.file.close()
 
 
-def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=None) -> dict:
+def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=None,
+            max_still: float | None = None) -> dict:
     """Turn a video, a frame folder or an episode tree into the dataset folder ``out``.
 
     Frames stream to disk one at a time, so memory stays flat however long the video.
     Everything is written to a hidden temp folder beside ``out`` and renamed into place
     only on success; on any error the temp folder is removed and ``out`` is untouched.
-    ``fps`` overrides the source's rate (frame folders default to 30).  Returns the meta.
+    ``fps`` overrides the source's rate (frame folders default to 30).  ``max_still``
+    (seconds) treats a longer run of bit-identical frames as a stall of the recorder, not the
+    process: the repeats past that many seconds are dropped and the episode is cut there
+    (see ``_Stalls``).  Returns the meta.
     """
     from everloop.sources import open_source  # not at the top: sources import this module
 
@@ -297,21 +301,26 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
         tmp.mkdir(parents=True)
         src = open_source(source, geometry, fps)
         writer = _NpyWriter(tmp / FRAMES_FILE, source)
+        stalls = _Stalls(None if max_still is None else max(1, round(max_still * src.fps)))
         try:
             with tqdm(total=src.total, unit="frame", desc=f"prepare {source.name}",
                       disable=not progress, dynamic_ncols=True) as bar:
                 for frame in src.frames:
-                    writer.write(frame)
+                    if stalls.keep(frame, writer.count):
+                        writer.write(frame)
                     bar.update()
         finally:
             writer.close()
         if writer.count == 0:
             raise EverloopError(f"{source}: no frames found")
         n, h, w, _ = (writer.count, *writer.shape)
+        episodes, splits = stalls.episodes(src.episodes or [[0, len(stalls.out_at) - 1]], src.splits)
         meta = {"frames": n, "height": h, "width": w, "fps": float(src.fps),
-                "episodes": src.episodes or [[0, n]], "source": str(source)}
-        if src.splits is not None:
-            meta["splits"] = src.splits
+                "episodes": episodes, "source": str(source)}
+        if stalls.dropped:
+            meta["stalls"] = {"max_still_frames": stalls.limit, "dropped_frames": stalls.dropped}
+        if splits is not None:
+            meta["splits"] = splits
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         FrameStore(tmp)  # read back what we wrote: a broken dataset never replaces a good one
         _swap_into_place(tmp, out)
@@ -320,6 +329,51 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
         raise EverloopError(f"cannot prepare {out}: {e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Stalls:
+    """Drops the frames of a recorder stall while `prepare` streams, and re-cuts episodes.
+
+    A stall (a renderer or camera that stops delivering new pictures, as lava64's source
+    does for 27 s once) is not the process: a model trained on it learns that the scene can
+    stop for good, and a dream that wanders into that state stays there.  With `limit` set,
+    a run of identical frames keeps its first `limit` frames; the rest are dropped and the
+    next new frame starts a new episode (time jumps there).  limit None keeps everything."""
+
+    def __init__(self, limit: int | None):
+        self.limit, self.prev, self.run, self.dropped, self.stalled = limit, None, 0, 0, False
+        self.out_at = [0]  # out_at[i]: frames written before source frame i
+        self.cuts: list[int] = []  # output indices where a stall cut the episode
+
+    def keep(self, frame: np.ndarray, written: int) -> bool:
+        """Whether to write `frame`, the next source frame; `written` frames so far."""
+        same = self.prev is not None and self.prev.shape == frame.shape and np.array_equal(self.prev, frame)
+        self.run = self.run + 1 if same else 0
+        self.prev = frame.copy()  # a source may reuse its buffer
+        drop = self.limit is not None and self.run >= self.limit
+        if drop:
+            self.dropped += 1
+        elif self.stalled:  # the first new picture after a stall begins an episode
+            self.cuts.append(written)
+        self.stalled = drop
+        self.out_at.append(written + (not drop))
+        return not drop
+
+    def episodes(self, source_episodes, source_splits):
+        """Source episodes (in source frame indices) -> output episodes cut at the stalls,
+        and the source's splits re-indexed to them."""
+        out, new_index = [], []
+        for s, e in source_episodes:
+            a, b = self.out_at[s], self.out_at[e]
+            edges = [a, *[c for c in self.cuts if a < c < b], b]
+            new_index.append([])
+            for lo, hi in zip(edges[:-1], edges[1:]):
+                if hi > lo:
+                    new_index[-1].append(len(out))
+                    out.append([lo, hi])
+        if source_splits is None:
+            return out, None
+        return out, {k: [j for i in v for j in new_index[i]] for k, v in source_splits.items()}
 
 
 def _check_replaceable(out: Path, force: bool) -> None:

@@ -177,6 +177,19 @@ def test_prepare_episode_tree(tmp_path):
     assert (meta["height"], meta["width"]) == (4, 4)
 
 
+def test_max_still_drops_recorder_stalls_and_cuts_the_episode(tmp_path):
+    values = [1, 2, 2, 2, 2, 2, 3, 4]
+    src = write_pngs(tmp_path / "pngs", [const(v) for v in values], [f"f{i}.png" for i in range(8)])
+    meta = prepare(src, tmp_path / "keep", progress=False, fps=10)
+    assert meta["frames"] == 8 and meta["episodes"] == [[0, 8]] and "stalls" not in meta
+    meta = prepare(src, tmp_path / "cut", progress=False, fps=10, max_still=0.2)  # 2 frames may repeat
+    assert meta["episodes"] == [[0, 3], [3, 5]] and meta["stalls"] == {"max_still_frames": 2, "dropped_frames": 3}
+    assert FrameStore(tmp_path / "cut").frames[:, 0, 0, 0].tolist() == [1, 2, 2, 3, 4]
+    # with an episode tree: episodes shrink, splits follow them
+    meta = prepare(make_tree(tmp_path / "tree"), tmp_path / "tree_cut", progress=False, max_still=2 / 30)
+    assert meta["episodes"] == [[0, 2], [2, 4], [4, 6]] and meta["splits"] == {"train": [0, 1], "test": [2]}
+
+
 # --------------------------------------------------------------------------- FrameStore
 
 
