@@ -176,3 +176,13 @@ def test_learning_rate_decays_over_the_budget():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     lrs = [runs.cosine_lr(opt, 2.0, 0.1, p) for p in (0.0, 0.5, 1.0)]
     assert lrs == pytest.approx([2.0, 1.1, 0.2]) and opt.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_shifted_targets_move_whole_images_with_zeros_in():
+    from everloop.painter.agent import shifted
+    img = torch.zeros(400, 8, 8)
+    img[:, 3:5, 3:5] = 1.0
+    out = shifted(img, 2, np.random.default_rng(0))
+    assert out.shape == img.shape and torch.equal(out.sum((1, 2)), img.sum((1, 2)))  # nothing cut off
+    assert len({tuple(o.nonzero()[0].tolist()) for o in out}) == 25  # all 5 x 5 shifts occur
+    assert torch.equal(shifted(img, 0, np.random.default_rng(0)), img)

@@ -35,6 +35,7 @@ from ..data import to_float, window_starts
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
 from .mdn import MDNRNN, mixture_nll, mixture_sample
+from .multiscale import gdl_loss
 
 LATENTS_FILE = "latents.safetensors"
 
@@ -49,6 +50,9 @@ class WorldModelConfig:
     """Channels of the VAE's first conv; doubles per layer down to 4x4 (64x64: 32/64/128/256)."""
     kl_weight: float = 1.0
     """Weight of the KL term against the summed squared pixel error (beta of a beta-VAE)."""
+    gdl_weight: float = 0.0
+    """Weight of a gradient-difference loss (Mathieu et al.; alpha 2, summed over pixels like
+    the squared error) on the VAE's reconstructions: it charges blurred edges directly."""
     free_bits: float = 0.5
     """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
     without it the KL pushes unused dims onto the prior and the VAE blurs details away."""
@@ -317,6 +321,8 @@ class WorldModel(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         y = self.vae.decode(z).float()
         recon = ((y - x) ** 2).flatten(1).sum(1).mean()  # summed over pixels, as World Models
+        if c.gdl_weight:
+            recon = recon + c.gdl_weight * gdl_loss(y, x, 2.0) * x[0].numel()
         kl_dim = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).float().mean(0)  # [L], batch mean
         kl = torch.clamp(kl_dim, min=c.free_bits).sum() if c.free_bits > 0 else kl_dim.sum()
         loss = recon + c.kl_weight * kl

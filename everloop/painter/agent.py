@@ -55,6 +55,10 @@ class AgentConfig:
     """With the critic: L_G = recon_weight * MSE - mean D(fake)."""
     gp: float = 10.0
     """With the critic: gradient-penalty weight."""
+    shift: int = 3
+    """Training targets move by up to this many pixels (zero fill; a fresh shift per target
+    per step). The 4,500 training digits are ~17 epochs of a 60-minute run: without it the
+    agent fits them (training-batch MSE 0.0089) better than the held-out ones (0.0109)."""
     refresh_every: int = 4
     """Every this many steps, one BCE step of the renderer on `refresh_batch` of the agent's
     own latest strokes drawn by the real program (0 = never). The agent exploits whatever the
@@ -133,6 +137,16 @@ def recon_loss(canvases: torch.Tensor, target: torch.Tensor, step_loss: float) -
     return final + step_loss * (per_step[:-1].mean() if len(per_step) > 1 else 0.0), final
 
 
+def shifted(images: torch.Tensor, most: int, rng: np.random.Generator) -> torch.Tensor:
+    """[B, H, W] images, each moved by its own (dy, dx) in -most..most, zeros moving in."""
+    if most <= 0:
+        return images
+    h, w = images.shape[1:]
+    padded = F.pad(images, (most, most, most, most))
+    d = rng.integers(0, 2 * most + 1, size=(len(images), 2))
+    return torch.stack([p[y:y + h, x:x + w] for p, (y, x) in zip(padded, d.tolist())])
+
+
 def _gradient_penalty(critic, fake, target):
     eps = torch.rand(fake.shape[0], 1, 1)
     mix = (eps * target + (1 - eps) * fake).requires_grad_(True)
@@ -191,7 +205,7 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
 
     def step_fn(progress: float):
         runs.cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
-        target = train_t[torch.from_numpy(rng.integers(0, len(train_t), cfg.batch))]
+        target = shifted(train_t[torch.from_numpy(rng.integers(0, len(train_t), cfg.batch))], cfg.shift, rng)
         # Frozen world model for the agent's loss: gradients flow through it, never into it.
         renderer.requires_grad_(False)
         actions, canvases = agent.paint(target, renderer)
