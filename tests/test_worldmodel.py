@@ -153,12 +153,12 @@ def test_stages_leave_weights_latents_and_logs(wm_run):
     config = json.loads((wm_run / "config.json").read_text())
     assert config["family"] == "worldmodel" and config["step"] == 8
     state = checkpoint.load_train_state(wm_run)
-    assert state["stage"] == "rnn" and state["stage_starts"] == {"vae": 0, "encode": 3, "rnn": 3}
+    assert state["stage"] == "rnn" and state["stage_starts"] == {"vae": 0, "encode": 4, "rnn": 4}
     from safetensors.torch import load_file
     lat = load_file(str(wm_run / "latents.safetensors"))
     assert lat["mu"].shape == (120, 8) == lat["logvar"].shape
     stages = [json.loads(line).get("stage") for line in (wm_run / "log.jsonl").read_text().splitlines()]
-    assert stages == ["vae"] * 3 + ["encode"] + ["rnn"] * 5
+    assert stages == ["vae"] * 4 + ["encode"] + ["rnn"] * 4
 
 
 def test_save_load_gives_identical_frames(wm_run):
