@@ -3,11 +3,11 @@
     .venv/bin/python bench/worldmodel_ceiling.py RUN --data data/lava64 [--frames 600]
 
 A dream can only be as sharp as its decoder: this scores real held-out footage (the last
-half of DATA at the run's stride), then the same footage encoded and decoded by RUN's VAE
-(posterior mean, and mean + p x posterior std noise), and the footage blurred by a 1-px
-Gaussian, against the first half as the reference. If the reconstructions of real motion already sit outside 2x the band, no RNN
-can bring a dream inside it. Prints a markdown table of the largest ratio to the real band
-over the horizons."""
+half of DATA at the run's stride), the same footage blurred by a 1-px Gaussian, and the
+same footage encoded and decoded by RUN's VAE (posterior mean, and mean + p x posterior
+std noise), against the first half as the reference. If the reconstructions of real
+motion already sit outside 2x the band, no RNN can bring a dream inside it. Prints a
+markdown table of the largest ratio to the real band over the horizons."""
 from __future__ import annotations
 
 import argparse
