@@ -2,7 +2,9 @@
 
 Every file is written to a temp name beside it and renamed into place, so a crash or a
 Ctrl-C never leaves a half-written checkpoint. train_state.pt is read with
-weights_only=True: tensors and plain containers only, never arbitrary pickled code."""
+weights_only=True: tensors and plain containers only, never arbitrary pickled code.
+Both are written from CPU copies and read onto the CPU, so a run trained on a GPU loads
+on a machine without one; load_run then moves the model where it is asked to run."""
 from __future__ import annotations
 
 import json
@@ -13,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .devices import to_cpu
 from .errors import EverloopError
 from .models import build, config_from_dict, config_to_dict
 
@@ -36,10 +39,10 @@ def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> N
     run.mkdir(parents=True, exist_ok=True)
     config = {"family": model.family, "config": config_to_dict(model.cfg), **meta}
     # Weights first, config last: a config.json always describes weights that exist.
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(run / WEIGHTS, lambda p: save_file(tensors, str(p)))
     if train_state is not None:
-        atomic_write(run / TRAIN_STATE, lambda p: torch.save(train_state, p))
+        atomic_write(run / TRAIN_STATE, lambda p: torch.save(to_cpu(train_state), p))
     atomic_write(run / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
 
 
@@ -58,8 +61,8 @@ def read_config(run: Path) -> dict:
     return config
 
 
-def load_run(run: Path):
-    """Rebuild the model of a run folder, in eval mode; returns (model, config dict)."""
+def load_run(run: Path, device: torch.device | str = "cpu"):
+    """Rebuild the model of a run folder on `device`, in eval mode; returns (model, config dict)."""
     run = Path(run)
     config = read_config(run)
     model = build(config["family"], config_from_dict(config["family"], config["config"]))
@@ -74,7 +77,7 @@ def load_run(run: Path):
     if missing or unexpected:
         raise EverloopError(f"{path}: weights do not match the config "
                             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
-    return model.eval(), config
+    return model.to(device).eval(), config
 
 
 def load_train_state(run: Path) -> dict:
@@ -82,6 +85,6 @@ def load_train_state(run: Path) -> dict:
     if not path.exists():
         raise EverloopError(f"{path}: missing; cannot --resume (train without --resume to start over)")
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # torch raises several types for a damaged file
         raise EverloopError(f"{path}: unreadable training state ({type(e).__name__})") from None
