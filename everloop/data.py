@@ -44,8 +44,9 @@ def to_float(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float ``[..., C, H, W]`` (any float dtype; clamped to [0, 1], rounded) -> uint8
-    ``[..., H, W, C]`` numpy, C-contiguous."""
+    """float ``[..., C, H, W]`` (any float dtype, any device; clamped to [0, 1], rounded) ->
+    uint8 ``[..., H, W, C]`` numpy on the CPU, C-contiguous (a GPU tensor is converted
+    there and moves as uint8, a quarter of the bytes)."""
     x = x.detach().to(torch.float32).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
     return x.movedim(-3, -1).contiguous().cpu().numpy()
 

@@ -28,7 +28,8 @@ def seed_clips(store: FrameStore, length: int, stride: int, clips: int, seed: in
 
 @torch.inference_mode()
 def rollout_from(model, context: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
-    """float [B, steps, C, H, W]: the model's own continuation of `context` [B, k, C, H, W].
+    """float [B, steps, C, H, W] on the CPU: the model's own continuation of `context`
+    [B, k, C, H, W] (on any device; rollout.start moves it to the model's).
 
     Convention of every family that takes a seed clip: decode(start(...)) shows the last
     context frame and each advance() one new frame."""
@@ -38,7 +39,7 @@ def rollout_from(model, context: torch.Tensor, steps: int, seed: int = 0) -> tor
     for _ in range(steps):
         state = model.advance(state, gen)
         out.append(model.decode(rollout.latent_of(state)).clamp(0, 1))
-    return torch.stack(out, 1)
+    return torch.stack(out, 1).cpu()
 
 
 def evaluate_prediction(model, store: FrameStore, stride: int, steps: int = 64, clips: int = 8,

@@ -5,7 +5,11 @@ of latents is stepped first and then decoded in one batched call. Memory holds o
 however many frames are asked for, and a stream does not depend on the chunk size.
 
 A state is a latent [B, L] or a tuple (latent, *rest) whose rest (an RNN's hidden state)
-only advance() reads: the latents alone are stacked, interpolated and decoded."""
+only advance() reads: the latents alone are stacked, interpolated and decoded.
+
+A model on a GPU rolls out there: the seeded generator stays on the CPU (the families draw
+their noise from it and move it, so a seed gives the same stream on any device), a seed
+clip is moved to the model, and frames() hands back uint8 numpy on the CPU as always."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 
 from .data import to_uint8
+from .devices import of
 from .errors import EverloopError
 
 
@@ -30,7 +35,7 @@ def start(model, batch: int, gen: torch.Generator, seed_clip: torch.Tensor | Non
         return model.start(batch, gen)
     if not getattr(model, "context_frames", 0):
         raise EverloopError(f"the {model.family} family cannot start from a seed clip")
-    return model.start(batch, gen, seed_clip=seed_clip)
+    return model.start(batch, gen, seed_clip=seed_clip.to(of(model)))
 
 
 def set_temperature(model, tau: float | None) -> None:
@@ -54,7 +59,7 @@ def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
 
     With interp = k > 1, k - 1 interpolated latents are put between two model steps, so a
     model trained on every 6th frame plays at the video's real speed with interp = 6."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU whatever the model's device
     state = start(model, batch, gen, seed_clip)
     mix = getattr(model, "interpolate", nlerp)  # nlerp: duralava's latents live on a shell
     prev = None

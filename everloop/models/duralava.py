@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .. import devices
 from ..errors import EverloopError
 
 
@@ -299,11 +300,13 @@ class Duralava(nn.Module):
         return self.generator, self.step
 
     def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(batch, self.cfg.step_noise_dim + self.cfg.latent_dim, generator=generator)
+        """On the model's device; drawn on the CPU from a seeded `generator` (devices.randn)."""
+        return devices.randn(batch, self.cfg.step_noise_dim + self.cfg.latent_dim, generator=generator,
+                             device=devices.of(self))
 
     def reset(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A fresh latent per stream, on the prior's shell."""
-        return standardize(torch.randn(batch, self.cfg.latent_dim, generator=generator))
+        return standardize(devices.randn(batch, self.cfg.latent_dim, generator=generator, device=devices.of(self)))
 
     def start(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The first shown latent of each stream: a fresh draw, run `burn_in` steps."""
@@ -340,9 +343,9 @@ class Duralava(nn.Module):
         c = self.cfg
         b, t = real.shape[:2]
         if self.carry.shape[0] != b:
-            self.carry, self.carried = self.reset(b), torch.zeros(b, dtype=torch.bool)
+            self.carry, self.carried = self.reset(b), torch.zeros(b, dtype=torch.bool, device=real.device)
         z, zs, penalty = self.carry, [], 0.0
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=autocast):
             for _ in range(t):  # truncated BPTT through the t steps of this clip
                 zs.append(z)
                 u = self.step(z, self.noise(b))
@@ -370,7 +373,7 @@ class Duralava(nn.Module):
         opt["d"].step()
         opt["g"].step()
         self.update_ema()
-        keep = torch.rand(b, 1) < c.carry_prob  # the persistent latent batch
+        keep = torch.rand(b, 1, device=z.device) < c.carry_prob  # the persistent latent batch
         self.carry = torch.where(keep, z.detach(), self.reset(b))
         self.carried = keep[:, 0]  # only these clips continue a rollout; fresh ones settle in first
         m = latent_moments(lat.detach())
@@ -420,5 +423,7 @@ class Duralava(nn.Module):
         return {"carry": self.carry, "carried": self.carried}
 
     def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.carry = state["carry"]
-        self.carried = state.get("carried", torch.zeros(len(self.carry), dtype=torch.bool))
+        """`state` as saved (on the CPU): moved to the model's device."""
+        device = devices.of(self)
+        self.carry = state["carry"].to(device)
+        self.carried = state.get("carried", torch.zeros(len(self.carry), dtype=torch.bool)).to(device)

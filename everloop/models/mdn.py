@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import devices
 from ..errors import EverloopError
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -47,12 +48,13 @@ def mixture_sample(logits: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tens
     sqrt(tau) (variance sigma^2 * tau; NN-Dreams used sigma * tau as a variance, a bug).
 
     One uniform and one normal of a fixed shape per call, so a stream is the same however
-    it is chunked, and tau = 0 would be the mode of the most likely component."""
+    it is chunked, and tau = 0 would be the mode of the most likely component. With a
+    (CPU) `generator` they are drawn on the CPU and moved to mu's device (devices.randn)."""
     if tau < 0:
         raise EverloopError(f"temperature must be >= 0, got {tau}")
     shape = mu.shape[:-1]
-    u = torch.rand(*shape, 1, generator=generator)
-    eps = torch.randn(*shape, generator=generator)
+    u = devices.rand(*shape, 1, generator=generator, device=mu.device)
+    eps = devices.randn(*shape, generator=generator, device=mu.device)
     probs = F.softmax(logits.float() / max(tau, 1e-6), dim=-1)
     k = (probs.cumsum(-1) < u).sum(-1, keepdim=True).clamp_max(mu.shape[-1] - 1)  # inverse CDF
     m, ls = mu.gather(-1, k).squeeze(-1), log_sigma.gather(-1, k).squeeze(-1)

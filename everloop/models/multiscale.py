@@ -321,7 +321,7 @@ class Multiscale(nn.Module):
         x = batch * 2 - 1
         hist, target = x[:, :c.history], x[:, c.history]
         logs = {}
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast):
             if c.adversarial:
                 half = x.shape[0] // 2
                 loss_d = self.discriminator_loss(hist[:half], target[:half])

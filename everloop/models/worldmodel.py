@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import devices
 from ..data import to_float, window_starts
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
@@ -188,7 +189,7 @@ class WorldModel(nn.Module):
         """Dreams from a real clip's latents (float [B or 1, seed_frames, 3, S, S] in [0, 1]),
         whose last frame is the first one shown, or from the prior plus `burn_in` steps."""
         if seed_clip is None:
-            state = (torch.randn(batch, self.cfg.z_dim, generator=generator), None)
+            state = (devices.randn(batch, self.cfg.z_dim, generator=generator, device=devices.of(self)), None)
             for _ in range(self.cfg.burn_in):
                 state = self.advance(state, generator)
             return state
@@ -254,7 +255,7 @@ class WorldModel(nn.Module):
         if path.exists():
             t = load_file(str(path))
             if t["mu"].shape == (len(store), self.cfg.z_dim):
-                self.latents = (t["mu"], t["logvar"])
+                self.latents = (t["mu"].to(devices.of(self)), t["logvar"].to(devices.of(self)))
                 return
         self._encode(store, out)
 
@@ -265,18 +266,19 @@ class WorldModel(nn.Module):
         from ..checkpoint import atomic_write  # here: checkpoint imports the model registry
         mus, logvars = [], []
         for i in range(0, len(store), batch):
-            mu, logvar = self.vae.encode(to_float(store.frames[i:i + batch]))
+            mu, logvar = self.vae.encode(to_float(store.frames[i:i + batch]).to(devices.of(self)))
             mus.append(mu)
             logvars.append(logvar)
         mu, logvar = torch.cat(mus).contiguous(), torch.cat(logvars).contiguous()
         self.latents = (mu, logvar)
-        atomic_write(out / LATENTS_FILE, lambda p: save_file({"mu": mu, "logvar": logvar}, str(p)))
+        atomic_write(out / LATENTS_FILE, lambda p: save_file({"mu": mu.cpu(), "logvar": logvar.cpu()}, str(p)))
         logs = {"latent_std": mu.std(0).mean().item()}
         for key, ranges in zip(("train", "heldout"), self.ranges):
             idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
             if len(idx):  # up to 256 frames spread over the range
                 idx = idx[np.linspace(0, len(idx) - 1, min(256, len(idx))).astype(np.int64)]
-                logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), to_float(store.frames[idx]))
+                real = to_float(store.frames[idx]).to(mu.device)
+                logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
         return logs
 
     @torch.no_grad()
@@ -308,11 +310,11 @@ class WorldModel(nn.Module):
         idx = _window_starts(self.ranges[0], span, c.rnn_batch, rng)[:, None] + np.arange(c.seq_len + 1) * c.clip_stride
         idx = torch.from_numpy(idx)
         mu, logvar = self.latents[0][idx], self.latents[1][idx]
-        eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32))
+        eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32)).to(mu.device)
         return mu + c.posterior_noise * torch.exp(0.5 * logvar) * eps
 
     def train_step(self, batch: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast):
             if self.stage == "vae":
                 return self._vae_step(batch, opt["vae"])
             if self.stage == "rnn":
@@ -357,7 +359,7 @@ class WorldModel(nn.Module):
         """Step by step; at each step after the first, a `self_feed` share of the inputs is
         the model's own (detached) sample of that step, drawn from its previous output."""
         b, t, _ = inp.shape
-        use_own = torch.rand(b, t, 1) < self.cfg.self_feed
+        use_own = torch.rand(b, t, 1, device=inp.device) < self.cfg.self_feed
         hidden, outs, prev = None, [], None
         for i in range(t):
             x = inp[:, i]
