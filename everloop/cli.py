@@ -62,7 +62,7 @@ def cmd_train(a) -> None:
                           overrides={**_overrides(a.set), **({"adversarial": False} if a.no_adversarial else {})},
                           steps=a.steps, minutes=a.minutes,
                           resume=a.resume, stage=a.stage, force=a.force, seed=a.seed, sample_every=a.sample_every,
-                          precision=a.precision, progress=not a.quiet))
+                          precision=a.precision, device=a.device, progress=not a.quiet))
     seed = f" --seed-clip {a.data}" if a.family == "multiscale" else ""  # it continues real frames
     print(f"saved {run}; try: everloop generate {run}{seed} --frames 900 --out {Path(run).name}.mp4")
 
@@ -70,9 +70,10 @@ def cmd_train(a) -> None:
 def _load(a):
     import torch
     from .checkpoint import load_run
+    from .devices import resolve
     if getattr(a, "threads", None):
         torch.set_num_threads(a.threads)
-    return load_run(a.run)
+    return load_run(a.run, resolve(getattr(a, "device", "cpu")))
 
 
 def _interp(a, config) -> int:
@@ -164,13 +165,19 @@ def cmd_eval(a) -> None:
         torch.set_num_threads(a.threads)
     rep = evaluate(a.run, a.data, a.frames, a.out, video=a.video, streams=a.streams, seed=a.seed,
                    progress=not a.quiet, stride=a.stride, full_streams=a.full_streams,
-                   pred_steps=a.pred_steps, pred_clips=a.pred_clips, temperature=a.temperature)
+                   pred_steps=a.pred_steps, pred_clips=a.pred_clips, temperature=a.temperature,
+                   device=a.device)
     last = str(rep["horizons"][-1])
     worst = max(rep["drift"], key=lambda m: rep["drift"][m][last])
     flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
     print(f"wrote {a.out}/report.json: {rep['frames']} frames x {rep['streams']} stream(s); at t={last} "
           f"worst drift {worst} {rep['drift'][worst][last]:.2f}x the real band; "
           f"failures: {', '.join(flags) if flags else 'none'}")
+
+
+def _add_device(s) -> None:
+    # Checked when the command runs (devices.resolve), so a missing GPU is a one-line error.
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda if there is one)")
 
 
 def add_eval_parser(subparsers) -> None:
@@ -194,6 +201,7 @@ def add_eval_parser(subparsers) -> None:
     s.add_argument("--pred-clips", type=_positive("--pred-clips"), default=8,
                    help="next-frame families: held-out seed clips to average over")
     s.add_argument("--threads", type=_positive("--threads"))
+    _add_device(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_eval)
 
@@ -229,8 +237,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sample-every", type=int, default=250)
-    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="bf16 = autocast; auto = bf16 on CPUs with bf16 instructions, else fp32")
     s.add_argument("--threads", type=_positive("--threads"))
+    _add_device(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
 
@@ -243,6 +253,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--interp", type=_positive("--interp"),
                        help="frames per model step (default: the run's clip stride, real speed)")
         s.add_argument("--threads", type=_positive("--threads"))
+        _add_device(s)
         s.add_argument("--temperature", type=_positive("--temperature", float),
                        help="sampling temperature of families that have one (worldmodel; default 1)")
         if name != "sheet":

@@ -286,16 +286,20 @@ def _video_frames(path: str, limit: int):
 
 def evaluate(run: str | None, data: str, frames: int, out: str, video: str | None = None, streams: int = 4,
              seed: int = 0, progress: bool = True, stride: int | None = None, full_streams: int = 1,
-             pred_steps: int = 64, pred_clips: int = 8, temperature: float | None = None) -> dict:
-    """Generate (or read) `frames` frames, compare with DATA, write OUT/report.json etc."""
+             pred_steps: int = 64, pred_clips: int = 8, temperature: float | None = None,
+             device: str = "cpu") -> dict:
+    """Generate (or read) `frames` frames, compare with DATA, write OUT/report.json etc.
+    The model runs on `device`; the metrics run on the CPU (numpy)."""
     from .data import FrameStore, to_uint8
+    from .devices import resolve
+    device = resolve(device)  # fails in a line before any work
     store = FrameStore(data)
     model = None
     if video is None:
         if run is None:
             raise EverloopError("eval needs a RUN folder or --video FILE")
         from .checkpoint import load_run
-        model, config = load_run(run)
+        model, config = load_run(run, device)
         stride = stride or int(config["config"].get("clip_stride", 1))
         from .rollout import set_temperature
         set_temperature(model, temperature)
@@ -351,7 +355,7 @@ def _generate(model, ev: Evaluator, frames, streams, seed, full, bar, to_uint8, 
         lat = lat[:, :frames - done]
         n = lat.shape[1]
         if lat.ndim == 3:  # a latent family; a next-frame family's "latent" is the frame
-            ev.feed_latents(done, lat.float().numpy())
+            ev.feed_latents(done, lat.float().cpu().numpy())
         need = ev.needed(done, done + n)
         picks = [np.arange(n) if s < full else np.flatnonzero(need) for s in range(streams)]
         if sum(map(len, picks)):

@@ -9,7 +9,13 @@ shares of the budget in `model.stages()`, and the loop runs them in order, calli
 `model.begin_stage` / `end_stage` around each and saving between them. The stage and the
 step each stage began at are saved with the run, so --resume continues inside the right
 stage and --stage NAME redoes one (and those after it). Without stages() a run is one
-stage, the plain loop."""
+stage, the plain loop.
+
+--device cuda trains on a GPU: the model is moved there after it is built or loaded (the
+optimizers are made or loaded after the move, so their state follows), and every batch is
+moved as it is drawn; the data order and the checkpoints stay on the CPU (checkpoint.py).
+--resume is bit-exact on the CPU. On a GPU it restores the CUDA RNG too, but GPU kernels
+need not be deterministic, so a resumed GPU run is the same run only up to float noise."""
 from __future__ import annotations
 
 import json
@@ -22,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, sheets
+from . import checkpoint, devices, sheets
 from .data import FrameStore, to_float
 from .errors import EverloopError
 from .models import build, config_from_dict, make_config
@@ -57,14 +63,20 @@ class TrainArgs:
     save_every_minutes: float = 5.0
     """Checkpoint at least this often."""
     precision: str = "auto"
-    """'fp32', 'bf16' (CPU autocast) or 'auto' (bf16 where bench/ measured it faster)."""
+    """'fp32', 'bf16' (autocast on the device) or 'auto': on the CPU bf16 where bench/
+    measured it faster, on a GPU fp32 (no family's bf16 quality has been measured yet)."""
+    device: str = "cpu"
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda if torch sees one, else cpu)."""
     progress: bool = True
     """Show the progress bar."""
 
 
-def use_bf16(precision: str) -> bool:
+def use_bf16(precision: str, device: torch.device | None = None) -> bool:
     # Measured in bench/ (see BENCHMARKS.md): on a CPU with AVX-512 BF16 the duralava step
-    # runs faster under bf16 autocast; elsewhere bf16 is emulated and slower.
+    # runs faster under bf16 autocast; elsewhere bf16 is emulated and slower. A GPU runs
+    # bf16 fast, but whether a family still trains as well in it is unmeasured: fp32 there.
+    if precision == "auto" and device is not None and device.type != "cpu":
+        return False
     if precision == "auto":
         flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
         return "avx512_bf16" in flags or "amx_bf16" in flags
@@ -73,22 +85,23 @@ def use_bf16(precision: str) -> bool:
     return precision == "bf16"
 
 
-def _setup(args: TrainArgs, store: FrameStore):
+def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
     out = Path(args.out)
     if args.resume or args.stage is not None:
         cfg_json = checkpoint.read_config(out)
         model = build(cfg_json["family"], config_from_dict(cfg_json["family"], cfg_json["config"]))
-        state = checkpoint.load_train_state(out)
+        state = checkpoint.load_train_state(out)  # on the CPU
         model.load_state_dict(state["model"])
-        model.load_extra_state(state["extra"])
-        opt = model.configure_optimizers()
+        model.to(device)
+        model.load_extra_state(state["extra"])  # a family moves its extra state to its device
+        opt = model.configure_optimizers()  # Optimizer.load_state_dict moves the state to the weights
         for name, o in opt.items():
             o.load_state_dict(state["optim"][name])
         return model, opt, state
     if out.exists() and any(out.iterdir()) and not args.force:
         raise EverloopError(f"{out} already holds files; pass --resume to continue it or --force to start over")
-    torch.manual_seed(args.seed)
-    model = build(args.family, make_config(args.family, args.preset, args.overrides))
+    torch.manual_seed(args.seed)  # seeds the CUDA RNG too
+    model = build(args.family, make_config(args.family, args.preset, args.overrides)).to(device)
     return model, model.configure_optimizers(), None
 
 
@@ -96,7 +109,7 @@ def _stages(model) -> list[tuple[str, float]]:
     return model.stages() if hasattr(model, "stages") else [("train", 1.0)]
 
 
-def _first_stage(args: TrainArgs, model, opt, state, names):
+def _first_stage(args: TrainArgs, model, opt, state, names, device: torch.device):
     """(index of the stage to run first, whether it starts fresh, stage_starts, step, opt)."""
     step = state["step"] if state else 0
     starts = dict(state.get("stage_starts", {})) if state else {}
@@ -115,6 +128,7 @@ def _first_stage(args: TrainArgs, model, opt, state, names):
         at, fresh, step = names.index(args.stage), True, starts[args.stage]
         for name in names[at:]:
             model.reset_stage(name)
+        model.to(device)  # the fresh modules are built on the CPU
         opt = model.configure_optimizers()
     return at, fresh, starts, step, opt
 
@@ -123,7 +137,8 @@ def train(args: TrainArgs) -> Path:
     store = FrameStore(args.data)
     if args.steps is None and args.minutes is None:
         raise EverloopError("give --steps N or --minutes M")
-    model, opt, state = _setup(args, store)
+    device = devices.resolve(args.device)
+    model, opt, state = _setup(args, store, device)
     size = None if getattr(model, "trains_on_crops", False) else getattr(model.cfg, "size", None)
     if size is not None and (store.height, store.width) != (size, size):
         raise EverloopError(f"{args.data}: frames are {store.height}x{store.width} but the model wants "
@@ -133,23 +148,27 @@ def train(args: TrainArgs) -> Path:
         for old in [out / "log.jsonl", out / checkpoint.TRAIN_STATE, *(out / "samples").glob("*.png")]:
             old.unlink(missing_ok=True)
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    bf16 = use_bf16(args.precision)
+    bf16 = use_bf16(args.precision, device)
     rng = np.random.default_rng(args.seed)
     elapsed_before = 0.0
     if state is not None:
         elapsed_before = state["elapsed"]
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
     stages = _stages(model)
     names, shares = [n for n, _ in stages], [max(float(s), 0.0) for _, s in stages]
     multi = hasattr(model, "stages")
-    first, fresh_first, stage_starts, step, opt = _first_stage(args, model, opt, state, names)
+    first, fresh_first, stage_starts, step, opt = _first_stage(args, model, opt, state, names, device)
     current, stage_done = names[first], False
     def next_batch():
         # A family may draw its own batches (crops, latents, ...); the default is clips.
         if hasattr(model, "sample_batch"):
-            return model.sample_batch(store, rng)
-        return to_float(store.sample_clips(*model.clip_spec(), rng))
+            batch = model.sample_batch(store, rng)
+        else:
+            batch = to_float(store.sample_clips(*model.clip_spec(), rng))
+        return batch.to(device, non_blocking=True)  # the same tensor on the CPU
 
     meta = {"data": {"path": str(args.data), **{k: store.meta.get(k) for k in ("height", "width", "fps", "source")}},
             "train": {"preset": args.preset, "seed": args.seed, "precision": "bf16" if bf16 else "fp32"}}
@@ -161,6 +180,8 @@ def train(args: TrainArgs) -> Path:
               "stage": current, "stage_done": stage_done, "stage_starts": stage_starts,
               "elapsed": elapsed_before + (time.time() - t0),
               "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
+        if device.type == "cuda":  # training noise is drawn on the device (devices.randn)
+            ts["cuda_rng"] = torch.cuda.get_rng_state(device)
         checkpoint.save_run(out, model, {**meta, "step": step}, ts)
 
     # Next-frame families continue real clips in their sample sheets: the same 4 every time.
