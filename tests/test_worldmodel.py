@@ -278,3 +278,58 @@ def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
     is_row = lambda b: (b[..., None, :] == mu).all(-1).any(-1)  # noqa: E731
     assert is_row(batches[False]).all()          # every z is exactly some frame's posterior mean
     assert not is_row(batches[True]).any()       # samples are not
+
+
+# ---- the sharper decoder: output, upsampling, L1, the patch discriminator ----------------------
+
+@pytest.mark.parametrize("upsample,output,blocks,loss", [("transposed", "sigmoid", 0, "l2"),
+                                                         ("nearest", "clip", 1, "l1")])
+def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, output, blocks, loss):
+    from everloop.data import FrameStore
+    model = tiny_model(decoder_upsample=upsample, decoder_output=output, decoder_blocks=blocks, recon_loss=loss)
+    store = FrameStore(tiny_data)
+    model.stage, model.ranges = "vae", ([list(e) for e in store.episodes], [])
+    x = model.decode(3 * torch.randn(64, model.cfg.z_dim))
+    assert x.shape == (64, 3, 16, 16) and 0 <= x.min() and x.max() <= 1 and x.std() > 0
+    opt, rng = model.configure_optimizers(), np.random.default_rng(0)
+    before = {k: v.clone() for k, v in model.vae.state_dict().items()}
+    logs = model.train(True).train_step(model.sample_batch(store, rng), opt)
+    assert math.isfinite(logs["recon"]) and any(not torch.equal(v, model.vae.state_dict()[k]) for k, v in before.items())
+
+
+def test_adversarial_term_starts_at_adv_start_and_resumes_exactly(tmp_path, tiny_data, monkeypatch):
+    adv = {"adv_weight": 0.5, "adv_start": 2}
+    straight = train(wm_args(tiny_data, tmp_path / "a", steps=8, overrides=adv))
+    logs = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    vae = [r for r in logs if r.get("stage") == "vae" and "recon" in r]
+    assert len(vae) == 4 and ["d_loss" in r for r in vae] == [False, False, True, True]
+    assert all(math.isfinite(r["adv_w"]) and r["adv_w"] >= 0 for r in vae[2:])
+    disc = weights(straight, "disc.")
+    assert disc and not all(torch.equal(v, tiny_model(**adv).state_dict()[k]) for k, v in disc.items())
+
+    class StopAt(train_module.tqdm):  # Ctrl-C after the first adversarial step
+        def set_postfix(self, *a, step=0, **k):
+            if step == 3:
+                raise KeyboardInterrupt
+            return super().set_postfix(*a, step=step, **k)
+
+    monkeypatch.setattr(train_module, "tqdm", StopAt)
+    with pytest.raises(KeyboardInterrupt):
+        train(wm_args(tiny_data, tmp_path / "b", steps=8, overrides=adv))
+    monkeypatch.undo()
+    resumed = train(wm_args(tiny_data, tmp_path / "b", steps=8, overrides=adv, resume=True))
+    sa, sb = weights(straight, ""), weights(resumed, "")
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_config_saved_before_an_option_existed_loads_as_it_ran(monkeypatch):
+    from everloop.models import config_from_dict, config_to_dict
+    from everloop.models.worldmodel import WorldModelConfig
+    monkeypatch.setitem(WorldModelConfig.LEGACY, "disc_width", 7)  # one that is not today's default
+    saved = config_to_dict(make_config("worldmodel", "tiny"))
+    old = {k: v for k, v in saved.items() if k not in WorldModelConfig.LEGACY}
+    for key, value in WorldModelConfig.LEGACY.items():
+        assert getattr(config_from_dict("worldmodel", old), key) == value
+    explicit = {**old, "decoder_output": "clip", "adv_weight": 0.7}
+    cfg = config_from_dict("worldmodel", explicit)
+    assert (cfg.decoder_output, cfg.adv_weight) == ("clip", 0.7)

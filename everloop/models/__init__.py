@@ -54,11 +54,15 @@ def config_to_dict(cfg) -> dict:
 
 
 def config_from_dict(family: str, d: dict):
+    """The config a run folder saved. An option added after the run was made takes the value
+    that reproduces what the run did (the family's LEGACY), not today's default: a run saved
+    before a default changed must still load and sample as it did."""
     cls = _family(family)[0]
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(names)
     if unknown:
         raise EverloopError(f"config has unknown {family} options: {', '.join(sorted(unknown))}")
+    d = {**{k: v for k, v in getattr(cls, "LEGACY", {}).items() if k not in d}, **d}
     return cls(**{k: tuple(v) if isinstance(names[k].default, tuple) else v for k, v in d.items()})
 
 

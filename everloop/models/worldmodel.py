@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +38,18 @@ from ..errors import EverloopError
 from ..metrics import psnr_of_mse
 from .mdn import MDNRNN, mixture_nll, mixture_sample
 from .multiscale import gdl_loss
+from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
 
 LATENTS_FILE = "latents.safetensors"
 
 
 @dataclass
 class WorldModelConfig:
+    # Options added after runs were saved: a config.json without them loads with these,
+    # which reproduce what such a run did (models.config_from_dict), whatever today's default.
+    LEGACY: ClassVar[dict] = {"recon_loss": "l2", "decoder_upsample": "transposed", "decoder_blocks": 0,
+                              "decoder_output": "sigmoid", "adv_weight": 0.0}
+
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
     z_dim: int = 32
@@ -53,6 +60,29 @@ class WorldModelConfig:
     """Weight of the KL term against the summed squared pixel error (beta of a beta-VAE).
     World Models' 1.0 left ~20 nats in z on lava64 (held-out 26.9 dB); 0.25 lets it carry
     ~35 and reaches 28.6 dB in the same budget (docs/worldmodel.md)."""
+    recon_loss: str = "l2"
+    """'l2': summed squared pixel error (World Models; a Gaussian likelihood, whose optimum
+    under doubt is the mean, a blur); 'l1': summed absolute error (Laplace; the median)."""
+    decoder_upsample: str = "transposed"
+    """'transposed': k4 s2 transposed convs (World Models); 'nearest': nearest-neighbour
+    doubling + 3x3 conv (no checkerboard pattern, Odena et al. 2016)."""
+    decoder_blocks: int = 0
+    """Extra 3x3 conv layers after each upsampling but the last (decoder capacity)."""
+    decoder_output: str = "sigmoid"
+    """'sigmoid' (World Models) or 'clip': linear, clipped to [0, 1]. With the summed pixel
+    loss at lr 1e-3 the sigmoid saturates at black early and stays there (10.6 dB) for every
+    decoder but World Models' own (nearest upsampling, extra blocks, an L1 loss all did)."""
+    adv_weight: float = 0.0
+    """Weight of a PatchGAN adversarial term on the VAE's reconstructions, relative to the
+    reconstruction gradient at the decoder's last layer (VQGAN's adaptive weight; patchgan.py).
+    It charges blur: squared error alone draws the mean of what z leaves uncertain."""
+    adv_start: int = 1000
+    """VAE steps on reconstruction + KL alone before the discriminator and its term begin
+    (VQGAN's disc_start): a discriminator facing a decoder that draws nothing yet teaches noise."""
+    disc_width: int = 32
+    """Channels of the patch discriminator's first conv (doubling over 3 strided convs)."""
+    lr_disc: float = 1e-3
+    """Adam learning rate of the discriminator (betas 0.5 / 0.9, as VQGAN)."""
     gdl_weight: float = 0.0
     """Weight of a gradient-difference loss (Mathieu et al.; alpha 2, summed over pixels like
     the squared error) on the VAE's reconstructions: it charges blurred edges directly."""
@@ -141,9 +171,17 @@ class VAE(nn.Module):
         self.from_z = nn.Linear(cfg.z_dim, flat)
         dec: list[nn.Module] = [nn.Unflatten(1, (chans[-1], 4, 4))]
         rev = chans[::-1]
-        for a, b in zip(rev, rev[1:]):
-            dec += [nn.LeakyReLU(0.2), nn.ConvTranspose2d(a, b, 4, 2, 1)]
-        self.decoder = nn.Sequential(*dec, nn.Sigmoid())
+        if cfg.decoder_upsample not in ("transposed", "nearest"):
+            raise EverloopError(f"decoder_upsample {cfg.decoder_upsample!r}: use transposed or nearest")
+        for i, (a, b) in enumerate(zip(rev, rev[1:])):
+            dec += ([nn.LeakyReLU(0.2), nn.ConvTranspose2d(a, b, 4, 2, 1)] if cfg.decoder_upsample == "transposed"
+                    else [nn.LeakyReLU(0.2), nn.Upsample(scale_factor=2.0), nn.Conv2d(a, b, 3, 1, 1)])
+            if i < len(rev) - 2:
+                for _ in range(cfg.decoder_blocks):
+                    dec += [nn.LeakyReLU(0.2), nn.Conv2d(b, b, 3, 1, 1)]
+        if cfg.decoder_output not in ("sigmoid", "clip"):
+            raise EverloopError(f"decoder_output {cfg.decoder_output!r}: use sigmoid or clip")
+        self.decoder = nn.Sequential(*dec, nn.Sigmoid() if cfg.decoder_output == "sigmoid" else nn.Hardtanh(0.0, 1.0))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
@@ -178,6 +216,9 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.vae = VAE(cfg)
         self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min)
+        if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
+            self.disc = PatchDiscriminator(cfg.disc_width)
+        self.vae_steps = 0  # counts towards adv_start; kept in the training state
         self.context_frames = cfg.seed_frames
         self.temperature = 1.0  # sampling only; `generate --temperature` sets it
         self.stage = "vae"
@@ -227,6 +268,9 @@ class WorldModel(nn.Module):
         """Forget what stage `name` made (for `train --stage`): fresh weights or latents."""
         if name == "vae":
             self.vae = VAE(self.cfg)
+            self.vae_steps = 0
+            if self.cfg.adv_weight > 0:
+                self.disc = PatchDiscriminator(self.cfg.disc_width)
         elif name == "encode":
             self.latents = None
         elif name == "rnn":
@@ -297,8 +341,11 @@ class WorldModel(nn.Module):
         return {"heldout_nll": mixture_nll(logits, mu, log_sigma, z[:, 1:]).item()}
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"vae": torch.optim.Adam(self.vae.parameters(), lr=self.cfg.lr_vae),
-                "rnn": torch.optim.Adam(self.mdn.parameters(), lr=self.cfg.lr_rnn)}
+        opt = {"vae": torch.optim.Adam(self.vae.parameters(), lr=self.cfg.lr_vae),
+               "rnn": torch.optim.Adam(self.mdn.parameters(), lr=self.cfg.lr_rnn)}
+        if self.cfg.adv_weight > 0:
+            opt["disc"] = torch.optim.Adam(self.disc.parameters(), lr=self.cfg.lr_disc, betas=(0.5, 0.9))
+        return opt
 
     def sample_batch(self, store, rng: np.random.Generator) -> torch.Tensor:
         """vae: frames [B, 3, S, S]; rnn: latent windows [B, seq_len + 1, L], each z drawn
@@ -316,27 +363,42 @@ class WorldModel(nn.Module):
     def train_step(self, batch: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast):
             if self.stage == "vae":
-                return self._vae_step(batch, opt["vae"])
+                return self._vae_step(batch, opt)
             if self.stage == "rnn":
                 return self._rnn_step(batch, opt["rnn"])
         raise EverloopError(f"worldmodel has no training steps in stage {self.stage!r}")
 
-    def _vae_step(self, x: torch.Tensor, opt) -> dict[str, float]:
+    def _vae_step(self, x: torch.Tensor, opt: dict) -> dict[str, float]:
         c = self.cfg
         mu, logvar = self.vae.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         y = self.vae.decode(z).float()
-        recon = ((y - x) ** 2).flatten(1).sum(1).mean()  # summed over pixels, as World Models
+        err = (y - x).abs() if c.recon_loss == "l1" else (y - x) ** 2
+        recon = err.flatten(1).sum(1).mean()  # summed over pixels, as World Models
         if c.gdl_weight:
             recon = recon + c.gdl_weight * gdl_loss(y, x, 2.0) * x[0].numel()
         kl_dim = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).float().mean(0)  # [L], batch mean
         kl = torch.clamp(kl_dim, min=c.free_bits).sum() if c.free_bits > 0 else kl_dim.sum()
         loss = recon + c.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
+        logs = {}
+        adversarial = c.adv_weight > 0 and self.vae_steps >= c.adv_start
+        if adversarial:  # the decoder is also charged for patches the discriminator can tell
+            g_adv = g_hinge_loss(self.disc(y))
+            w = c.adv_weight * adaptive_weight(recon, g_adv, self.vae.decoder[-2].weight)
+            loss = loss + w * g_adv
+            logs.update(g_adv=g_adv.item(), adv_w=w.item())
+        opt["vae"].zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        opt["vae"].step()
+        if adversarial:
+            d_loss = d_hinge_loss(self.disc(x), self.disc(y.detach()))
+            opt["disc"].zero_grad(set_to_none=True)  # also drops what the decoder's loss left here
+            d_loss.backward()
+            opt["disc"].step()
+            logs["d_loss"] = d_loss.item()
+        self.vae_steps += 1
         return {"loss": loss.item(), "psnr": psnr(y.detach(), x), "kl": kl_dim.sum().item(),
-                "recon": recon.item()}
+                "recon": recon.item(), **logs}
 
     def _rnn_step(self, z: torch.Tensor, opt) -> dict[str, float]:
         c = self.cfg
@@ -375,7 +437,7 @@ class WorldModel(nn.Module):
         """Nothing to do: no EMA, no BatchNorm."""
 
     def extra_state(self) -> dict:
-        return {}
+        return {"vae_steps": torch.tensor(self.vae_steps)}
 
     def load_extra_state(self, state: dict) -> None:
-        pass
+        self.vae_steps = int(state.get("vae_steps", 0))

@@ -1,0 +1,96 @@
+"""Which VAE recipe draws real motion sharply enough: trains the worldmodel's VAE stage alone
+for a fixed number of steps per variant and scores its reconstructions like
+bench/worldmodel_ceiling.py (real footage -> VAE -> the motion metrics of `everloop eval`).
+
+    .venv/bin/python bench/worldmodel_sharpness.py --data data/lava64c --variant base --steps 5000
+    .venv/bin/python bench/worldmodel_sharpness.py --data data/lava64c --variant adv0.5 \
+        --set adv_weight=0.5 adv_start=1000 --steps 3000 --device cuda --json out.json
+
+Steps, not minutes: on a GPU a CPU budget is replayed exactly (15 CPU minutes on one core
+are ~5,000 plain VAE steps of 32 frames; an adversarial step costs ~2 plain ones), so
+variants can be compared at the CPU budget the acceptance run will have. Prints one
+markdown row: held-out PSNR and the largest ratio to the real band per metric."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from everloop.data import FrameStore, to_float, to_uint8
+from everloop.evaluate import evaluate_frames
+from everloop.models import build, make_config
+
+METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
+
+
+@torch.no_grad()
+def reconstruct(model, frames: np.ndarray, device: str, batch: int = 256) -> np.ndarray:
+    out = []
+    for i in range(0, len(frames), batch):
+        x = to_float(frames[i:i + batch]).to(device)
+        out.append(to_uint8(model.vae.decode(model.vae.encode(x)[0]).cpu()))
+    return np.concatenate(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--variant", default="base", help="a name for the row")
+    ap.add_argument("--set", nargs="*", default=[], help="worldmodel config overrides key=value")
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--lr-final", type=float, default=1.0, help="cosine decay of the lr to this fraction")
+    ap.add_argument("--frames", type=int, default=600, help="frames per stream (4 streams)")
+    ap.add_argument("--json", help="also write the row here")
+    ap.add_argument("--sheet", help="PNG: held-out frames (top) over their reconstructions")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    overrides = dict(kv.split("=", 1) for kv in a.set)
+    model = build("worldmodel", make_config("worldmodel", "default", overrides)).to(a.device)
+    cfg, store = model.cfg, FrameStore(a.data)
+    model.stage, model.ranges = "vae", store.split(cfg.holdout)
+    opt = model.configure_optimizers()
+    rng = np.random.default_rng(0)
+    t0 = time.time()
+    for i in range(a.steps):
+        for o in opt.values():  # cosine from 1 to lr_final over the run
+            for g in o.param_groups:
+                g.setdefault("lr0", g["lr"])
+                g["lr"] = g["lr0"] * (a.lr_final + (1 - a.lr_final) * 0.5 * (1 + np.cos(np.pi * i / a.steps)))
+        logs = model.train_step(model.sample_batch(store, rng).to(a.device), opt)
+    train_s = time.time() - t0
+    model.eval()
+    held = np.concatenate([np.arange(s, e) for s, e in model.ranges[1]])
+    held = held[np.linspace(0, len(held) - 1, 256).astype(np.int64)]
+    real = np.asarray(store.frames[held])
+    recon = reconstruct(model, real, a.device)
+    mse = ((real.astype(np.float64) - recon) ** 2).mean() / 255.0 ** 2
+    row = {"variant": a.variant, "set": overrides, "steps": a.steps, "train_s": round(train_s, 1),
+           "heldout_psnr": round(10 * np.log10(1 / mse), 2), "last": {k: round(v, 3) for k, v in logs.items()}}
+    if a.sheet:
+        from PIL import Image
+        pick = np.linspace(0, 255, 8).astype(np.int64)
+        grid = np.concatenate([np.concatenate(list(real[pick]), 1), np.concatenate(list(recon[pick]), 1)], 0)
+        Image.fromarray(grid).save(a.sheet)
+    stride = cfg.clip_stride
+    x = np.asarray(store.frames[::stride])
+    half = len(x) // 2
+    step = max(1, (len(x) - half - a.frames) // 3)
+    streams = np.stack([reconstruct(model, x[half + i * step:half + i * step + a.frames], a.device)
+                        for i in range(4)])
+    rep = evaluate_frames(streams, [x[:half]], steps_per_second=store.fps / stride,
+                          horizons=(16, 128, a.frames))
+    row.update({m: round(max(rep["drift"][m].values()), 2) for m in METRICS})
+    print(f"| {a.variant} | {a.steps} | {row['heldout_psnr']} | "
+          + " | ".join(f"{row[m]:.2f}" for m in METRICS) + f" | {train_s:.0f} s |", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(row, f)
+
+
+if __name__ == "__main__":
+    main()
