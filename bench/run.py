@@ -2,9 +2,17 @@
 BENCHMARKS.md (between the BENCH markers) with machine, date and commit.
 
     .venv/bin/python bench/run.py [--threads 2] [--quick]
+    PYTHONPATH=. python3 bench/run.py --device cuda [--quick]     # a GPU: its own table
 
 Each measurement runs in its own child process so its peak memory (ru_maxrss) is its own.
-Machines here are shared and noisy: compare rows of one run, not runs of different days."""
+Machines here are shared and noisy: compare rows of one run, not runs of different days.
+
+With --device cuda the rows run on the GPU (clocks read after torch.cuda.synchronize(),
+peak memory = torch.cuda.max_memory_allocated) and the table goes between the BENCH-GPU
+markers of BENCHMARKS.md; the CPU table is left alone. Its rows: every family's training
+step in fp32 and bf16 autocast, duralava and worldmodel generation at batch 1 / 32 / 256,
+duralava's sampling generator eager and under torch.compile (compile time apart), and the
+8192^2 matmul rate in fp32 (TF32 off) and bf16 for "% of peak"."""
 from __future__ import annotations
 
 import argparse
@@ -22,11 +30,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(kind: str, threads: int, params: dict) -> dict:
+def child(kind: str, threads: int, params: dict, timeout: float | None = None) -> dict:
     """Run one measurement in a fresh interpreter and return its JSON result."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; run.measure({kind!r}, {threads}, {params!r})"
+    # ROOT on the path too: on a machine where everloop is not installed (PYTHONPATH=.).
+    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'bench')!r}, {str(ROOT)!r}]; import run; "
+            f"run.measure({kind!r}, {threads}, {params!r})")
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result in {timeout:.0f} s"}
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -35,17 +49,25 @@ def child(kind: str, threads: int, params: dict) -> dict:
 def measure(kind: str, threads: int, params: dict) -> None:
     import torch
     from everloop import rollout
+    from everloop.devices import synchronize
     from everloop.models import build, make_config
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    device = torch.device(params.get("device", "cpu"))
     family = params.get("family", "duralava")
     cfg = make_config(family, params.get("preset", "default"), params.get("set", {}))
-    model = build(family, cfg)
+    model = build(family, cfg).to(device)
     result: dict = {}
-    if kind == "train":
+    if kind in ("peak", "decode"):  # GPU-only rows: the matmul ceilings, the generator alone
+        import run_gpu
+        if kind == "peak":
+            result = run_gpu.measure_gpu_peak(device)
+        else:
+            result = run_gpu.measure_decode(model, params, device)
+    elif kind == "train":
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:  # the synthetic store lives as long as the row
-            result = measure_train(model, params, tmp)
+            result = measure_train(model, params, tmp, device)
     elif kind == "prepare":  # decode + crop + area-scale the whole recording into a store
         import tempfile
         from everloop.data import prepare
@@ -71,9 +93,11 @@ def measure(kind: str, threads: int, params: dict) -> None:
             clip = torch.rand(1, model.context_frames, 3, h, w)
         for _ in rollout.frames(model, min(n, 2 * chunk), batch=batch, chunk=chunk, seed_clip=clip):
             pass
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in rollout.frames(model, n, batch=batch, chunk=chunk, seed_clip=clip):
             pass
+        synchronize(device)
         dt = time.perf_counter() - t0
         result = {"frames_per_s": n * batch / dt}
         if params.get("flops"):  # FLOPs per generated frame, counted on one chunk
@@ -82,22 +106,28 @@ def measure(kind: str, threads: int, params: dict) -> None:
                 for _ in rollout.frames(model, chunk, batch=batch, chunk=chunk, seed_clip=clip):
                     pass
             result["mflop_per_frame"] = fc.get_total_flops() / (chunk * batch) / 1e6
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":  # this process's own peak: every row is a fresh process
+        result["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    else:
+        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def measure_train(model, params: dict, tmp: str) -> dict:
+def measure_train(model, params: dict, tmp: str, device) -> dict:
     """Seconds per training step (after warm-up), frames per second and FLOPs per step."""
-    batch_of = train_batches(model, params, tmp)
+    from everloop.devices import synchronize
+    batch_of = train_batches(model, params, tmp, device)
     opt = model.configure_optimizers()
     model.train()
     real = batch_of()
     bf16 = params.get("bf16", False)
     for _ in range(params.get("warmup", 2)):
         model.train_step(batch_of(), opt, autocast=bf16)
+    synchronize(device)
     n, t0 = params.get("steps", 5), time.perf_counter()
     for _ in range(n):
         model.train_step(batch_of(), opt, autocast=bf16)
+    synchronize(device)
     dt = (time.perf_counter() - t0) / n
     # frames (or latent steps) per batch: [B, T, C, H, W], [B, C, H, W] or [B, T, L]
     items = real.shape[0] * (real.shape[1] if real.ndim in (3, 5) else 1)
@@ -112,17 +142,17 @@ def measure_train(model, params: dict, tmp: str) -> dict:
     return result
 
 
-def train_batches(model, params: dict, tmp: str):
-    """A function giving training batches the way train.py gets them: from the family's own
-    sample_batch on a synthetic store (random frames, after the stages before `stage` ran),
-    or random clips of clip_spec()'s shape."""
+def train_batches(model, params: dict, tmp: str, device):
+    """A function giving training batches the way train.py gets them (moved to `device`):
+    from the family's own sample_batch on a synthetic store (random frames, after the stages
+    before `stage` ran), or random clips of clip_spec()'s shape."""
     import numpy as np
     import torch
     from everloop.data import FrameStore
     cfg = model.cfg
     if not hasattr(model, "sample_batch"):
         b, t, _ = model.clip_spec()
-        real = torch.rand(b, t, 3, cfg.size, cfg.size)
+        real = torch.rand(b, t, 3, cfg.size, cfg.size).to(device)
         return lambda: real
     h, w = params.get("frame", (cfg.size, cfg.size))
     n = params.get("store_frames", 600)
@@ -136,7 +166,7 @@ def train_batches(model, params: dict, tmp: str):
         model.begin_stage(name, store, Path(tmp), True)
         if name == params.get("stage"):
             break
-    return lambda: model.sample_batch(store, rng)
+    return lambda: model.sample_batch(store, rng).to(device, non_blocking=True)
 
 
 def machine() -> str:
@@ -152,9 +182,14 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (cuda: fewer rows, < 2 min)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: the GPU rows, written between the BENCH-GPU markers")
     a = ap.parse_args()
+    if a.device == "cuda":
+        from run_gpu import main_gpu
+        return main_gpu(a)
     steps = 2 if a.quick else 5
     rows = duralava_rows(steps) + worldmodel_rows(steps) + multiscale_rows(steps)
     peak = child("matmul", a.threads, {})["gflops"]
@@ -226,6 +261,8 @@ def multiscale_rows(steps: int) -> list:
 
 
 def _sps(r) -> str:
+    if "compile_s" in r:
+        return f"{r['compile_s']:.1f} compile"
     if "s_total" in r:
         return f"{r['s_total']:.1f} total"
     return f"{r['s_per_step']:.3f}" if "s_per_step" in r else ""
@@ -248,18 +285,11 @@ def _pct(r, peak) -> str:
 
 
 def write_table(results, threads: int, peak: float) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip() or "unknown"
-    lines = [f"Measured {datetime.date.today()} on {machine()}, {threads} threads, commit {commit}; "
+    lines = [f"Measured {datetime.date.today()} on {machine()}, {threads} threads, commit {_commit()}; "
              f"fp32 matmul peak measured in the same run: {peak:.0f} GFLOP/s.", "",
              "| measurement | s/step | frames/s | peak MB | GFLOP/step | MFLOP/frame | % of matmul peak |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, r in results:
-        if "error" in r:
-            lines.append(f"| {name} | error: {r['error']} | | | | | |")
-        else:
-            lines.append(f"| {name} | {_sps(r)} | {r['frames_per_s']:.0f} | {r['peak_mb']:.0f} | "
-                         f"{_gflop(r)} | {_mflop(r)} | {_pct(r, peak)} |")
+    lines += [_md_row(name, r, peak) for name, r in results]
     table = "\n".join(lines)
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n<!-- BENCH -->\n<!-- /BENCH -->\n"
@@ -267,6 +297,21 @@ def write_table(results, threads: int, peak: float) -> None:
                   text, flags=re.S)
     path.write_text(text)
     print(f"\nwrote the table into {path}")
+
+
+def _md_row(name: str, r: dict, peak: float) -> str:
+    if "error" in r:
+        return f"| {name} | error: {r['error']} | | | | | |"
+    return (f"| {name} | {_sps(r)} | {r['frames_per_s']:.0f} | {r['peak_mb']:.0f} | "
+            f"{_gflop(r)} | {_mflop(r)} | {_pct(r, peak)} |")
+
+
+def _commit() -> str:
+    try:  # the GPU machine's copy of the tree may have no git
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=ROOT).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":
