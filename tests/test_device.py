@@ -83,7 +83,8 @@ def test_device_cpu_trains_and_generates_the_same_bits(tiny_data, tmp_path, caps
 
 def test_seeded_draws_are_the_generator_s_stream():
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(devices.randn(4, 5, generator=g1, device=torch.device("cpu")), torch.randn(4, 5, generator=g2))
+    cpu = torch.device("cpu")
+    assert torch.equal(devices.randn(4, 5, generator=g1, device=cpu), torch.randn(4, 5, generator=g2))
     assert torch.equal(devices.rand(7, generator=g1), torch.rand(7, generator=g2))
 
 
@@ -126,7 +127,8 @@ def on_meta(monkeypatch):
             super().__init__(device_type, *a, **k)
     monkeypatch.setattr(torch, "autocast", Autocast)
     sheet = sheets.stream_sheet
-    monkeypatch.setattr(sheets, "stream_sheet", lambda model, path, **kw: sheet(model, path, **{**kw, "steps": (0, 2)}))
+    monkeypatch.setattr(sheets, "stream_sheet",
+                        lambda model, path, **kw: sheet(model, path, **{**kw, "steps": (0, 2)}))
     latents = rollout.latents  # a stream does not depend on the chunk: step 4 at a time, not 1024
     monkeypatch.setattr(rollout, "latents", lambda model, batch=1, seed=0, interp=1, chunk=256, seed_clip=None:
                         latents(model, batch, seed, interp, min(chunk, 4), seed_clip))
