@@ -283,7 +283,7 @@ def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
 # ---- the sharper decoder: output, upsampling, L1, the patch discriminator ----------------------
 
 @pytest.mark.parametrize("upsample,output,blocks,loss", [("transposed", "sigmoid", 0, "l2"),
-                                                         ("nearest", "clip", 1, "l1")])
+                                                         ("nearest", "clip", 1, "l1+l2")])
 def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, output, blocks, loss):
     from everloop.data import FrameStore
     model = tiny_model(decoder_upsample=upsample, decoder_output=output, decoder_blocks=blocks, recon_loss=loss)
@@ -291,6 +291,10 @@ def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, ou
     model.stage, model.ranges = "vae", ([list(e) for e in store.episodes], [])
     x = model.decode(3 * torch.randn(64, model.cfg.z_dim))
     assert x.shape == (64, 3, 16, 16) and 0 <= x.min() and x.max() <= 1 and x.std() > 0
+    if output == "clip":  # training sees the linear values, so no pixel's gradient is cut
+        raw = model.train(True).decode(3 * torch.randn(64, model.cfg.z_dim))
+        assert raw.min() < 0 or raw.max() > 1
+        model.eval()
     opt, rng = model.configure_optimizers(), np.random.default_rng(0)
     before = {k: v.clone() for k, v in model.vae.state_dict().items()}
     logs = model.train(True).train_step(model.sample_batch(store, rng), opt)

@@ -4,7 +4,7 @@ A ConvVAE compresses each frame to a small latent z; an MDN-RNN (mdn.py) learns
 p(z_{t+1} | z_<=t) as a mixture of Gaussians per dimension; a dream samples that mixture
 step after step and decodes every z. Three training stages under one `train` call, each
 resumable (train.py runs them; `--stage NAME` redoes one and what follows):
-  vae    -- reconstruction + KL on single frames;
+  vae    -- reconstruction (L1) + KL, and a patch discriminator's term, on single frames;
   encode -- every frame of the dataset -> (mu, logvar), written to RUN/latents.safetensors;
   rnn    -- windows of latents, z = posterior mean + 0.35 x posterior noise (World Models
             drew full posterior samples: measured to shimmer; means alone loop).
@@ -18,14 +18,16 @@ What everloop changes from the seed (NN-Dreams and the World Models port), and w
   share of inputs drawn from the model's own predictions (`self_feed`);
 - the RNN models every `clip_stride`-th frame, so one step carries visible motion;
 - the VAE's depth follows the frame size (down to 4x4), so 16x16 test frames work, and
-  it uses LeakyReLU (ReLU units died at the learning rate a short CPU budget needs).
+  it uses LeakyReLU (ReLU units died at the learning rate a short CPU budget needs);
+- the decoder is trained to be sharp (L1, a clipped linear output, a PatchGAN term): with
+  World Models' squared error its reconstructions of real footage were as soft as a 1-px
+  blur, and no dream could come inside 2x of the real temporal spectrum (vae.py, patchgan.py).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ from ..metrics import psnr_of_mse
 from .mdn import MDNRNN, mixture_nll, mixture_sample
 from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
+from .vae import VAE
 
 LATENTS_FILE = "latents.safetensors"
 
@@ -60,22 +63,28 @@ class WorldModelConfig:
     """Weight of the KL term against the summed squared pixel error (beta of a beta-VAE).
     World Models' 1.0 left ~20 nats in z on lava64 (held-out 26.9 dB); 0.25 lets it carry
     ~35 and reaches 28.6 dB in the same budget (docs/worldmodel.md)."""
-    recon_loss: str = "l2"
-    """'l2': summed squared pixel error (World Models; a Gaussian likelihood, whose optimum
-    under doubt is the mean, a blur); 'l1': summed absolute error (Laplace; the median)."""
+    recon_loss: str = "l1+l2"
+    """Pixel loss, summed over pixels: 'l1' (a Laplace likelihood: under doubt the median, a
+    sharp edge), 'l2' (World Models; the mean, a blur at every moving edge) or 'l1+l2'. On
+    lava64c at the same budget L1 took the reconstructions' temporal-spectrum ratio from 6.9x
+    to 5.6x the real band (docs/worldmodel.md); but L1 alone has a trap: where an object
+    covers a pixel less than half the time, the median is the empty scene, and a tiny
+    bright square going round was never drawn (11 dB). The L2 part pulls hard while errors
+    are large and fades near the end, where L1's constant pull makes the edges."""
     decoder_upsample: str = "transposed"
     """'transposed': k4 s2 transposed convs (World Models); 'nearest': nearest-neighbour
     doubling + 3x3 conv (no checkerboard pattern, Odena et al. 2016)."""
     decoder_blocks: int = 0
     """Extra 3x3 conv layers after each upsampling but the last (decoder capacity)."""
-    decoder_output: str = "sigmoid"
-    """'sigmoid' (World Models) or 'clip': linear, clipped to [0, 1]. With the summed pixel
-    loss at lr 1e-3 the sigmoid saturates at black early and stays there (10.6 dB) for every
-    decoder but World Models' own (nearest upsampling, extra blocks, an L1 loss all did)."""
-    adv_weight: float = 0.0
+    decoder_output: str = "clip"
+    """'clip': linear, clipped to [0, 1]; 'sigmoid' (World Models). With the summed pixel loss
+    at lr 1e-3 the sigmoid saturated at black within 50 steps and stayed there (10.6 dB) for
+    every decoder but World Models' own with L2 (L1, nearest upsampling, extra blocks)."""
+    adv_weight: float = 0.3
     """Weight of a PatchGAN adversarial term on the VAE's reconstructions, relative to the
-    reconstruction gradient at the decoder's last layer (VQGAN's adaptive weight; patchgan.py).
-    It charges blur: squared error alone draws the mean of what z leaves uncertain."""
+    reconstruction gradient at the decoder's last layer (VQGAN's adaptive weight; patchgan.py);
+    0 = off. It charges the blur left; a step costs ~2x. With L1 at the same CPU budget:
+    spectrum ratio 5.6x -> 5.0x; in the 30-minute run 3.7x, and the dream 1.0x (tau 1)."""
     adv_start: int = 1000
     """VAE steps on reconstruction + KL alone before the discriminator and its term begin
     (VQGAN's disc_start): a discriminator facing a decoder that draws nothing yet teaches noise."""
@@ -147,48 +156,6 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(size=16, z_dim=8, vae_width=8, rnn_hidden=16, mixtures=3, vae_batch=8, seq_len=6,
                  rnn_batch=8, clip_stride=1, holdout=0.0, seed_frames=2, burn_in=2),
 }
-
-
-class VAE(nn.Module):
-    """frames [N, 3, S, S] <-> z [N, L]: k4 s2 convs down to 4x4, mirrored transposed convs up.
-
-    LeakyReLU, not World Models' ReLU: on lava64 at lr 1e-3 the ReLU VAE's units died and
-    it drew one flat colour (10.6 dB PSNR after 290 steps); leaky reached 20.6 dB in 200."""
-
-    def __init__(self, cfg: WorldModelConfig):
-        super().__init__()
-        n = int(round(math.log2(cfg.size))) if cfg.size > 0 else 0
-        if cfg.size < 8 or 2 ** n != cfg.size:
-            raise EverloopError(f"worldmodel needs square frames whose side is a power of two >= 8 "
-                                f"(got {cfg.size}); prepare the data with --size 64")
-        chans = [3] + [cfg.vae_width * 2 ** i for i in range(n - 2)]
-        enc: list[nn.Module] = []
-        for a, b in zip(chans, chans[1:]):
-            enc += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
-        self.encoder = nn.Sequential(*enc, nn.Flatten())
-        flat = chans[-1] * 16
-        self.to_stats = nn.Linear(flat, 2 * cfg.z_dim)
-        self.from_z = nn.Linear(cfg.z_dim, flat)
-        dec: list[nn.Module] = [nn.Unflatten(1, (chans[-1], 4, 4))]
-        rev = chans[::-1]
-        if cfg.decoder_upsample not in ("transposed", "nearest"):
-            raise EverloopError(f"decoder_upsample {cfg.decoder_upsample!r}: use transposed or nearest")
-        for i, (a, b) in enumerate(zip(rev, rev[1:])):
-            dec += ([nn.LeakyReLU(0.2), nn.ConvTranspose2d(a, b, 4, 2, 1)] if cfg.decoder_upsample == "transposed"
-                    else [nn.LeakyReLU(0.2), nn.Upsample(scale_factor=2.0), nn.Conv2d(a, b, 3, 1, 1)])
-            if i < len(rev) - 2:
-                for _ in range(cfg.decoder_blocks):
-                    dec += [nn.LeakyReLU(0.2), nn.Conv2d(b, b, 3, 1, 1)]
-        if cfg.decoder_output not in ("sigmoid", "clip"):
-            raise EverloopError(f"decoder_output {cfg.decoder_output!r}: use sigmoid or clip")
-        self.decoder = nn.Sequential(*dec, nn.Sigmoid() if cfg.decoder_output == "sigmoid" else nn.Hardtanh(0.0, 1.0))
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
-        return mu, logvar.clamp(-12, 8)  # exp() of the extremes must stay finite
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.from_z(z))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -373,7 +340,8 @@ class WorldModel(nn.Module):
         mu, logvar = self.vae.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         y = self.vae.decode(z).float()
-        err = (y - x).abs() if c.recon_loss == "l1" else (y - x) ** 2
+        d = y - x
+        err = {"l1": d.abs(), "l2": d * d, "l1+l2": d.abs() + d * d}[c.recon_loss]
         recon = err.flatten(1).sum(1).mean()  # summed over pixels, as World Models
         if c.gdl_weight:
             recon = recon + c.gdl_weight * gdl_loss(y, x, 2.0) * x[0].numel()
