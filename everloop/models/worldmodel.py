@@ -289,7 +289,7 @@ class WorldModel(nn.Module):
             if len(idx):  # up to 256 frames spread over the range
                 idx = idx[np.linspace(0, len(idx) - 1, min(256, len(idx))).astype(np.int64)]
                 real = to_float(store.frames[idx]).to(mu.device)
-                logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
+                logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]).clamp(0, 1), real)  # as shown
         return logs
 
     @torch.no_grad()
@@ -351,7 +351,10 @@ class WorldModel(nn.Module):
         logs = {}
         adversarial = c.adv_weight > 0 and self.vae_steps >= c.adv_start
         if adversarial:  # the decoder is also charged for patches the discriminator can tell
-            g_adv = g_hinge_loss(self.disc(y))
+            # The discriminator judges frames as shown: fed the linear values it told fakes by
+            # pixels outside [0, 1] alone, and the decoder chased that, not sharpness
+            shown = y.clamp(0, 1)
+            g_adv = g_hinge_loss(self.disc(shown))
             w = c.adv_weight * adaptive_weight(recon, g_adv, self.vae.decoder[-2].weight)
             loss = loss + w * g_adv
             logs.update(g_adv=g_adv.item(), adv_w=w.item())
@@ -359,7 +362,7 @@ class WorldModel(nn.Module):
         loss.backward()
         opt["vae"].step()
         if adversarial:
-            d_loss = d_hinge_loss(self.disc(x), self.disc(y.detach()))
+            d_loss = d_hinge_loss(self.disc(x), self.disc(shown.detach()))
             opt["disc"].zero_grad(set_to_none=True)  # also drops what the decoder's loss left here
             d_loss.backward()
             opt["disc"].step()
