@@ -291,10 +291,6 @@ def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, ou
     model.stage, model.ranges = "vae", ([list(e) for e in store.episodes], [])
     x = model.decode(3 * torch.randn(64, model.cfg.z_dim))
     assert x.shape == (64, 3, 16, 16) and 0 <= x.min() and x.max() <= 1 and x.std() > 0
-    if output == "clip":  # training sees the linear values, so no pixel's gradient is cut
-        raw = model.train(True).decode(3 * torch.randn(64, model.cfg.z_dim))
-        assert raw.min() < 0 or raw.max() > 1
-        model.eval()
     opt, rng = model.configure_optimizers(), np.random.default_rng(0)
     before = {k: v.clone() for k, v in model.vae.state_dict().items()}
     logs = model.train(True).train_step(model.sample_batch(store, rng), opt)

@@ -77,9 +77,11 @@ class WorldModelConfig:
     decoder_blocks: int = 0
     """Extra 3x3 conv layers after each upsampling but the last (decoder capacity)."""
     decoder_output: str = "clip"
-    """'clip': linear, clipped to [0, 1]; 'sigmoid' (World Models). With the summed pixel loss
-    at lr 1e-3 the sigmoid saturated at black within 50 steps and stayed there (10.6 dB) for
-    every decoder but World Models' own with L2 (L1, nearest upsampling, extra blocks)."""
+    """'clip': linear, hard-clipped to [0, 1] (in training too); 'sigmoid' (World Models). With
+    the summed pixel loss at lr 1e-3 the sigmoid saturated at black within 50 steps and stayed
+    there (10.6 dB) for every decoder but World Models' own with L2. The clip costs nothing
+    for a pixel past 0 or 1, so the black background may sit anywhere below 0; a variant
+    trained on the unclipped values drew softer blobs in two 30-minute runs (docs/worldmodel.md)."""
     adv_weight: float = 0.3
     """Weight of a PatchGAN adversarial term on the VAE's reconstructions, relative to the
     reconstruction gradient at the decoder's last layer (VQGAN's adaptive weight; patchgan.py);
@@ -289,7 +291,7 @@ class WorldModel(nn.Module):
             if len(idx):  # up to 256 frames spread over the range
                 idx = idx[np.linspace(0, len(idx) - 1, min(256, len(idx))).astype(np.int64)]
                 real = to_float(store.frames[idx]).to(mu.device)
-                logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]).clamp(0, 1), real)  # as shown
+                logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
         return logs
 
     @torch.no_grad()
@@ -351,10 +353,7 @@ class WorldModel(nn.Module):
         logs = {}
         adversarial = c.adv_weight > 0 and self.vae_steps >= c.adv_start
         if adversarial:  # the decoder is also charged for patches the discriminator can tell
-            # The discriminator judges frames as shown: fed the linear values it told fakes by
-            # pixels outside [0, 1] alone, and the decoder chased that, not sharpness
-            shown = y.clamp(0, 1)
-            g_adv = g_hinge_loss(self.disc(shown))
+            g_adv = g_hinge_loss(self.disc(y))
             w = c.adv_weight * adaptive_weight(recon, g_adv, self.vae.decoder[-2].weight)
             loss = loss + w * g_adv
             logs.update(g_adv=g_adv.item(), adv_w=w.item())
@@ -362,7 +361,7 @@ class WorldModel(nn.Module):
         loss.backward()
         opt["vae"].step()
         if adversarial:
-            d_loss = d_hinge_loss(self.disc(x), self.disc(shown.detach()))
+            d_loss = d_hinge_loss(self.disc(x), self.disc(y.detach()))
             opt["disc"].zero_grad(set_to_none=True)  # also drops what the decoder's loss left here
             d_loss.backward()
             opt["disc"].step()
