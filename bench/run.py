@@ -246,6 +246,9 @@ def _gen_rows(family: str, sizes, extra: dict | None = None) -> list:
 def worldmodel_rows(steps: int) -> list:
     wm = {"family": "worldmodel", "steps": steps}
     return [("worldmodel: train stage vae (64x64, batch 32)", "train", {**wm, "stage": "vae"}),
+            # after adv_start the discriminator trains too and charges the decoder: ~2x a step
+            ("worldmodel: train stage vae, with the discriminator", "train",
+             {**wm, "stage": "vae", "set": {"adv_start": 0}}),
             ("worldmodel: train stage rnn (64 windows x 32 steps)", "train", {**wm, "stage": "rnn"}),
             *_gen_rows("worldmodel", [("64x64", {}, 20000, 1280),
                                       ("256x256", {"set": {"size": 256}}, 1000, 128)])]
