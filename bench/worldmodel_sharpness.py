@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from everloop.data import FrameStore, to_float, to_uint8
+from everloop.drift import METRICS
 from everloop.evaluate import evaluate_frames
 from everloop.models import build, make_config
-
-METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
+from everloop.painter.runs import cosine_lr
 
 
 @torch.no_grad()
@@ -56,11 +56,10 @@ def main() -> None:
     opt = model.configure_optimizers()
     rng = np.random.default_rng(0)
     t0 = time.time()
+    base = {k: o.param_groups[0]["lr"] for k, o in opt.items()}
     for i in range(a.steps):
-        for o in opt.values():  # cosine from 1 to lr_final over the run
-            for g in o.param_groups:
-                g.setdefault("lr0", g["lr"])
-                g["lr"] = g["lr0"] * (a.lr_final + (1 - a.lr_final) * 0.5 * (1 + np.cos(np.pi * i / a.steps)))
+        for k, o in opt.items():  # a cosine from 1 down to lr_final over the run
+            cosine_lr(o, base[k], a.lr_final, i / a.steps)
         logs = model.train_step(model.sample_batch(store, rng).to(a.device), opt)
     train_s = time.time() - t0
     model.eval()

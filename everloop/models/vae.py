@@ -48,6 +48,12 @@ class VAE(nn.Module):
             raise EverloopError(f"decoder_output {cfg.decoder_output!r}: use sigmoid or clip")
         self.decoder = nn.Sequential(*dec, nn.Sigmoid() if cfg.decoder_output == "sigmoid" else nn.Hardtanh(0.0, 1.0))
 
+    @property
+    def last_layer(self) -> nn.Module:
+        """The decoder's output conv (before its sigmoid or clip): VQGAN's adaptive weight
+        compares the two loss gradients there."""
+        return self.decoder[-2]
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
         return mu, logvar.clamp(-12, 8)  # exp() of the extremes must stay finite

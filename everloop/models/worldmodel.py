@@ -4,7 +4,7 @@ A ConvVAE compresses each frame to a small latent z; an MDN-RNN (mdn.py) learns
 p(z_{t+1} | z_<=t) as a mixture of Gaussians per dimension; a dream samples that mixture
 step after step and decodes every z. Three training stages under one `train` call, each
 resumable (train.py runs them; `--stage NAME` redoes one and what follows):
-  vae    -- reconstruction (L1) + KL, and a patch discriminator's term, on single frames;
+  vae    -- reconstruction (L1 + L2) + KL, and a patch discriminator's term, on single frames;
   encode -- every frame of the dataset -> (mu, logvar), written to RUN/latents.safetensors;
   rnn    -- windows of latents, z = posterior mean + 0.35 x posterior noise (World Models
             drew full posterior samples: measured to shimmer; means alone loop).
@@ -44,6 +44,7 @@ from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge
 from .vae import VAE
 
 LATENTS_FILE = "latents.safetensors"
+PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
 
 
 @dataclass
@@ -60,7 +61,7 @@ class WorldModelConfig:
     vae_width: int = 32
     """Channels of the VAE's first conv; doubles per layer down to 4x4 (64x64: 32/64/128/256)."""
     kl_weight: float = 0.25
-    """Weight of the KL term against the summed squared pixel error (beta of a beta-VAE).
+    """Weight of the KL term against the summed pixel loss (beta of a beta-VAE).
     World Models' 1.0 left ~20 nats in z on lava64 (held-out 26.9 dB); 0.25 lets it carry
     ~35 and reaches 28.6 dB in the same budget (docs/worldmodel.md)."""
     recon_loss: str = "l1+l2"
@@ -185,6 +186,8 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.vae = VAE(cfg)
         self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min)
+        if cfg.recon_loss not in PIXEL_LOSSES:
+            raise EverloopError(f"recon_loss {cfg.recon_loss!r}: use {', '.join(PIXEL_LOSSES)}")
         if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
             self.disc = PatchDiscriminator(cfg.disc_width)
         self.vae_steps = 0  # counts towards adv_start; kept in the training state
@@ -342,9 +345,7 @@ class WorldModel(nn.Module):
         mu, logvar = self.vae.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         y = self.vae.decode(z).float()
-        d = y - x
-        err = {"l1": d.abs(), "l2": d * d, "l1+l2": d.abs() + d * d}[c.recon_loss]
-        recon = err.flatten(1).sum(1).mean()  # summed over pixels, as World Models
+        recon = PIXEL_LOSSES[c.recon_loss](y - x).flatten(1).sum(1).mean()  # summed over pixels, as World Models
         if c.gdl_weight:
             recon = recon + c.gdl_weight * gdl_loss(y, x, 2.0) * x[0].numel()
         kl_dim = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).float().mean(0)  # [L], batch mean
@@ -354,7 +355,7 @@ class WorldModel(nn.Module):
         adversarial = c.adv_weight > 0 and self.vae_steps >= c.adv_start
         if adversarial:  # the decoder is also charged for patches the discriminator can tell
             g_adv = g_hinge_loss(self.disc(y))
-            w = c.adv_weight * adaptive_weight(recon, g_adv, self.vae.decoder[-2].weight)
+            w = c.adv_weight * adaptive_weight(recon, g_adv, self.vae.last_layer.weight)
             loss = loss + w * g_adv
             logs.update(g_adv=g_adv.item(), adv_w=w.item())
         opt["vae"].zero_grad(set_to_none=True)
