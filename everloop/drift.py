@@ -13,16 +13,30 @@ The five drift metrics (stable names):
   in layer order (weight only), biases 0.  The same net for everyone, no downloads.
 * ``color_hist`` -- L1 distance (0..2) between joint RGB histograms, 8 bins per channel
   (value >> 5, 512 bins), pooled over every pixel of every frame of the set.
-* ``diff_energy`` -- 1-D Wasserstein-1 distance between the sets' values of
-  log10(MSE(x_t, x_{t+1}) + 1e-6), x in [0, 1], over consecutive frames inside windows.
-* ``flow_hist`` -- earth mover's distance (in octaves) between histograms of per-pixel
-  OpenCV Farneback optical-flow magnitudes (greyscale, consecutive frames), on
-  half-octave log2 bins from 2^-6 to 2^4 pixels/frame (values outside are clipped into
-  the end bins).  Needs cv2; without it the metric is skipped.
+* ``diff_energy`` -- in decades: the 1-D Wasserstein-1 distance between the sets' values of
+  log10(MSE(x_t, x_{t+1}) + 1e-10), x in [0, 1], over consecutive frames inside windows,
+  plus |log10| of the ratio of the sets' mean MSE (each + 1e-10).  The floor is below one
+  grey level on one pixel of a 64x64 frame (1.3e-9), so a still video sits ~7 decades from
+  real motion on each term and its ratio to the band grows as the motion it lacks; the
+  mean term tells a stream that moves half as much (0.3 decades of energy per halving of
+  speed, squared) where a distribution distance alone saturates.
+* ``flow_hist`` -- in octaves: earth mover's distance between histograms of per-pixel
+  OpenCV Farneback optical-flow magnitudes (greyscale, consecutive frames), on half-octave
+  log2 bins from 2^-6 to 2^4 pixels/frame (values outside are clipped into the end bins),
+  plus |log2| of the ratio of the sets' mean flow magnitudes (each + 2^-20 pixels/frame;
+  a still video's flow is 0, ~17 octaves below a slow lamp's).  Needs cv2; without it
+  the metric is skipped.
 * ``temporal_spectrum`` -- per window: greyscale (BT.601 luma) pixels, per-pixel mean
   removed, Hann taper, |rFFT over time|^2 averaged over pixels, DC dropped, normalised to
   sum 1 (all zeros for a static window).  Per set: the mean spectrum; distance: RMS over
   frequency bins of the difference of log10(spectrum + 1e-6).
+* ``brightness`` -- Wasserstein-1 distance (grey levels / 255) between the sets' per-frame
+  mean luma: a stream that slowly dims or brightens.
+
+Until 2026-12 the two motion scalars had only their distribution term with a 1e-6 floor on
+the MSE and flows clipped at 2^-6: a video repeating one frame scored 3.5x the band on
+diff_energy and 3.2x on flow_hist, while held-out real footage scored up to 1.8x
+(docs/eval.md, negative controls).
 """
 from __future__ import annotations
 
@@ -36,9 +50,10 @@ from torch import nn
 from .data import to_float
 
 HORIZONS = (16, 128, 1000, 10000, 100000)
-METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
+METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum", "brightness")
 APPEARANCE = ("feature_fd", "color_hist")
 MOTION = ("diff_energy", "flow_hist", "temporal_spectrum")
+MSE_FLOOR, FLOW_FLOOR = 1e-10, 2.0 ** -20  # below any visible change (see diff_energy, flow_hist)
 FLOW_EDGES = 2.0 ** np.arange(-6, 4.01, 0.5)  # 21 edges -> 22 bins incl. under/overflow
 DS = 16  # detectors compare frames area-downsampled to at most 16x16
 
@@ -111,11 +126,14 @@ def summarise(window: np.ndarray, flow: bool = True) -> dict[str, np.ndarray]:
     mse = ((f[1:] - f[:-1]) ** 2).mean((1, 2, 3))
     s = {"feature_fd": features(window),
          "color_hist": np.bincount((q[..., 0] * 64 + q[..., 1] * 8 + q[..., 2]).ravel(), minlength=512),
-         "diff_energy": np.log10(mse.astype(np.float64) + 1e-6),
-         "temporal_spectrum": temporal_spectrum(window)}
+         "diff_energy": mse.astype(np.float64),
+         "temporal_spectrum": temporal_spectrum(window),
+         "brightness": _grey(window).mean((1, 2)).astype(np.float64)}
     if flow and cv2 is not None:
-        mags = np.clip(flow_magnitudes(window), FLOW_EDGES[0], FLOW_EDGES[-1])
-        s["flow_hist"] = np.histogram(np.log2(mags), np.log2(FLOW_EDGES))[0]
+        mags = flow_magnitudes(window)
+        clipped = np.clip(mags, FLOW_EDGES[0], FLOW_EDGES[-1])
+        s["flow_hist"] = np.histogram(np.log2(clipped), np.log2(FLOW_EDGES))[0]
+        s["flow_sum"] = np.array([mags.astype(np.float64).sum(), mags.size])  # for the mean
     return s
 
 
@@ -144,18 +162,28 @@ def set_distance(name: str, xs: list[dict], ys: list[dict]) -> float:
     a, b = [s[name] for s in xs], [s[name] for s in ys]
     if name == "feature_fd":
         return frechet(np.concatenate(a), np.concatenate(b))
-    if name == "diff_energy":
+    if name == "brightness":
         return wasserstein1(np.concatenate(a), np.concatenate(b))
+    if name == "diff_energy":
+        ma, mb = np.concatenate(a), np.concatenate(b)
+        shape = wasserstein1(np.log10(ma + MSE_FLOOR), np.log10(mb + MSE_FLOOR))
+        return shape + abs(_log_ratio(ma.mean() + MSE_FLOOR, mb.mean() + MSE_FLOOR, 10))
     if name in ("color_hist", "flow_hist"):
         ha, hb = np.sum(a, 0).astype(np.float64), np.sum(b, 0).astype(np.float64)
         ha, hb = ha / max(ha.sum(), 1), hb / max(hb.sum(), 1)
         if name == "color_hist":
             return float(np.abs(ha - hb).sum())
-        return float(np.abs(np.cumsum(ha - hb)).sum() * 0.5)  # EMD, half-octave bins
+        emd = float(np.abs(np.cumsum(ha - hb)).sum() * 0.5)  # half-octave bins
+        (sa, na), (sb, nb) = (np.sum([s["flow_sum"] for s in side], 0) for side in (xs, ys))
+        return emd + abs(_log_ratio(sa / max(na, 1) + FLOW_FLOOR, sb / max(nb, 1) + FLOW_FLOOR, 2))
     if name == "temporal_spectrum":
         la, lb = np.log10(np.mean(a, 0) + 1e-6), np.log10(np.mean(b, 0) + 1e-6)
         return float(np.sqrt(((la - lb) ** 2).mean()))
     raise KeyError(name)
+
+
+def _log_ratio(a: float, b: float, base: float) -> float:
+    return float(math.log(a / b, base))
 
 
 # --------------------------------------------------------------------------- detector series

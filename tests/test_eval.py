@@ -61,6 +61,24 @@ def test_a_repeated_frame_is_frozen_and_fails_motion():
     assert rep["frozen"] and not rep["loop"] and not rep["flicker"]
     lo, _ = ratios(rep, MOTION)
     assert all(r > 5 for r in lo.values()), lo
+    # The motion scalars include a log-ratio of the mean: a still video is as far away as
+    # the floor below any visible change (drift.MSE_FLOOR, FLOW_FLOOR), not ~3x the band.
+    assert all(lo[m] >= 10 for m in ("diff_energy", "flow_hist") if m in lo), lo
+
+
+def test_half_speed_is_caught_by_the_motion_scalars():
+    # Every other frame repeated: the same frames, half the speed.  A distance on the
+    # distribution of per-pair values alone sees half its pairs unchanged; the mean term
+    # must see the lost energy at every horizon.
+    gen = np.repeat(HELD_OUT[:, :T // 2], 2, axis=1)
+    lo, _ = ratios(run(gen), ["diff_energy"])
+    assert lo["diff_energy"] > 3, lo
+
+
+def test_a_darkening_stream_fails_brightness_only():
+    fade = np.linspace(1.0, 0.6, T)[None, :, None, None, None]
+    rep = run((HELD_OUT * fade).astype(np.uint8))
+    assert min(rep["drift"]["brightness"].values()) > 3, rep["drift"]["brightness"]
 
 
 def test_a_five_frame_cycle_is_a_loop():
