@@ -8,7 +8,6 @@ on a machine without one; load_run then moves the model where it is asked to run
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -18,20 +17,16 @@ from safetensors.torch import load_file, save_file
 from .devices import to_cpu
 from .errors import EverloopError
 from .models import build, config_from_dict, config_to_dict
+from .outputs import write_file
+from .validate import check_run_config
 
 CONFIG, WEIGHTS, TRAIN_STATE = "config.json", "model.safetensors", "train_state.pt"
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp over path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Call write(tmp_path), then rename tmp over path (temps of dead processes beside it
+    are cleaned first: outputs.write_file)."""
+    write_file(path, write)
 
 
 def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> None:
@@ -53,19 +48,30 @@ def read_config(run: Path) -> dict:
     path = run / CONFIG
     try:
         config = json.loads(path.read_text())
-        config["family"], config["config"]
     except FileNotFoundError:
         raise EverloopError(f"{path}: missing (is {run} a run folder made by `everloop train`?)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ValueError, OSError) as e:  # bad JSON, bad UTF-8, a folder named config.json
         raise EverloopError(f"{path}: not a valid run config ({e})") from None
+    check_run_config(config, path)  # every field of the right type and in range
     return config
+
+
+def model_from_config(config: dict, path) -> torch.nn.Module:
+    """Build the family's model from a checked config dict; any failure names ``path``."""
+    try:
+        return build(config["family"], config_from_dict(config["family"], config["config"]))
+    except EverloopError as e:
+        raise EverloopError(f"{path}: {e}") from None
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:  # a value the family refuses
+        raise EverloopError(f"{path}: the config does not make a {config['family']} model "
+                            f"({type(e).__name__}: {e})") from None
 
 
 def load_run(run: Path, device: torch.device | str = "cpu"):
     """Rebuild the model of a run folder on `device`, in eval mode; returns (model, config dict)."""
     run = Path(run)
     config = read_config(run)
-    model = build(config["family"], config_from_dict(config["family"], config["config"]))
+    model = model_from_config(config, run / CONFIG)
     path = run / WEIGHTS
     if not path.exists():
         raise EverloopError(f"{path}: missing")

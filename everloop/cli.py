@@ -1,6 +1,9 @@
 """everloop prepare | record | train | generate | live | sheet | eval | paint
 
-Every user-facing failure is an EverloopError, printed as one line with exit status 2."""
+Every user-facing failure is an EverloopError, printed as one line with exit status 2.
+Every number is checked here as it is parsed (validate.py: finite, in range, the flag
+named); every output goes through outputs.claim (replaced only with --force, and only by
+the same kind of thing everloop made; never an input of the command)."""
 from __future__ import annotations
 
 import argparse
@@ -13,18 +16,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import EverloopError  # noqa: E402
+from .validate import number, positive as _positive  # noqa: E402 (painter/cli.py uses _positive)
 
-
-def _positive(flag: str, kind=int):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be > 0, got {text}")
-        return value
-    return parse
+SEED = number("--seed", int, lo=0, hi=2 ** 63 - 1)
+MAX_FPS = 1000.0
+MAX_SHEET_FRAMES = 1024  # frames on one sheet (all held in memory, one image)
 
 
 def _crop(text: str):
@@ -45,6 +41,12 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _claim(a, kind: str, inputs: dict, flag: str = "--out"):
+    from .outputs import claim
+    return claim(getattr(a, flag[2:].replace("-", "_")), kind, force=getattr(a, "force", False), flag=flag,
+                 inputs=inputs)
+
+
 def cmd_prepare(a) -> None:
     from .data import prepare
     meta = prepare(a.source, a.out, size=a.size, crop=a.crop, force=a.force, fps=a.fps, max_still=a.max_still)
@@ -54,16 +56,21 @@ def cmd_prepare(a) -> None:
 
 
 def cmd_train(a) -> None:
+    import json
+
     import torch
     from .train import TrainArgs, train
     if a.threads:
         torch.set_num_threads(a.threads)
-    run = train(TrainArgs(data=a.data, out=a.out, family=a.family, preset=a.preset,
+    # Flags not given keep TrainArgs' defaults (the one place they live) or, on --resume, the run's.
+    given = {k: getattr(a, k) for k in ("family", "preset", "seed", "sample_every", "save_every_minutes")
+             if getattr(a, k) is not None}
+    run = train(TrainArgs(data=a.data, out=a.out, **given, given=tuple(given),
                           overrides={**_overrides(a.set), **({"adversarial": False} if a.no_adversarial else {})},
-                          steps=a.steps, minutes=a.minutes,
-                          resume=a.resume, stage=a.stage, force=a.force, seed=a.seed, sample_every=a.sample_every,
+                          steps=a.steps, minutes=a.minutes, resume=a.resume, stage=a.stage, force=a.force,
                           precision=a.precision, device=a.device, progress=not a.quiet))
-    seed = f" --seed-clip {a.data}" if a.family == "multiscale" else ""  # it continues real frames
+    family = json.loads((Path(run) / "config.json").read_text())["family"]
+    seed = f" --seed-clip {a.data}" if family == "multiscale" else ""  # it continues real frames
     print(f"saved {run}; try: everloop generate {run}{seed} --frames 900 --out {Path(run).name}.mp4")
 
 
@@ -114,14 +121,17 @@ def _sampling(a, model, config):
 def cmd_generate(a) -> None:
     from tqdm import tqdm
     from . import rollout
-    from .sinks import open_sink
+    from .sinks import open_sink, output_kind
+    inputs = {"RUN": a.run, "--seed-clip": a.seed_clip}
+    _claim(a, output_kind(a.out), inputs)  # before the model loads: a refused --out costs nothing
     model, config = _load(a)
     seed_clip = _sampling(a, model, config)
-    fps = a.fps or (config.get("data") or {}).get("fps") or 30
-    with open_sink(a.out, fps=fps, frames=a.frames, force=a.force) as sink, \
+    fps = a.fps or (config.get("data") or {}).get("fps") or 30  # config.json's fps is checked on load
+    # The stream does not depend on the chunk; more latents than frames would only cost memory.
+    with open_sink(a.out, fps=min(fps, MAX_FPS), frames=a.frames, force=a.force, inputs=inputs) as sink, \
             tqdm(total=a.frames, unit="frame", desc="generate", disable=a.quiet) as bar:
         for chunk in rollout.frames(model, a.frames, batch=1, seed=a.seed, interp=_interp(a, config),
-                                    chunk=a.chunk, seed_clip=seed_clip):
+                                    chunk=min(a.chunk, a.frames), seed_clip=seed_clip):
             sink.write(chunk[0])
             bar.update(chunk.shape[1])
     print(f"wrote {a.out}: {a.frames} frames at {fps} fps")
@@ -131,6 +141,8 @@ def cmd_live(a) -> None:
     from . import live, rollout
     if a.web is None:
         live.check_display()
+    else:
+        live.check_port(a.web)  # a busy port fails now, not after the model loads
     model, config = _load(a)
     seed_clip = _sampling(a, model, config)
     chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, config), chunk=a.fps,
@@ -145,6 +157,12 @@ def cmd_live(a) -> None:
 
 def cmd_sheet(a) -> None:
     from . import sheets
+    if Path(a.out).suffix.lower() != ".png":
+        raise EverloopError(f"--out {a.out}: a sheet is a PNG image; give a name ending in .png")
+    if a.count * a.streams > MAX_SHEET_FRAMES:  # every frame of a sheet is held at once
+        raise EverloopError(f"--count {a.count} x --streams {a.streams} = {a.count * a.streams} frames; "
+                            f"a sheet holds at most {MAX_SHEET_FRAMES} (use generate for long stretches)")
+    _claim(a, "image", {"RUN": a.run})
     model, config = _load(a)
     _sampling(a, model, config)
     sheets.window_sheet(model, a.out, start=a.start, count=a.count, stride=a.stride, streams=a.streams,
@@ -159,14 +177,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_eval(a) -> None:
+    import shutil
+
     import torch
     from .evaluate import evaluate
+    from .outputs import swap_into_place, temp_path
     if a.threads:
         torch.set_num_threads(a.threads)
-    rep = evaluate(a.run, a.data, a.frames, a.out, video=a.video, streams=a.streams, seed=a.seed,
-                   progress=not a.quiet, stride=a.stride, full_streams=a.full_streams,
-                   pred_steps=a.pred_steps, pred_clips=a.pred_clips, temperature=a.temperature,
-                   device=a.device)
+    out = _claim(a, "report", {"RUN": a.run, "--data": a.data, "--video": a.video})
+    tmp = temp_path(out)  # the report is written whole beside --out, then renamed into place
+    try:
+        rep = evaluate(a.run, a.data, a.frames, str(tmp), video=a.video, streams=a.streams, seed=a.seed,
+                       progress=not a.quiet, stride=a.stride, full_streams=a.full_streams,
+                       pred_steps=a.pred_steps, pred_clips=a.pred_clips, temperature=a.temperature,
+                       device=a.device)
+        swap_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     last = str(rep["horizons"][-1])
     worst = max(rep["drift"], key=lambda m: rep["drift"][m][last])
     flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
@@ -187,20 +214,21 @@ def add_eval_parser(subparsers) -> None:
     s.add_argument("--data", required=True, help="the real dataset folder")
     s.add_argument("--frames", type=_positive("--frames"), required=True, help="model steps per stream")
     s.add_argument("--out", required=True, help="report folder to write")
+    s.add_argument("--force", action="store_true", help="replace an existing report folder (only a report)")
     s.add_argument("--video", help="evaluate this generated video (one stream) instead of a run")
-    s.add_argument("--streams", type=_positive("--streams"), default=4)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--streams", type=_positive("--streams", hi=1024), default=4)
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--stride", type=_positive("--stride"),
                    help="real-data frames per generated frame (default: the run's clip stride; 1 for --video)")
     s.add_argument("--full-streams", type=_positive("--full-streams"), default=1,
                    help="streams decoded at every frame for the detectors (others: windows only)")
-    s.add_argument("--temperature", type=_positive("--temperature", float),
+    s.add_argument("--temperature", type=_positive("--temperature", float, hi=100),
                    help="sampling temperature of families that have one")
     s.add_argument("--pred-steps", type=_positive("--pred-steps"), default=64,
                    help="next-frame families: recursion steps scored against the real continuation")
     s.add_argument("--pred-clips", type=_positive("--pred-clips"), default=8,
                    help="next-frame families: held-out seed clips to average over")
-    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--threads", type=_positive("--threads", hi=1024))
     _add_device(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_eval)
@@ -213,33 +241,42 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("prepare", help="video / frame folder / episode tree -> DATA (frames.npy + meta.json)")
     s.add_argument("source")
     s.add_argument("--out", required=True, help="dataset folder to write")
-    s.add_argument("--size", type=_positive("--size"), help="square output size; native size if omitted")
+    s.add_argument("--size", type=_positive("--size", hi=4096), help="square output size (at most 4096); "
+                   "native size if omitted")
     s.add_argument("--crop", type=_crop, help="X,Y,W,H crop in source pixels (default: none; with --size, the centre square)")
-    s.add_argument("--fps", type=_positive("--fps", float), help="frame rate of a frame folder (default 30)")
-    s.add_argument("--max-still", type=_positive("--max-still", float), metavar="SECONDS",
+    s.add_argument("--fps", type=_positive("--fps", float, hi=MAX_FPS), help="frame rate of a frame folder (default 30)")
+    s.add_argument("--max-still", type=_positive("--max-still", float, hi=1e6), metavar="SECONDS",
                    help="a longer run of identical frames is a recorder stall: drop the repeats past "
                         "SECONDS and cut the episode there (default: keep every frame)")
-    s.add_argument("--force", action="store_true", help="replace an existing DATA folder")
+    s.add_argument("--force", action="store_true", help="replace an existing DATA folder (only a dataset)")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("train", help="train a family on DATA into a run folder")
-    s.add_argument("--family", default="duralava")
+    s.add_argument("--family", help="model family (default: TrainArgs.family; on --resume: the run's)")
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--preset", default="default")
+    s.add_argument("--preset", help="named config of the family (default: default; on --resume: the run's)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field")
     s.add_argument("--steps", type=_positive("--steps"))
-    s.add_argument("--minutes", type=_positive("--minutes", float))
-    s.add_argument("--resume", action="store_true")
+    s.add_argument("--minutes", type=_positive("--minutes", float, hi=1e7))
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint. --family, --preset, --set and "
+                        "--seed must agree with the run (a contradiction is an error); --steps, --minutes, "
+                        "--sample-every, --save-every, --precision, --device, --threads and --data may change")
     s.add_argument("--no-adversarial", action="store_true",
                    help="multiscale: train the plain Lp + GDL baseline (same as --set adversarial=false)")
     s.add_argument("--stage", metavar="NAME", help="redo this training stage of the run in --out and those after it")
-    s.add_argument("--force", action="store_true")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--sample-every", type=int, default=250)
+    s.add_argument("--force", action="store_true", help="start over, replacing the run in --out (only a run)")
+    s.add_argument("--seed", type=SEED, help="seeds weights, data order and noise (default 0)")
+    s.add_argument("--sample-every", type=number("--sample-every", int, lo=0), metavar="STEPS",
+                   help="a sample sheet in samples/ every STEPS steps (default 250; 0: only at the end)")
+    s.add_argument("--save-every", dest="save_every_minutes", metavar="MINUTES",
+                   type=_positive("--save-every", float, hi=1e7),
+                   help="checkpoint at least this often (default 5): what a SIGKILL can lose; "
+                        "Ctrl-C and SIGTERM save before they stop")
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="bf16 = autocast; auto = bf16 on CPUs with bf16 instructions, else fp32")
-    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--threads", type=_positive("--threads", hi=1024))
     _add_device(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
@@ -249,36 +286,40 @@ def parser() -> argparse.ArgumentParser:
                            ("sheet", "a PNG grid of frames start, start+stride, ... of several streams")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("run")
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--interp", type=_positive("--interp"),
+        s.add_argument("--seed", type=SEED, default=0)
+        s.add_argument("--interp", type=_positive("--interp", hi=1000),
                        help="frames per model step (default: the run's clip stride, real speed)")
-        s.add_argument("--threads", type=_positive("--threads"))
+        s.add_argument("--threads", type=_positive("--threads", hi=1024))
         _add_device(s)
-        s.add_argument("--temperature", type=_positive("--temperature", float),
+        s.add_argument("--temperature", type=_positive("--temperature", float, hi=100),
                        help="sampling temperature of families that have one (worldmodel; default 1)")
         if name != "sheet":
             s.add_argument("--seed-clip", metavar="DATA",
                            help="start from real frames of a prepared dataset (worldmodel)")
-            s.add_argument("--seed-start", type=int, default=0, help="first frame of the --seed-clip")
+            s.add_argument("--seed-start", type=number("--seed-start", int, lo=0), default=0,
+                           help="first frame of the --seed-clip")
         s.set_defaults(func={"generate": cmd_generate, "live": cmd_live, "sheet": cmd_sheet}[name])
         if name == "generate":
             s.add_argument("--frames", type=_positive("--frames"), required=True)
             s.add_argument("--out", required=True, help=".mp4, .png (APNG), .gif or a folder/ of PNGs")
-            s.add_argument("--fps", type=_positive("--fps", float))
-            s.add_argument("--chunk", type=_positive("--chunk"), default=512, help="frames per decoder call")
-            s.add_argument("--force", action="store_true", help="overwrite an existing output")
+            s.add_argument("--fps", type=_positive("--fps", float, hi=MAX_FPS))
+            s.add_argument("--chunk", type=_positive("--chunk", hi=65536), default=512,
+                           help="frames per decoder call (at most --frames)")
+            s.add_argument("--force", action="store_true",
+                           help="replace an existing output of the same kind (a video, a frame folder)")
             s.add_argument("--quiet", action="store_true")
         elif name == "live":
-            s.add_argument("--fps", type=_positive("--fps"), default=30)
-            s.add_argument("--scale", type=_positive("--scale"), default=6)
-            s.add_argument("--web", type=_positive("--web"), metavar="PORT",
+            s.add_argument("--fps", type=_positive("--fps", hi=int(MAX_FPS)), default=30)
+            s.add_argument("--scale", type=_positive("--scale", hi=64), default=6)
+            s.add_argument("--web", type=number("--web", int, lo=1, hi=65535), metavar="PORT",
                            help="serve the stream to a browser on 127.0.0.1:PORT instead of a window")
         else:
-            s.add_argument("--out", required=True)
-            s.add_argument("--start", type=int, default=0)
-            s.add_argument("--count", type=_positive("--count"), default=16)
-            s.add_argument("--stride", type=_positive("--stride"), default=1)
-            s.add_argument("--streams", type=_positive("--streams"), default=4)
+            s.add_argument("--out", required=True, help="the .png to write")
+            s.add_argument("--force", action="store_true", help="replace an existing sheet image")
+            s.add_argument("--start", type=number("--start", int, lo=0, hi=10 ** 9), default=0)
+            s.add_argument("--count", type=_positive("--count", hi=MAX_SHEET_FRAMES), default=16)
+            s.add_argument("--stride", type=_positive("--stride", hi=10 ** 6), default=1)
+            s.add_argument("--streams", type=_positive("--streams", hi=MAX_SHEET_FRAMES), default=4)
     from .painter.cli import add_paint_parser
     from .sources.atari import add_record_parser
     for add in (add_eval_parser, add_record_parser, add_paint_parser):
@@ -293,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     except EverloopError as e:
         print(f"everloop: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except OSError as e:  # disk full, permission denied, a path that vanished: one line naming it
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"everloop: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:  # Ctrl-C 130, SIGTERM 143 (train saves first: stopping.py)
+        return 128 + getattr(e, "signum", 2)
     return 0
 
 

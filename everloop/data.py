@@ -15,6 +15,7 @@ Models see float32 ``[..., C, H, W]`` in [0, 1]; files and screens see uint8
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -27,6 +28,7 @@ from everloop.errors import EverloopError
 
 FRAMES_FILE = "frames.npy"
 META_FILE = "meta.json"
+MAX_SIDE = 4096  # --size and meta.json height/width: a 4096x4096 frame is already 50 MB
 
 
 # --------------------------------------------------------------------------- conversions
@@ -112,8 +114,9 @@ def _parse_size(size) -> tuple[int, int] | None:
     if size is None:
         return None
     hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if len(hw) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in hw):
-        raise EverloopError(f"--size must be >= 1 (an int or (height, width)), got {size!r}")
+    if len(hw) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                               and 1 <= v <= MAX_SIDE for v in hw):
+        raise EverloopError(f"--size must be 1 to {MAX_SIDE} (an int or (height, width)), got {size!r}")
     return int(hw[0]), int(hw[1])
 
 
@@ -223,6 +226,16 @@ def _read_meta(path: Path) -> dict:
     missing = [k for k in ("frames", "height", "width", "fps", "episodes") if k not in meta]
     if missing:
         raise EverloopError(f"{path}: missing keys {missing}")
+    for key, top in (("frames", None), ("height", MAX_SIDE), ("width", MAX_SIDE)):
+        v = meta[key]
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1 and (top is None or v <= top)):
+            raise EverloopError(f"{path}: {key!r} is {v!r}; it must be an integer from 1"
+                                + (f" to {top}" if top else ""))
+    fps = meta["fps"]
+    if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
+        raise EverloopError(f"{path}: 'fps' is {fps!r}; it must be a number > 0")
+    if not isinstance(meta["episodes"], list):
+        raise EverloopError(f"{path}: 'episodes' must be a list of [start, end) pairs")
     at = 0
     for pair in meta["episodes"]:
         if not (isinstance(pair, list) and len(pair) == 2 and pair[0] == at and pair[1] > at):
@@ -232,7 +245,10 @@ def _read_meta(path: Path) -> dict:
     if at != meta["frames"]:
         raise EverloopError(f"{path}: episodes cover {at} frames, but frames is {meta['frames']}")
     n_eps = len(meta["episodes"])
-    for name, idx in (meta.get("splits") or {}).items():
+    splits = meta.get("splits") or {}
+    if not isinstance(splits, dict) or not all(isinstance(v, list) for v in splits.values()):
+        raise EverloopError(f"{path}: 'splits' must map split names to lists of episode indices")
+    for name, idx in splits.items():
         if not all(isinstance(i, int) and 0 <= i < n_eps for i in idx):
             raise EverloopError(f"{path}: split {name!r} names episodes outside 0..{n_eps - 1}")
     return meta
@@ -295,7 +311,12 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
 
     source, out = Path(source), Path(out)
     geometry = Geometry(size, crop)
-    _check_replaceable(out, force)
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 1000):
+        raise EverloopError(f"--fps must be a number in (0, 1000], got {fps!r}")
+    if max_still is not None and not (isinstance(max_still, (int, float)) and math.isfinite(max_still)
+                                      and max_still > 0):
+        raise EverloopError(f"--max-still must be a number of seconds > 0, got {max_still!r}")
+    _check_replaceable(out, force, source)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -377,22 +398,15 @@ class _Stalls:
         return out, {k: [j for i in v for j in new_index[i]] for k, v in source_splits.items()}
 
 
-def _check_replaceable(out: Path, force: bool) -> None:
-    """An empty or absent ``out`` is fine; a dataset needs --force; anything else, never."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return
-    if not force:
-        raise EverloopError(f"{out} exists; pass --force to replace it")
-    if not out.is_dir() or not {p.name for p in out.iterdir()} <= {FRAMES_FILE, META_FILE}:
-        # --force must never wipe a folder that holds more than a dataset (a typo'd path)
-        raise EverloopError(f"{out} exists and is not a dataset folder (only {FRAMES_FILE} "
-                            f"and {META_FILE}); refusing to replace it even with --force")
+def _check_replaceable(out: Path, force: bool, source=None) -> None:
+    """An empty or absent ``out`` is fine; a dataset needs --force; anything else, never
+    (--force must never wipe a folder that holds more than a dataset, e.g. a typo'd path),
+    nor the SOURCE being read: outputs.claim."""
+    from everloop.outputs import claim
+    claim(out, "dataset", force=force, inputs={"SOURCE": source})
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` to ``out``; an old ``out`` is moved aside first, deleted after."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    from everloop.outputs import swap_into_place
+    swap_into_place(tmp, out)

@@ -111,6 +111,20 @@ def _quit_requested(pygame) -> bool:
 
 # ---- browser mode: MJPEG over the standard library's http.server -------------------------
 
+
+def _listen(host: str, port: int, handler) -> ThreadingHTTPServer:
+    if not 1 <= port <= 65535:
+        raise EverloopError(f"--web {port}: a port is 1 to 65535")
+    try:
+        return ThreadingHTTPServer((host, port), handler)
+    except OSError as e:  # busy, or below 1024 without the right
+        raise EverloopError(f"--web {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+def check_port(port: int, host: str = "127.0.0.1") -> None:
+    """Raise the one-line --web error now if ``port`` cannot be listened on."""
+    _listen(host, port, BaseHTTPRequestHandler).server_close()
+
 PAGE = """<!doctype html><title>{title}</title>
 <body style="margin:0;background:#000;display:grid;place-items:center;height:100vh">
 <img src="/stream" width="{w}" height="{h}" style="image-rendering:pixelated" alt="{title}">
@@ -187,10 +201,7 @@ def serve(chunks: Iterable[np.ndarray], fps: int = 30, port: int = 8000, scale: 
         def log_message(self, *args):  # keep the terminal quiet
             pass
 
-    try:
-        server = ThreadingHTTPServer((host, port), Handler)
-    except OSError as e:
-        raise EverloopError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror})")
+    server = _listen(host, port, Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"serving on http://{host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)

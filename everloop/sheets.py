@@ -10,6 +10,7 @@ import torch
 
 from . import rollout
 from .data import to_uint8
+from .outputs import write_file
 
 
 def grid(frames: np.ndarray, pad: int = 2) -> np.ndarray:
@@ -38,7 +39,7 @@ def save_sheet(frames: np.ndarray, path: Path, scale: int = 2, labels: list[str]
         img = canvas
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    write_file(path, lambda p: img.save(p, format="PNG"))  # temp + rename: a kill leaves no half sheet
     return path
 
 

@@ -7,6 +7,9 @@ memory; a 100,000-frame run costs the same RAM as a 100-frame one.
 Every sink writes to a hidden temp path beside the target (``.NAME.tmp-<pid>``) and renames
 it into place only when ``close()`` succeeds, so a crash, Ctrl-C or an exception inside
 ``with open_sink(...)`` never leaves a half-written file and never clobbers an existing one.
+An existing target is replaced only with ``force``, and only if it is the same kind of
+output (a video by a video, a frame folder by a frame folder: outputs.claim); the temp of
+a killed process is removed at the next write into its folder.
 
 Kinds, picked by suffix (case-insensitive):
 
@@ -34,24 +37,36 @@ from pathlib import Path
 import numpy as np
 
 from everloop.errors import EverloopError
+from everloop.outputs import claim, swap_into_place
 
 
-def open_sink(path, fps: float = 30, frames: int | None = None, force: bool = False) -> "Sink":
+def _sink_class(raw: str):
+    if raw.endswith(("/", os.sep)) or Path(raw).suffix == "":
+        return FolderSink
+    cls = _BY_SUFFIX.get(Path(raw).suffix.lower())
+    if cls is None:
+        raise EverloopError(
+            f"{raw}: unknown output kind {Path(raw).suffix!r}; use .mp4, .webm, "
+            ".png (animated), .gif, or a folder (no suffix or a trailing /)")
+    return cls
+
+
+def output_kind(path) -> str:
+    """'frames' (a folder of PNGs) or 'video', for outputs.claim; unknown suffixes raise."""
+    return "frames" if _sink_class(os.fspath(path)) is FolderSink else "video"
+
+
+def open_sink(path, fps: float = 30, frames: int | None = None, force: bool = False,
+              inputs: dict | None = None) -> "Sink":
     """Return the sink for ``path``'s kind; raise EverloopError before writing anything if
-    the kind is unknown or ``path`` exists and ``force`` is false.
+    the kind is unknown, or ``path`` exists and ``force`` is false or it holds something
+    else than this kind of output, or it is one of ``inputs`` ({flag: path}).
 
     ``frames`` is the total frame count when known; the folder sink uses it to widen its
     zero padding past 7 digits, the others stream without it.
     """
     raw = os.fspath(path)
-    if raw.endswith(("/", os.sep)) or Path(raw).suffix == "":
-        cls = FolderSink
-    else:
-        cls = _BY_SUFFIX.get(Path(raw).suffix.lower())
-        if cls is None:
-            raise EverloopError(
-                f"{raw}: unknown output kind {Path(raw).suffix!r}; use .mp4, .webm, "
-                ".png (animated), .gif, or a folder (no suffix or a trailing /)")
+    cls = _sink_class(raw)
     try:  # 30, 24.0, 29.97, numpy scalars, Fraction(30000, 1001); 1001 keeps NTSC exact
         rate = Fraction(str(fps)).limit_denominator(1001)
     except ValueError:
@@ -61,8 +76,7 @@ def open_sink(path, fps: float = 30, frames: int | None = None, force: bool = Fa
     if frames is not None and frames < 1:
         raise EverloopError(f"--frames must be at least 1, got {frames!r}")
     target = Path(raw.rstrip("/" + os.sep) or raw)
-    if os.path.lexists(target) and not force:
-        raise EverloopError(f"{raw} exists; pass --force to overwrite")
+    claim(target, "frames" if cls is FolderSink else "video", force=force, inputs=inputs)
     return cls(target, rate, frames, force)
 
 
@@ -314,23 +328,12 @@ _BY_SUFFIX = {".mp4": Mp4Sink, ".webm": WebmSink, ".png": ApngSink, ".gif": GifS
 
 
 def _commit(tmp: Path, target: Path, force: bool) -> None:
-    """Move the finished temp output onto ``target``.
-
-    A file replacing a file is one atomic os.replace. A folder cannot be renamed over a
-    non-empty folder (or a file over a folder), so the old target is first renamed aside,
-    then the new one moved in, then the old one deleted: there is always a complete
-    output at or next to ``target``, never a mixture of old and new frames.
-    """
-    if os.path.lexists(target):
-        if not force:  # appeared while we were writing
-            raise EverloopError(f"{target} exists; pass --force to overwrite")
-        if tmp.is_dir() or (target.is_dir() and not target.is_symlink()):
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            _remove(old)
-            return
-    os.replace(tmp, target)
+    """Move the finished temp output onto ``target`` (outputs.swap_into_place: a file over a
+    file in one atomic rename; a folder by renaming the old one aside first, so there is
+    always a complete output at or next to ``target``, never a mix of old and new frames)."""
+    if os.path.lexists(target) and not force:  # appeared while we were writing
+        raise EverloopError(f"{target} exists; pass --force to overwrite")
+    swap_into_place(tmp, target)
 
 
 def _remove(path: Path) -> None:

@@ -1,8 +1,14 @@
 """One training loop for every family: batch -> model.train_step -> log / sample / save.
 
 Read top to bottom: set-up (new run or resume), the loop, and the checkpoint it leaves.
-A run stops after --steps or --minutes, or on Ctrl-C; each way it saves first, so
-`--resume` continues where it left off (same data order, same RNG streams).
+A run stops after --steps or --minutes, or on Ctrl-C or SIGTERM (stopping.py: the step
+in flight finishes, then it saves); each way it saves first, so `--resume` continues where
+it left off (same data order, same RNG streams). It also saves every --save-every minutes,
+so a SIGKILL or a power cut loses at most that much. A resume first rewinds log.jsonl and
+samples/ to the checkpoint's step: every step is logged once, and no sheet shows a step
+that was rolled back. --resume keeps the run's family, preset, config and seed (a
+contradicting --family / --preset / --set / --seed is an error); the budget, sampling,
+saving, precision, device and data path may change.
 
 A family may train in stages (worldmodel: vae, encode, rnn): it lists them with their
 shares of the budget in `model.stages()`, and the loop runs them in order, calling
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +35,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, devices, sheets
+from . import checkpoint, devices, outputs, sheets
 from .data import FrameStore, to_float
 from .errors import EverloopError
-from .models import build, config_from_dict, make_config
+from .models import FAMILIES, make_config
+from .stopping import Stopped, StopSignals
+from .validate import check_values
 
 
 @dataclass
@@ -61,7 +70,7 @@ class TrainArgs:
     sample_every: int = 250
     """Write a sample sheet to out/samples/ every this many steps (0 = only at the end)."""
     save_every_minutes: float = 5.0
-    """Checkpoint at least this often."""
+    """Checkpoint at least this often (minutes): what a SIGKILL or a power cut can lose."""
     precision: str = "auto"
     """'fp32', 'bf16' (autocast on the device) or 'auto': on the CPU bf16 where bench/
     measured it faster, on a GPU fp32 (no family's bf16 quality has been measured yet)."""
@@ -69,6 +78,40 @@ class TrainArgs:
     """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda if torch sees one, else cpu)."""
     progress: bool = True
     """Show the progress bar."""
+    given: tuple = ()
+    """Names of the fields above the user gave (the CLI fills it): on --resume, a given
+    family, preset or seed must match the run's, as must one that differs from its default."""
+
+
+# On --resume these must agree with the run; every other field may change.
+KEPT_ON_RESUME = ("family", "preset", "seed")
+
+
+def check_args(args: TrainArgs) -> None:
+    """Every number of TrainArgs, finite and in range, named by its flag."""
+    def bad(flag, value, want):
+        raise EverloopError(f"{flag} must be {want}, got {value!r}")
+    if args.steps is None and args.minutes is None:
+        raise EverloopError("give --steps N or --minutes M")
+    if args.steps is not None and not (_int(args.steps) and args.steps >= 1):
+        bad("--steps", args.steps, "an integer >= 1")
+    for flag, value in (("--minutes", args.minutes), ("--save-every", args.save_every_minutes)):
+        if value is not None and not (_num(value) and math.isfinite(value) and value > 0):
+            bad(flag, value, "a finite number of minutes > 0")
+    if not (_int(args.sample_every) and args.sample_every >= 0):
+        bad("--sample-every", args.sample_every, "an integer >= 0 (0: a sheet only at the end)")
+    if not (_int(args.seed) and 0 <= args.seed < 2 ** 63):
+        bad("--seed", args.seed, "an integer >= 0")
+    if not isinstance(args.overrides, dict):
+        bad("--set", args.overrides, "key=value pairs")
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def use_bf16(precision: str, device: torch.device | None = None) -> bool:
@@ -85,24 +128,91 @@ def use_bf16(precision: str, device: torch.device | None = None) -> bool:
     return precision == "bf16"
 
 
+def _given(args: TrainArgs, name: str) -> bool:
+    return name in args.given or getattr(args, name) != getattr(TrainArgs, name)
+
+
+def _check_resume(args: TrainArgs, cfg_json: dict, model) -> None:
+    """A --resume may not contradict the run: one-line error naming the flag."""
+    out, train_meta = Path(args.out), cfg_json.get("train") or {}
+    have = {"family": cfg_json["family"], "preset": train_meta.get("preset"), "seed": train_meta.get("seed")}
+    for name in KEPT_ON_RESUME:
+        if _given(args, name) and have[name] is not None and getattr(args, name) != have[name]:
+            raise EverloopError(f"--{name} {getattr(args, name)}: the run in {out} has {name} {have[name]}; "
+                                f"--resume keeps it (drop --{name}, or start a new run)")
+    from .models import _coerce  # the same reading of a --set string as a new run's
+    for key, raw in args.overrides.items():
+        if not hasattr(model.cfg, key):
+            raise EverloopError(f"--set {key}: no such {model.family} option")
+        run_value = getattr(model.cfg, key)
+        if _coerce(raw, run_value) != run_value:
+            raise EverloopError(f"--set {key}={raw}: the run in {out} has {key}={run_value!r}; "
+                                f"--resume keeps a run's config (drop --set, or start a new run)")
+
+
+def _build_new(args: TrainArgs):
+    """The model of a new run from family, preset and --set, every value checked first."""
+    cfg = make_config(args.family, args.preset, args.overrides)
+    check_values(type(cfg), {k: getattr(cfg, k) for k in args.overrides}, "--set", from_set=set(args.overrides))
+    return checkpoint.model_from_config({"family": args.family, "config": checkpoint.config_to_dict(cfg)}, "--set")
+
+
 def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
     out = Path(args.out)
     if args.resume or args.stage is not None:
         cfg_json = checkpoint.read_config(out)
-        model = build(cfg_json["family"], config_from_dict(cfg_json["family"], cfg_json["config"]))
+        model = checkpoint.model_from_config(cfg_json, out / checkpoint.CONFIG)
+        _check_resume(args, cfg_json, model)
         state = checkpoint.load_train_state(out)  # on the CPU
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as e:
+            raise EverloopError(f"{out / checkpoint.TRAIN_STATE}: does not match {out / checkpoint.CONFIG} "
+                                f"({type(e).__name__})") from None
         model.to(device)
         model.load_extra_state(state["extra"])  # a family moves its extra state to its device
         opt = model.configure_optimizers()  # Optimizer.load_state_dict moves the state to the weights
         for name, o in opt.items():
             o.load_state_dict(state["optim"][name])
         return model, opt, state
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise EverloopError(f"{out} already holds files; pass --resume to continue it or --force to start over")
+    if outputs.kind_of(out) == "run" and not args.force:
+        raise EverloopError(f"{out} already holds a run; pass --resume to continue it or --force to start over")
+    # --force replaces only a run (outputs.claim), never a dataset, the --data, or a folder
+    # everloop did not make.
+    outputs.claim(out, "run", force=args.force, inputs={"--data": args.data})
     torch.manual_seed(args.seed)  # seeds the CUDA RNG too
-    model = build(args.family, make_config(args.family, args.preset, args.overrides)).to(device)
+    model = _build_new(args).to(device)
     return model, model.configure_optimizers(), None
+
+
+def rewind(out: Path, step: int, log_bytes: int | None = None, redo: tuple = ()) -> None:
+    """Cut log.jsonl and samples/ back to ``step``: lines and sheets of later steps were
+    rolled back (by a kill, or by --stage) and are written again as the run continues.
+    ``log_bytes``: the log's size when the checkpoint was saved (exact); ``redo``: stages
+    begun again at ``step``, whose events there are dropped too."""
+    log, size = Path(out) / "log.jsonl", log_bytes
+    if log.exists():
+        if size is not None and log.stat().st_size >= size:
+            with log.open("r+b") as f:  # exactly what was logged when the checkpoint was saved
+                f.truncate(size)
+        else:  # a checkpoint from before log_bytes, or a log someone shortened: by step
+            keep = []
+            for line in log.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by the kill
+                if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+                    continue
+                if entry["step"] < step or (entry["step"] == step and entry.get("stage") not in redo):
+                    keep.append(line + "\n")
+            outputs.write_file(log, lambda p: p.write_text("".join(keep)))
+    for sheet in (Path(out) / "samples").glob("step_*.png"):
+        try:
+            if int(sheet.stem[5:]) > step:
+                sheet.unlink()
+        except ValueError:
+            pass
 
 
 def _stages(model) -> list[tuple[str, float]]:
@@ -134,18 +244,30 @@ def _first_stage(args: TrainArgs, model, opt, state, names, device: torch.device
 
 
 def train(args: TrainArgs) -> Path:
+    check_args(args)
+    if not (args.resume or args.stage is not None) and args.family not in FAMILIES:
+        raise EverloopError(f"--family {args.family!r}: unknown (known: {', '.join(FAMILIES)})")
     store = FrameStore(args.data)
-    if args.steps is None and args.minutes is None:
-        raise EverloopError("give --steps N or --minutes M")
     device = devices.resolve(args.device)
-    model, opt, state = _setup(args, store, device)
+    out = Path(args.out)
+    made_out = not out.exists()  # removed again if the run fails before its first save
+    try:
+        model, opt, state = _setup(args, store, device)
+        return _train(args, store, device, model, opt, state)
+    except BaseException as e:
+        if made_out and not isinstance(e, KeyboardInterrupt) and not (out / checkpoint.CONFIG).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt, state) -> Path:
     size = None if getattr(model, "trains_on_crops", False) else getattr(model.cfg, "size", None)
     if size is not None and (store.height, store.width) != (size, size):
         raise EverloopError(f"{args.data}: frames are {store.height}x{store.width} but the model wants "
                             f"{size}x{size}; prepare with --size {size} or --set size=...")
     out = Path(args.out)
     if state is None:  # a fresh start: nothing of an older run may linger in the folder
-        for old in [out / "log.jsonl", out / checkpoint.TRAIN_STATE, *(out / "samples").glob("*.png")]:
+        for old in [out / "log.jsonl", out / checkpoint.TRAIN_STATE, *(out / "samples").glob("step_*.png")]:
             old.unlink(missing_ok=True)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     bf16 = use_bf16(args.precision, device)
@@ -162,6 +284,10 @@ def train(args: TrainArgs) -> Path:
     multi = hasattr(model, "stages")
     first, fresh_first, stage_starts, step, opt = _first_stage(args, model, opt, state, names, device)
     current, stage_done = names[first], False
+    if args.stage is not None:
+        rewind(out, step, redo=tuple(names[first:]))
+    elif state is not None:
+        rewind(out, step, state.get("log_bytes"))
     def next_batch():
         # A family may draw its own batches (crops, latents, ...); the default is clips.
         if hasattr(model, "sample_batch"):
@@ -170,15 +296,19 @@ def train(args: TrainArgs) -> Path:
             batch = to_float(store.sample_clips(*model.clip_spec(), rng))
         return batch.to(device, non_blocking=True)  # the same tensor on the CPU
 
+    run_train = ((checkpoint.read_config(out).get("train") or {}) if state is not None else {})
     meta = {"data": {"path": str(args.data), **{k: store.meta.get(k) for k in ("height", "width", "fps", "source")}},
-            "train": {"preset": args.preset, "seed": args.seed, "precision": "bf16" if bf16 else "fp32"}}
+            "train": {"preset": run_train.get("preset", args.preset), "seed": run_train.get("seed", args.seed),
+                      "precision": "bf16" if bf16 else "fp32"}}
+    if run_train.get("precision") not in (None, meta["train"]["precision"]):  # may change on resume
+        print(f"resume: precision {meta['train']['precision']} (the run used {run_train['precision']})")
 
     def save() -> None:
         model.prepare_sampling()
         ts = {"model": model.state_dict(), "extra": model.extra_state(),
               "optim": {k: o.state_dict() for k, o in opt.items()}, "step": step,
               "stage": current, "stage_done": stage_done, "stage_starts": stage_starts,
-              "elapsed": elapsed_before + (time.time() - t0),
+              "elapsed": elapsed_before + (time.time() - t0), "log_bytes": flushed_log(),
               "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         if device.type == "cuda":  # training noise is drawn on the device (devices.randn)
             ts["cuda_rng"] = torch.cuda.get_rng_state(device)
@@ -210,6 +340,12 @@ def train(args: TrainArgs) -> Path:
     step0 = step
     log = (out / "log.jsonl").open("a")
 
+    def flushed_log() -> int:
+        """Bytes of log.jsonl that belong to the checkpoint being saved (rewind cuts there)."""
+        if not log.closed:
+            log.flush()
+        return (out / "log.jsonl").stat().st_size
+
     def stage_event(event: str, info: dict | None) -> None:
         if info:
             log.write(json.dumps({"stage": current, "event": event, **info, "step": step}) + "\n")
@@ -220,8 +356,13 @@ def train(args: TrainArgs) -> Path:
         return sum(shares[lo:hi]) / max(sum(shares[lo:]), 1e-12)
 
     model.train()
+    stop, worked = StopSignals(), False
     try:
+        stop.__enter__()
         for i in range(first, len(names)):
+            if stop.requested:
+                stage_done = i > first  # stopped between two stages: the next begins on resume
+                break
             last, current, stage_done = i == len(names) - 1, names[i], False
             # --steps counts over the whole run; --minutes over this call's remaining stages.
             end = total if last or total is None else round(total * share(0, i + 1))
@@ -231,15 +372,16 @@ def train(args: TrainArgs) -> Path:
                 if fresh:
                     stage_starts[current] = step
                 bar.set_description(f"train {model.family} {current}")
+                worked = True
                 stage_event("begin", model.begin_stage(current, store, out, fresh))
             while ((end is None or step < end) and (limit is None or time.time() - t0 < limit)
-                   and (last or shares[i] > 0)):
+                   and (last or shares[i] > 0) and not stop.requested):
                 logs = model.train_step(next_batch(), opt, autocast=bf16)
                 bad = [k for k, v in logs.items() if not math.isfinite(v)]
                 if bad:
                     raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; the last good "
                                         f"checkpoint in {out} is kept (try a lower learning rate)")
-                step += 1
+                step, worked = step + 1, True
                 now = time.time()
                 logs.update(step=step, time=round(elapsed_before + now - t0, 2))
                 log.write(json.dumps({**logs, "stage": current} if multi else logs) + "\n")
@@ -255,18 +397,29 @@ def train(args: TrainArgs) -> Path:
                 if now - last_save > args.save_every_minutes * 60:
                     save()
                     last_save = time.time()
+            if stop.requested:  # the stage is not over: a resume continues inside it
+                break
             if multi:
                 stage_event("end", model.end_stage(current) if hasattr(model, "end_stage") else None)
                 if not last:
                     stage_done = True
                     save()
                     stage_done = False
-    except KeyboardInterrupt:
+        if stop.requested:
+            bar.close()
+            if worked:  # else the checkpoint on disk (if any) is this state already
+                save()
+            print(f"stopped by {stop.name()} at step {step}; "
+                  + (f"saved {out} (continue with --resume)" if worked else "nothing new to save"), flush=True)
+            raise Stopped(stop.signum, f"stopped by {stop.name()}")
+    except Stopped:
+        raise
+    except KeyboardInterrupt:  # a second signal, mid-step: the last checkpoint stands
         bar.close()
-        save()
-        print(f"interrupted at step {step}; saved {out} (continue with --resume)")
+        print(f"interrupted at step {step}; {out} keeps its last checkpoint (continue with --resume)", flush=True)
         raise
     finally:
+        stop.__exit__()
         log.close()
     bar.close()
     save()

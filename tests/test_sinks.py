@@ -4,6 +4,7 @@ import io
 import itertools
 import os
 import socket
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -125,24 +126,50 @@ def test_fractional_fps_and_wide_folder_names(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["out.mp4", "out.png", "out.gif", "frames"])
-def test_existing_target_untouched_without_force(tmp_path, name):
+@pytest.mark.parametrize("force", [False, True])
+def test_something_else_is_never_replaced(tmp_path, name, force):
     target = tmp_path / name
-    target.write_bytes(b"precious")
-    with pytest.raises(EverloopError, match="exists; pass --force") as e:
-        open_sink(target)
-    assert str(target) in str(e.value)
+    target.write_bytes(b"precious")  # not a video, not a frame folder: not everloop's
+    with pytest.raises(EverloopError, match="exists") as e:
+        open_sink(target, force=force)
+    assert str(target) in str(e.value) and "\n" not in str(e.value)
     assert target.read_bytes() == b"precious"
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("name", ["out.mp4", "out.png", "frames"])
-def test_force_replaces_existing(tmp_path, name):
+@pytest.mark.parametrize("name", ["out.mp4", "out.png", "out.gif", "frames"])
+def test_existing_output_needs_force_then_is_replaced(tmp_path, name):
     target = tmp_path / name
-    target.mkdir()  # even a folder (with content) is replaced as a whole
-    (target / "old.txt").write_text("old")
-    write(target, clip(16, 16), force=True)
-    assert not (target / "old.txt").exists()
+    write(target, clip(16, 16))
+    with pytest.raises(EverloopError, match="exists; pass --force"):
+        open_sink(target)
+    write(target, clip(8, 8, n=2), force=True)  # a video by a video, frames by frames
+    if name == "frames":
+        assert len(os.listdir(target)) == 2
+    else:
+        first = (read_video(target) if name.endswith(".mp4") else read_animation(target)[0])
+        assert first.shape[:3] == (2, 8, 8)
     assert leftovers(tmp_path) == []
+
+
+def test_force_never_replaces_a_folder_everloop_did_not_make(tmp_path):
+    target = tmp_path / "frames"
+    target.mkdir()
+    (target / "thesis.txt").write_text("precious")
+    for name in ("frames", "out.mp4"):
+        with pytest.raises(EverloopError, match="not"):
+            open_sink(tmp_path / name if name != "out.mp4" else target, force=True)
+    assert (target / "thesis.txt").read_text() == "precious"
+
+
+def test_a_killed_writers_temp_is_cleaned_at_the_next_write(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is free now: its leftovers are stale
+    (tmp_path / f".old.mp4.tmp-{dead.pid}").write_bytes(b"half a video")
+    (tmp_path / f".frames.tmp-{dead.pid}").mkdir()
+    (tmp_path / f".live.mp4.tmp-{os.getpid()}").write_bytes(b"ours, still being written")
+    write(tmp_path / "new.mp4", clip(16, 16))
+    assert sorted(os.listdir(tmp_path)) == [f".live.mp4.tmp-{os.getpid()}", "new.mp4"]
 
 
 @pytest.mark.parametrize("name", ["out.mp4", "out.webm", "out.png", "out.gif", "frames"])
@@ -157,12 +184,13 @@ def test_exception_inside_with_leaves_nothing(tmp_path, name):
 
 def test_exception_keeps_existing_target_with_force(tmp_path):
     target = tmp_path / "out.mp4"
-    target.write_bytes(b"precious")
+    write(target, clip(16, 16))
+    precious = target.read_bytes()
     with pytest.raises(RuntimeError):
         with open_sink(target, force=True) as sink:
             sink.write(clip(16, 16, n=3))
             raise RuntimeError("boom")
-    assert target.read_bytes() == b"precious"
+    assert target.read_bytes() == precious
     assert leftovers(tmp_path) == []
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import _positive  # the one positive-number flag parser of every command
+from ..cli import SEED, _positive  # the one positive-number flag parser of every command
 from ..errors import EverloopError
+from ..outputs import claim, write_file
 
 
 def _threads(a) -> None:
@@ -53,14 +54,17 @@ def _target(spec: str, agent_config: dict, size: int) -> np.ndarray:
 
 
 def cmd_draw(a) -> None:
-    from ..sinks import open_sink
+    from ..sinks import open_sink, output_kind
     from .agent import load_agent, paint
     _threads(a)
+    claim(a.out, output_kind(a.out), force=a.force, inputs={"AGENT": a.agent})  # before any work
+    if a.actions:
+        claim(a.actions, "json", force=a.force, flag="--actions", inputs={"AGENT": a.agent})
     agent, renderer, config, env = load_agent(a.agent)
     target = _target(a.target, config, env.size)
     actions, dream, real = paint(agent, renderer, target[None], env)
     frames = [np.zeros_like(target), *real[:, 0]]  # blank paper, then one frame per stroke
-    with open_sink(a.out, fps=a.fps, frames=len(frames) + 1, force=a.force) as sink:
+    with open_sink(a.out, fps=a.fps, frames=len(frames) + 1, force=a.force, inputs={"AGENT": a.agent}) as sink:
         for canvas in frames + [frames[-1]]:  # the finished painting shows for two frames
             img = np.concatenate([target, np.full((env.size, 2), 0.5, np.float32), canvas], 1)
             img = np.repeat(np.repeat(img, a.scale, 0), a.scale, 1)
@@ -69,17 +73,17 @@ def cmd_draw(a) -> None:
     print(f"wrote {a.out}: target | real paint program, {len(actions[0])} strokes, MSE {mse:.4f} "
           f"(dream {float(((dream[-1, 0] - target) ** 2).mean()):.4f}, blank {float((target ** 2).mean()):.4f})")
     if a.actions:
-        Path(a.actions).write_text(json.dumps(actions[0].round(5).tolist()))
+        write_file(Path(a.actions), lambda p: p.write_text(json.dumps(actions[0].round(5).tolist())))
 
 
 def cmd_sheet(a) -> None:
     from PIL import Image
-    from ..checkpoint import atomic_write
     from . import targets
     from .agent import load_agent, paint
     _threads(a)
-    if Path(a.out).exists() and not a.force:
-        raise EverloopError(f"{a.out} exists; pass --force to overwrite")
+    if Path(a.out).suffix.lower() != ".png":
+        raise EverloopError(f"--out {a.out}: a sheet is a PNG image; give a name ending in .png")
+    claim(a.out, "image", force=a.force, inputs={"AGENT": a.agent})
     agent, renderer, config, env = load_agent(a.agent)
     _, test = targets.split(targets.load(config["targets"], env.size))
     test = test[np.unique(np.linspace(0, len(test) - 1, a.count).round().astype(int))]  # spread over the split
@@ -88,7 +92,7 @@ def cmd_sheet(a) -> None:
     pad = lambda x: np.pad(x, 1, constant_values=0.5)  # noqa: E731
     grid = np.concatenate([np.concatenate([pad(img) for img in row], 1) for row in rows], 0)
     grid = np.repeat(np.repeat((grid * 255).round().astype(np.uint8), a.scale, 0), a.scale, 1)
-    atomic_write(Path(a.out), lambda p: Image.fromarray(grid).save(p, format="PNG"))
+    write_file(Path(a.out), lambda p: Image.fromarray(grid).save(p, format="PNG"))
     print(f"wrote {a.out}: rows = held-out targets, real paint program" + (", dream" if a.dream else ""))
 
 
@@ -96,6 +100,8 @@ def cmd_eval(a) -> None:
     from . import targets
     from .agent import load_agent, score
     _threads(a)
+    if a.json:
+        claim(a.json, "json", force=a.force, flag="--json", inputs={"AGENT": a.agent})
     agent, renderer, config, env = load_agent(a.agent)
     _, test = targets.split(targets.load(a.targets or config["targets"], env.size))
     if a.limit:
@@ -106,18 +112,17 @@ def cmd_eval(a) -> None:
           f"({m['real_over_blank']:.3f} of blank), dream {m['mse_dream']:.4f} ({m['dream_over_blank']:.3f} of blank), "
           f"gap {m['gap']:+.4f}, blank {m['mse_blank']:.4f}")
     if a.json:
-        from ..checkpoint import atomic_write
-        atomic_write(Path(a.json), lambda p: p.write_text(json.dumps(m, indent=2)))
+        write_file(Path(a.json), lambda p: p.write_text(json.dumps(m, indent=2)))
 
 
 def _budget(s) -> None:
     s.add_argument("--steps", type=_positive("--steps"), help="stop after this many steps in total")
-    s.add_argument("--minutes", type=_positive("--minutes", float), help="stop after this many minutes")
-    s.add_argument("--batch", type=_positive("--batch"))
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--minutes", type=_positive("--minutes", float, hi=1e7), help="stop after this many minutes")
+    s.add_argument("--batch", type=_positive("--batch", hi=65536))
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--resume", action="store_true", help="continue the run in --out")
-    s.add_argument("--force", action="store_true", help="start over, replacing the run in --out")
-    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--force", action="store_true", help="start over, replacing the painter run in --out")
+    s.add_argument("--threads", type=_positive("--threads", hi=1024))
     s.add_argument("--quiet", action="store_true")
 
 
@@ -127,7 +132,7 @@ def add_paint_parser(sub) -> None:
 
     s = ps.add_parser("train-renderer", help="train the neural renderer on strokes of the real paint program")
     s.add_argument("--out", required=True, help="renderer folder to write")
-    s.add_argument("--size", type=_positive("--size"), default=64, help="canvas side (power of two)")
+    s.add_argument("--size", type=_positive("--size", hi=1024), default=64, help="canvas side (power of two)")
     s.add_argument("--backend", default="skia", help="real paint program: skia (default) or mypaint")
     _budget(s)
     s.set_defaults(func=cmd_train_renderer)
@@ -135,7 +140,7 @@ def add_paint_parser(sub) -> None:
     s = ps.add_parser("train-agent", help="train the painting agent through the frozen renderer")
     s.add_argument("--renderer", help="renderer folder (from train-renderer)")
     s.add_argument("--targets", default="mnist", help="mnist, an MNIST IDX image file, or a folder of images")
-    s.add_argument("--strokes", type=_positive("--strokes"), default=8)
+    s.add_argument("--strokes", type=_positive("--strokes", hi=1000), default=8)
     s.add_argument("--critic", action="store_true", help="add the conditional WGAN-GP critic")
     s.add_argument("--out", required=True, help="agent folder to write")
     _budget(s)
@@ -145,21 +150,21 @@ def add_paint_parser(sub) -> None:
     s.add_argument("agent")
     s.add_argument("--target", required=True, help="an image file, or test:K for the K-th held-out target")
     s.add_argument("--out", required=True, help=".gif, .png (APNG), .mp4 or a folder/")
-    s.add_argument("--fps", type=_positive("--fps", float), default=2)
-    s.add_argument("--scale", type=_positive("--scale"), default=4)
+    s.add_argument("--fps", type=_positive("--fps", float, hi=1000), default=2)
+    s.add_argument("--scale", type=_positive("--scale", hi=64), default=4)
     s.add_argument("--actions", metavar="FILE", help="also write the strokes' actions as JSON")
-    s.add_argument("--force", action="store_true")
-    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--force", action="store_true", help="replace an existing animation (and --actions file)")
+    s.add_argument("--threads", type=_positive("--threads", hi=1024))
     s.set_defaults(func=cmd_draw)
 
     s = ps.add_parser("sheet", help="a PNG grid: held-out targets above the real program's paintings")
     s.add_argument("agent")
     s.add_argument("--out", required=True, help=".png to write")
-    s.add_argument("--count", type=_positive("--count"), default=16)
-    s.add_argument("--scale", type=_positive("--scale"), default=2)
+    s.add_argument("--count", type=_positive("--count", hi=1024), default=16)
+    s.add_argument("--scale", type=_positive("--scale", hi=64), default=2)
     s.add_argument("--dream", action="store_true", help="add a row of the renderer's (dream) paintings")
-    s.add_argument("--force", action="store_true")
-    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--force", action="store_true", help="replace an existing sheet image")
+    s.add_argument("--threads", type=_positive("--threads", hi=1024))
     s.set_defaults(func=cmd_sheet)
 
     s = ps.add_parser("eval", help="MSE on held-out targets: real program, dream, blank canvas")
@@ -167,5 +172,6 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--targets", help="another target source (default: the agent's own, held-out split)")
     s.add_argument("--limit", type=_positive("--limit"), help="only the first N held-out targets")
     s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
-    s.add_argument("--threads", type=_positive("--threads"))
+    s.add_argument("--force", action="store_true", help="replace an existing --json file")
+    s.add_argument("--threads", type=_positive("--threads", hi=1024))
     s.set_defaults(func=cmd_eval)

@@ -1,6 +1,8 @@
 """Run folders of the painter (config.json + model.safetensors + train_state.pt, written
 atomically with everloop.checkpoint.atomic_write) and the one step loop both trainers use
-(--steps / --minutes, progress bar, Ctrl-C saves, --resume continues)."""
+(--steps / --minutes, progress bar, Ctrl-C and SIGTERM save at a step boundary, --resume
+continues). --force replaces only a painter folder (everloop.outputs), never a run of
+another kind, a dataset or a folder everloop did not make."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +19,10 @@ from tqdm import tqdm
 
 from ..checkpoint import CONFIG, TRAIN_STATE, WEIGHTS, atomic_write, load_train_state  # noqa: F401 (agent/renderer use runs.load_train_state)
 from ..errors import EverloopError
+from ..outputs import claim, describe, kind_of
+from ..stopping import Stopped, StopSignals
+
+PAINT_KINDS = ("paint-renderer", "paint-agent")
 
 
 def config_from(cls, data: dict, where: str):
@@ -78,8 +84,17 @@ def check_out(out: Path, resume: bool, force: bool) -> None:
     out = Path(out)
     if resume:
         return
-    if (out / CONFIG).exists() and not force:
+    found = kind_of(out)
+    if found in PAINT_KINDS and not force:
         raise EverloopError(f"{out} already holds a run; pass --resume to continue or --force to start over")
+    if found == "run" and not (out / CONFIG).exists():  # a run killed before its first save
+        if not force:
+            raise EverloopError(f"--out {out} exists; pass --force to replace it")
+        return
+    if found not in (None, "empty", *PAINT_KINDS):
+        raise EverloopError(f"--out {out} exists and is {describe(found)}; --force replaces only a painter "
+                            "folder made by everloop: choose another --out")
+    claim(out, found if found in PAINT_KINDS else "paint-agent", force=force)
 
 
 def rng_state(rng: np.random.Generator) -> str:
@@ -103,8 +118,11 @@ def loop(step_fn, save_fn, *, step: int, steps: int | None, minutes: float | Non
                unit="step" if steps else "s", disable=not progress, dynamic_ncols=True, desc=desc)
     t0 = last_save = time.time()
     step0 = step
+    stop = StopSignals()  # the first Ctrl-C / SIGTERM stops at the next step boundary
     try:
-        while (steps is None or step < steps) and (budget is None or time.time() - t0 < budget):
+        stop.__enter__()
+        while ((steps is None or step < steps) and (budget is None or time.time() - t0 < budget)
+               and not stop.requested):
             done = step / steps if steps is not None else (time.time() - t0) / budget
             logs = step_fn(min(max(done, 0.0), 1.0))
             bad = [k for k, v in logs.items() if not np.isfinite(v)]
@@ -122,11 +140,19 @@ def loop(step_fn, save_fn, *, step: int, steps: int | None, minutes: float | Non
             if now - last_save > save_every_minutes * 60:
                 save_fn(step, now - t0)
                 last_save = time.time()
-    except KeyboardInterrupt:
-        bar.close()
-        save_fn(step, time.time() - t0)
-        print(f"interrupted at step {step}; saved (continue with --resume)")
+        if stop.requested:
+            bar.close()
+            save_fn(step, time.time() - t0)
+            print(f"stopped by {stop.name()} at step {step}; saved (continue with --resume)", flush=True)
+            raise Stopped(stop.signum, f"stopped by {stop.name()}")
+    except Stopped:
         raise
+    except KeyboardInterrupt:  # a second signal, mid-step: the last checkpoint stands
+        bar.close()
+        print(f"interrupted at step {step}; the last checkpoint stands (continue with --resume)", flush=True)
+        raise
+    finally:
+        stop.__exit__()
     bar.close()
     save_fn(step, time.time() - t0)
     return step

@@ -98,10 +98,10 @@ def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
 
     sticky_prob = _check_flags(episodes, seed, policy, sticky_prob, frameskip, max_steps,
                                test_fraction, skip_start)
+    out = Path(out)
+    _check_replaceable(out, force)  # before the emulator loads: a refused --out costs nothing
     gym = _gym()
     env_id = resolve_game(game, gym)
-    out = Path(out)
-    _check_replaceable(out, force)
     n_test = 0 if test_fraction == 0 else min(episodes - 1, max(1, round(episodes * test_fraction)))
     width = max(3, len(str(episodes - 1)))
     names = [f"{'Test' if i >= episodes - n_test else 'Train'}/ep{i:0{width}d}"
@@ -205,15 +205,10 @@ def _version(module: str) -> str:
 
 
 def _check_replaceable(out: Path, force: bool) -> None:
-    """An empty or absent ``out`` is fine; a recording needs --force; anything else, never."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return
-    if not force:
-        raise EverloopError(f"{out} exists; pass --force to replace it")
-    if not (out / RECORD_FILE).is_file():
-        # --force must never wipe a folder that is not a recording (a typo'd path)
-        raise EverloopError(f"{out} exists and is not a recording (no {RECORD_FILE}); "
-                            "refusing to replace it even with --force")
+    """An empty or absent ``out`` is fine; a recording needs --force; anything else, never
+    (--force must never wipe a folder that is not a recording, e.g. a typo'd path)."""
+    from everloop.outputs import claim
+    claim(out, "recording", force=force)
 
 
 # --------------------------------------------------------------------------- command line
