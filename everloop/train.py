@@ -24,6 +24,7 @@ moved as it is drawn; the data order and the checkpoints stay on the CPU (checkp
 need not be deterministic, so a resumed GPU run is the same run only up to float noise."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -150,8 +151,14 @@ def _check_resume(args: TrainArgs, cfg_json: dict, model) -> None:
                                 f"--resume keeps a run's config (drop --set, or start a new run)")
 
 
-def _build_new(args: TrainArgs):
-    """The model of a new run from family, preset and --set, every value checked first."""
+def _build_new(args: TrainArgs, store: FrameStore | None = None):
+    """The model of a new run from family, preset and --set, every value checked first.
+    A family that draws whole frames takes its `size` from square data unless --set gives
+    one: `prepare --size 128` is then all a user types for 128x128."""
+    cls, _, module = FAMILIES[args.family] if args.family in FAMILIES else (None, None, None)
+    if (store is not None and cls is not None and "size" not in args.overrides and store.height == store.width
+            and "size" in {f.name for f in dataclasses.fields(cls)} and not getattr(module, "trains_on_crops", False)):
+        args = dataclasses.replace(args, overrides={**args.overrides, "size": store.height})
     cfg = make_config(args.family, args.preset, args.overrides)
     check_values(type(cfg), {k: getattr(cfg, k) for k in args.overrides}, "--set", from_set=set(args.overrides))
     return checkpoint.model_from_config({"family": args.family, "config": checkpoint.config_to_dict(cfg)}, "--set")
@@ -181,7 +188,7 @@ def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
     # everloop did not make.
     outputs.claim(out, "run", force=args.force, inputs={"--data": args.data})
     torch.manual_seed(args.seed)  # seeds the CUDA RNG too
-    model = _build_new(args).to(device)
+    model = _build_new(args, store).to(device)
     return model, model.configure_optimizers(), None
 
 
