@@ -41,6 +41,7 @@ diff_energy and 3.2x on flow_hist, while held-out real footage scored up to 1.8x
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -73,7 +74,7 @@ def feature_net() -> nn.Module:
         g = torch.Generator().manual_seed(0)
         layers: list[nn.Module] = []
         chans = (3, 32, 64, 128, 256)
-        for a, b in zip(chans, chans[1:]):
+        for a, b in itertools.pairwise(chans):
             conv = nn.Conv2d(a, b, 4, 2, 1)
             with torch.no_grad():
                 conv.weight.normal_(0.0, math.sqrt(2.0 / (a * 16)), generator=g)
@@ -105,7 +106,7 @@ def flow_magnitudes(frames: np.ndarray) -> np.ndarray:
     grey = np.round(_grey(frames) * 255).astype(np.uint8)
     levels = max(1, min(3, int(math.log2(max(1, min(grey.shape[1:]) // 16))) + 1))
     out = []
-    for a, b in zip(grey[:-1], grey[1:]):
+    for a, b in itertools.pairwise(grey):
         flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, levels, 9, 3, 5, 1.1, 0)
         out.append(np.hypot(flow[..., 0], flow[..., 1]).ravel())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -254,8 +255,7 @@ class Runs:
             self.cur = 0
         for i, f in enumerate(flags):
             self.cur = self.cur + 1 if f else 0
-            if self.cur > self.longest:
-                self.longest = self.cur
+            self.longest = max(self.longest, self.cur)
             if self.first is None and self.cur >= self.min_run:
                 self.first = start + i
         self.next = start + len(flags)

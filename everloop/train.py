@@ -155,7 +155,7 @@ def _build_new(args: TrainArgs, store: FrameStore | None = None):
     """The model of a new run from family, preset and --set, every value checked first.
     A family that draws whole frames takes its `size` from square data unless --set gives
     one: `prepare --size 128` is then all a user types for 128x128."""
-    cls, _, module = FAMILIES[args.family] if args.family in FAMILIES else (None, None, None)
+    cls, _, module = FAMILIES.get(args.family, (None, None, None))
     if (store is not None and cls is not None and "size" not in args.overrides and store.height == store.width
             and "size" in {f.name for f in dataclasses.fields(cls)} and not getattr(module, "trains_on_crops", False)):
         args = dataclasses.replace(args, overrides={**args.overrides, "size": store.height})

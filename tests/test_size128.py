@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import blob_frames
 from PIL import Image
 
-from conftest import blob_frames
 from everloop.cli import main as everloop
 from everloop.data import FrameStore
 
