@@ -11,7 +11,7 @@ writes docs/fidelity.md (worst drift ratio per metric at t = 1k, 10k, 100k, flag
 steps) and docs/fidelity/<run>.png (real windows above, generated streams below).
 
 Every stage is skipped when its output exists, so a stopped protocol continues where it
-stopped (a run folder without model.safetensors is trained again from scratch). On a GPU
+stopped (a run whose training did not finish, no RUN.done beside it, is trained again). On a GPU
 (`--device cuda`) give `--steps` (the CPU runs' step counts, from a previous docs table)
 instead of --minutes. `--time-to-fidelity` adds lava runs of 5, 10 and 20 minutes.
 Commands run as subprocesses exactly as a user types them (one thread each by default:
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -57,10 +58,13 @@ def prepare(name: str, data_root: Path) -> Path:
 def run_one(job: dict, a) -> dict:
     run, data = Path(job["run"]), Path(job["data"])
     threads = ["--threads", str(a.threads)]
-    if not (run / "model.safetensors").exists():
+    done = run.with_suffix(".done")  # written once training returned: a stopped one starts over
+    if not done.exists():
+        shutil.rmtree(run, ignore_errors=True)
         budget = ["--steps", str(job["steps"])] if job.get("steps") else ["--minutes", str(job["minutes"])]
         everloop("train", "--data", str(data), "--out", str(run), *budget, "--seed", str(job["seed"]),
-                 "--device", a.device, "--force", "--quiet", *threads, log=run.with_suffix(".train.log"))
+                 "--device", a.device, "--quiet", *threads, log=run.with_suffix(".train.log"))
+        done.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
     report = run / f"eval-{a.frames}"
     if not (report / "report.json").exists():
         everloop("eval", str(run), "--data", str(data), "--frames", str(a.frames), "--streams", "8",
