@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--time-to-fidelity", action="store_true", help="also lava runs of 5, 10, 20 minutes")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "fidelity"))
-    ap.add_argument("--data", default=str(ROOT / "data" / "fidelity"))
+    ap.add_argument("--data", default=str(ROOT / "data"), help="where the prepared processes live")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "fidelity.md"))
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
