@@ -392,6 +392,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                 now = time.time()
                 logs.update(step=step, time=round(elapsed_before + now - t0, 2))
                 log.write(json.dumps({**logs, "stage": current} if multi else logs) + "\n")
+                log.flush()  # on disk before a sheet of this step can be: a kill never orphans a sheet
                 if total is not None:
                     bar.update(1)
                 else:
