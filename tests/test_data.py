@@ -318,6 +318,51 @@ def test_force_never_replaces_a_folder_that_is_not_a_dataset(tmp_path):
     assert (tmp_path / "home" / "thesis.txt").read_text() == "precious"
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (free now, so its temps are stale)."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_prepare_is_cleaned_up_and_a_cut_swap_restored(tmp_path):
+    pid = dead_pid()
+    src = write_pngs(tmp_path / "a", [const(1)] * 2)
+    # what kills leave: a half-built dataset, and an old dataset renamed aside whose
+    # replacement never arrived (the kill fell between the two renames)
+    (tmp_path / f".half.tmp-{pid}").mkdir()
+    (tmp_path / f".half.tmp-{pid}" / "frames.npy").write_bytes(b"\0" * 100)
+    prepare(src, tmp_path / "old", progress=False)
+    (tmp_path / "old").rename(tmp_path / f".old.old-{pid}")
+    prepare(src, tmp_path / "new", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "new", "old"]
+    assert FrameStore(tmp_path / "old").frames.shape[0] == 2
+
+
+@pytest.mark.parametrize("field, value", [("fps", "fast"), ("fps", float("nan")), ("frames", 2.0),
+                                          ("height", True), ("width", 100000), ("episodes", "all")])
+def test_meta_json_values_of_the_wrong_type_name_the_file(tmp_path, field, value):
+    d = write_dataset(tmp_path / "d", [[0, 5]])
+    meta = json.loads((d / "meta.json").read_text())
+    (d / "meta.json").write_text(json.dumps({**meta, field: value}))
+    with pytest.raises(EverloopError, match=f"meta.json.*{field}") as e:
+        FrameStore(d)
+    assert "\n" not in str(e.value)
+
+
+def test_prepare_refuses_its_own_source_and_nan_fps(tmp_path):
+    src = write_pngs(tmp_path / "a", [const(1)] * 2)
+    before = snapshot(src)
+    with pytest.raises(EverloopError, match="input"):
+        prepare(src, src, force=True, progress=False)
+    for fps in (float("nan"), float("inf"), 0, -1):
+        with pytest.raises(EverloopError, match="--fps"):
+            prepare(src, tmp_path / "out", fps=fps, progress=False)
+    assert snapshot(src) == before and not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- real footage
 
 
