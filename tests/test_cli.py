@@ -107,6 +107,24 @@ def test_sheet_of_late_frames(tiny_run, tmp_path, capsys):
         assert im.width > 4 * 16 and im.height > 2 * 16
 
 
+def test_outputs_need_force_and_force_replaces_only_the_same_kind(tiny_run, tmp_path, capsys):
+    sheet, video = tmp_path / "s.png", tmp_path / "v.mp4"
+    for args in (["sheet", tiny_run, "--count", 2, "--streams", 1, "--out", sheet],
+                 ["generate", tiny_run, "--frames", 3, "--quiet", "--out", video]):
+        assert run_cli(*args, capsys=capsys)[0] == 0
+        before = Path(args[-1]).read_bytes()
+        assert_one_line_error(*run_cli(*args, capsys=capsys), args[-1], "--force")
+        assert Path(args[-1]).read_bytes() == before
+        assert run_cli(*args, "--force", capsys=capsys)[0] == 0
+    # a sheet is not a video and a video is not a sheet, even with --force
+    code, err = run_cli("generate", tiny_run, "--frames", 3, "--out", tmp_path / "x.png", "--force", capsys=capsys)
+    assert code == 0
+    assert_one_line_error(*run_cli("sheet", tiny_run, "--out", tmp_path / "x.png", "--force", capsys=capsys),
+                          "x.png", "--out")
+    assert_one_line_error(*run_cli("generate", tiny_run, "--frames", 3, "--out", sheet, "--force",
+                                   capsys=capsys), sheet)
+
+
 def test_console_script_reports_errors_on_one_line(tmp_path):
     exe = Path(sys.executable).with_name("everloop")
     if not exe.exists():
