@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from everloop.errors import EverloopError
-from everloop.outputs import claim, swap_into_place
+from everloop.outputs import claim, kind_of, swap_into_place
 
 
 def _sink_class(raw: str):
@@ -331,7 +331,7 @@ def _commit(tmp: Path, target: Path, force: bool) -> None:
     """Move the finished temp output onto ``target`` (outputs.swap_into_place: a file over a
     file in one atomic rename; a folder by renaming the old one aside first, so there is
     always a complete output at or next to ``target``, never a mix of old and new frames)."""
-    if os.path.lexists(target) and not force:  # appeared while we were writing
+    if os.path.lexists(target) and not force and kind_of(target) != "empty":  # appeared while we wrote
         raise EverloopError(f"{target} exists; pass --force to overwrite")
     swap_into_place(tmp, target)
 

@@ -152,14 +152,20 @@ def test_existing_output_needs_force_then_is_replaced(tmp_path, name):
     assert leftovers(tmp_path) == []
 
 
+def test_an_empty_folder_takes_frames_without_force(tmp_path):
+    (tmp_path / "frames").mkdir()
+    write(tmp_path / "frames", clip(8, 8, n=3))
+    assert len(os.listdir(tmp_path / "frames")) == 3 and leftovers(tmp_path) == []
+
+
 def test_force_never_replaces_a_folder_everloop_did_not_make(tmp_path):
-    target = tmp_path / "frames"
-    target.mkdir()
-    (target / "thesis.txt").write_text("precious")
     for name in ("frames", "out.mp4"):
-        with pytest.raises(EverloopError, match="not"):
-            open_sink(tmp_path / name if name != "out.mp4" else target, force=True)
-    assert (target / "thesis.txt").read_text() == "precious"
+        target = tmp_path / name
+        target.mkdir()
+        (target / "thesis.txt").write_text("precious")
+        with pytest.raises(EverloopError, match="did not make"):
+            open_sink(target, force=True)
+        assert (target / "thesis.txt").read_text() == "precious"
 
 
 def test_a_killed_writers_temp_is_cleaned_at_the_next_write(tmp_path):
