@@ -201,6 +201,9 @@ def claim(path, kind: str, *, force: bool, flag: str = "--out", inputs: dict | N
     found = kind_of(path)
     if found is None or (found == "empty" and kind not in ("video", "image", "json")):
         return path
+    if found != kind and not force:
+        raise EverloopError(f"{where} exists; pass --force only to replace {describe(kind)} that everloop made, "
+                            f"and this is {describe(found)}: choose another {flag}")
     if found != kind:
         raise EverloopError(f"{where} exists and is not {describe(kind)} but {describe(found)}; choose "
                             f"another {flag} (--force replaces only {describe(kind)} that everloop made)")
