@@ -156,12 +156,20 @@ def _build_new(args: TrainArgs, store: FrameStore | None = None):
     A family that draws whole frames takes its `size` from square data unless --set gives
     one: `prepare --size 128` is then all a user types for 128x128."""
     cls, _, module = FAMILIES.get(args.family, (None, None, None))
+    given = set(args.overrides)  # what the user set; a size taken from the data is named as the data
     if (store is not None and cls is not None and "size" not in args.overrides and store.height == store.width
             and "size" in {f.name for f in dataclasses.fields(cls)} and not getattr(module, "trains_on_crops", False)):
         args = dataclasses.replace(args, overrides={**args.overrides, "size": store.height})
     cfg = make_config(args.family, args.preset, args.overrides)
-    check_values(type(cfg), {k: getattr(cfg, k) for k in args.overrides}, "--set", from_set=set(args.overrides))
-    return checkpoint.model_from_config({"family": args.family, "config": checkpoint.config_to_dict(cfg)}, "--set")
+    check_values(type(cfg), {k: getattr(cfg, k) for k in given}, "--set", from_set=given)
+    config = {"family": args.family, "config": checkpoint.config_to_dict(cfg)}
+    try:
+        return checkpoint.model_from_config(config, "--set")
+    except EverloopError as e:
+        if "size" in given or store is None:
+            raise
+        raise EverloopError(f"{args.data}: frames are {store.height}x{store.width}; "
+                            f"{str(e).removeprefix('--set: ')}") from None
 
 
 def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
@@ -422,9 +430,14 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
             raise Stopped(stop.signum, f"stopped by {stop.name()}")
     except Stopped:
         raise
-    except KeyboardInterrupt:  # a second signal, mid-step: the last checkpoint stands
+    except KeyboardInterrupt:
         bar.close()
-        print(f"interrupted at step {step}; {out} keeps its last checkpoint (continue with --resume)", flush=True)
+        if stop.requested:  # a second signal, maybe mid-step: the last checkpoint stands
+            print(f"interrupted at step {step}; {out} keeps its last checkpoint (continue with --resume)",
+                  flush=True)
+        else:  # raised by code, or where no handler could be installed: save as Ctrl-C always did
+            save()
+            print(f"interrupted at step {step}; saved {out} (continue with --resume)", flush=True)
         raise
     finally:
         stop.__exit__()

@@ -147,9 +147,13 @@ def loop(step_fn, save_fn, *, step: int, steps: int | None, minutes: float | Non
             raise Stopped(stop.signum, f"stopped by {stop.name()}")
     except Stopped:
         raise
-    except KeyboardInterrupt:  # a second signal, mid-step: the last checkpoint stands
+    except KeyboardInterrupt:
         bar.close()
-        print(f"interrupted at step {step}; the last checkpoint stands (continue with --resume)", flush=True)
+        if stop.requested:  # a second signal, maybe mid-step: the last checkpoint stands
+            print(f"interrupted at step {step}; the last checkpoint stands (continue with --resume)", flush=True)
+        else:  # raised by code, or where no handler could be installed: save as Ctrl-C always did
+            save_fn(step, time.time() - t0)
+            print(f"interrupted at step {step}; saved (continue with --resume)", flush=True)
         raise
     finally:
         stop.__exit__()
