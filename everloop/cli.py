@@ -19,7 +19,8 @@ from .errors import EverloopError  # noqa: E402
 from .validate import number, positive as _positive  # noqa: E402 (painter/cli.py uses _positive)
 
 SEED = number("--seed", int, lo=0, hi=2 ** 63 - 1)
-MAX_FPS = 1000.0
+MAX_FPS, MIN_FPS = 1000.0, 0.01  # what a video container can carry (rates are kept to 1/1001)
+FPS = number("--fps", float, lo=MIN_FPS, hi=MAX_FPS)
 MAX_SHEET_FRAMES = 1024  # frames on one sheet (all held in memory, one image)
 
 
@@ -128,7 +129,7 @@ def cmd_generate(a) -> None:
     seed_clip = _sampling(a, model, config)
     fps = a.fps or (config.get("data") or {}).get("fps") or 30  # config.json's fps is checked on load
     # The stream does not depend on the chunk; more latents than frames would only cost memory.
-    with open_sink(a.out, fps=min(fps, MAX_FPS), frames=a.frames, force=a.force, inputs=inputs) as sink, \
+    with open_sink(a.out, fps=min(max(fps, MIN_FPS), MAX_FPS), frames=a.frames, force=a.force, inputs=inputs) as sink, \
             tqdm(total=a.frames, unit="frame", desc="generate", disable=a.quiet) as bar:
         for chunk in rollout.frames(model, a.frames, batch=1, seed=a.seed, interp=_interp(a, config),
                                     chunk=min(a.chunk, a.frames), seed_clip=seed_clip):
@@ -244,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_positive("--size", hi=4096), help="square output size (at most 4096); "
                    "native size if omitted")
     s.add_argument("--crop", type=_crop, help="X,Y,W,H crop in source pixels (default: none; with --size, the centre square)")
-    s.add_argument("--fps", type=_positive("--fps", float, hi=MAX_FPS), help="frame rate of a frame folder (default 30)")
+    s.add_argument("--fps", type=FPS, help="frame rate of a frame folder (default 30)")
     s.add_argument("--max-still", type=_positive("--max-still", float, hi=1e6), metavar="SECONDS",
                    help="a longer run of identical frames is a recorder stall: drop the repeats past "
                         "SECONDS and cut the episode there (default: keep every frame)")
@@ -302,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "generate":
             s.add_argument("--frames", type=_positive("--frames"), required=True)
             s.add_argument("--out", required=True, help=".mp4, .png (APNG), .gif or a folder/ of PNGs")
-            s.add_argument("--fps", type=_positive("--fps", float, hi=MAX_FPS))
+            s.add_argument("--fps", type=FPS, help="frame rate (default: the data's)")
             s.add_argument("--chunk", type=_positive("--chunk", hi=65536), default=512,
                            help="frames per decoder call (at most --frames)")
             s.add_argument("--force", action="store_true",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -200,6 +201,21 @@ def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
     return model, model.configure_optimizers(), None
 
 
+def _lock(out: Path) -> int:
+    """An exclusive lock on the run folder itself (no lock file to leave behind): a second
+    `train` on the same run, or a --force while one trains, is refused instead of mixing
+    two runs' files. The lock dies with the process, however it dies."""
+    import fcntl
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise EverloopError(f"{out}: another `everloop train` is writing this run; wait for it "
+                            "or stop it (Ctrl-C or kill saves it)") from None
+    return fd
+
+
 def rewind(out: Path, step: int, log_bytes: int | None = None, redo: tuple = ()) -> None:
     """Cut log.jsonl and samples/ back to ``step``: lines and sheets of later steps were
     rolled back (by a kill, or by --stage) and are written again as the run continues.
@@ -268,7 +284,12 @@ def train(args: TrainArgs) -> Path:
     made_out = not out.exists()  # removed again if the run fails before its first save
     try:
         model, opt, state = _setup(args, store, device)
-        return _train(args, store, device, model, opt, state)
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _lock(out)  # one writer per run folder, until this call returns
+        try:
+            return _train(args, store, device, model, opt, state)
+        finally:
+            os.close(lock)
     except BaseException as e:
         if made_out and not isinstance(e, KeyboardInterrupt) and not (out / checkpoint.CONFIG).exists():
             shutil.rmtree(out, ignore_errors=True)
@@ -391,7 +412,13 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                 stage_event("begin", model.begin_stage(current, store, out, fresh))
             while ((end is None or step < end) and (limit is None or time.time() - t0 < limit)
                    and (last or shares[i] > 0) and not stop.requested):
-                logs = model.train_step(next_batch(), opt, autocast=bf16)
+                try:
+                    logs = model.train_step(next_batch(), opt, autocast=bf16)
+                except (MemoryError, RuntimeError) as e:
+                    if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
+                        raise
+                    raise EverloopError(f"out of memory at step {step + 1} ({type(e).__name__}); the last "
+                                        f"checkpoint in {out} is kept (try a smaller --set batch_size)") from None
                 bad = [k for k, v in logs.items() if not math.isfinite(v)]
                 if bad:
                     raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; the last good "

@@ -111,6 +111,22 @@ def busy_port(ws):
     return s, {"port": s.getsockname()[1]}
 
 
+class RunLock:
+    """What a `train` still running on ws/run holds: the run folder's lock."""
+
+    def __init__(self, ws):
+        import fcntl
+        self.fd = os.open(ws / "run", os.O_RDONLY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def training(ws):
+    return RunLock(ws), {}
+
+
 def read_only(ws):
     os.chmod(ws / "ro", 0o555)
 
@@ -170,6 +186,10 @@ CASES = [
      ["--set latent_dim"], None),
     ("train-resume-seed", T[:3] + ["--resume", "--seed", "5", "--steps", "9", "--out", f"{W}/run"],
      ["--seed"], None),
+    ("train-resume-while-training", T[:3] + ["--resume", "--steps", "9", "--out", f"{W}/run"], ["run", "train"],
+     training),
+    ("train-force-while-training", T + ["--out", f"{W}/run", "--force"], ["run", "train"], training),
+    ("train-set-lags-empty", T + ["--set", "motion_lags=", "--out", f"{W}/new"], ["--set motion_lags"], None),
     ("train-resume-no-state", T[:3] + ["--resume", "--steps", "9", "--out", f"{W}/run"], ["train_state.pt"], no_state),
     ("train-resume-config-size-string", T[:3] + ["--resume", "--steps", "9", "--out", f"{W}/run"],
      ["config.json", "size"], config(config__size="sixteen")),
@@ -182,6 +202,7 @@ CASES = [
     ("generate-temperature-nan", G + ["--temperature", "nan", "--out", f"{W}/x.mp4"], ["--temperature"], None),
     ("generate-fps-nan", G + ["--fps", "nan", "--out", f"{W}/x.mp4"], ["--fps"], None),
     ("generate-fps-inf", G + ["--fps", "inf", "--out", f"{W}/x.mp4"], ["--fps"], None),
+    ("generate-fps-tiny", G + ["--fps", "0.0001", "--out", f"{W}/x.mp4"], ["--fps"], None),
     ("generate-frames-zero", G[:2] + ["--frames", "0", "--out", f"{W}/x.mp4"], ["--frames"], None),
     ("generate-chunk-zero", G + ["--chunk", "0", "--out", f"{W}/x.mp4"], ["--chunk"], None),
     ("generate-interp-huge", G + ["--interp", "100000", "--out", f"{W}/x.mp4"], ["--interp"], None),
