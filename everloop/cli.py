@@ -328,8 +328,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so every writer drops its temp on the way out (train
+    # replaces this with its own handler while it trains: it saves first, stopping.py).
+    from .stopping import Stopped
+    raise Stopped(signum, "terminated")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
     args = parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         args.func(args)
     except EverloopError as e:
@@ -341,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C 130, SIGTERM 143 (train saves first: stopping.py)
         return 128 + getattr(e, "signum", 2)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
     return 0
 
 

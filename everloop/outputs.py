@@ -179,25 +179,25 @@ def claim(path, kind: str, *, force: bool, flag: str = "--out", inputs: dict | N
     Cleans stale temps of dead processes beside the target. Nothing else is touched."""
     path = Path(path)
     where = f"{flag} {path}"
-    real = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(path))  # through links: a link to the input is the input
     for in_flag, inp in (inputs or {}).items():
         if inp is None:
             continue
-        src = Path(os.path.abspath(inp))
+        src = Path(os.path.realpath(inp))
         if (_inside(real, src) and os.path.lexists(path)) or (real != src and _inside(src, real)):
             rel = "is" if real == src else ("lies inside" if _inside(real, src) else "holds")
             raise EverloopError(f"{where} {rel} the input {in_flag} {inp} of this command; "
                                 f"choose another {flag}")
     # The first existing folder on the way up must be a writable folder.
-    up = real.parent
+    up = Path(os.path.abspath(path)).parent
     while not os.path.lexists(up) and up != up.parent:
         up = up.parent
     if not up.is_dir():
         raise EverloopError(f"{where}: {up} is a file, not a folder")
     if not os.access(up, os.W_OK | os.X_OK):
         raise EverloopError(f"{where}: cannot write in {up} (permission denied)")
-    if real.parent.is_dir():
-        clean_stale(real.parent)
+    if up == Path(os.path.abspath(path)).parent:
+        clean_stale(up)
     found = kind_of(path)
     if found is None or (found == "empty" and kind not in ("video", "image", "json")):
         return path

@@ -406,3 +406,27 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
     assert proc.returncode == 143 and "Traceback" not in err, err
     step = checkpoint_step(run)
     assert step >= 1 and logged_steps(run / "log.jsonl")[-1] == step
+
+
+def test_a_killed_generate_leaves_nothing_for_long(base, tmp_path, capsys):
+    """SIGTERM: generate drops its temp and exits 143. SIGKILL: the temp stays until the
+    next write into that folder, which removes it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "everloop.cli", "generate", str(base / "run"), "--frames", "100000000",
+           "--quiet", "--threads", "1"]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen(cmd + ["--out", str(out / f"{sig.name}.mp4")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        while not any(".tmp-" in p.name for p in out.iterdir()):  # it is writing
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 143 and "Traceback" not in err, err
+            assert os.listdir(out) == []
+        else:
+            assert [p.name for p in out.iterdir()] == [f".SIGKILL.mp4.tmp-{proc.pid}"]
+    assert main(["generate", str(base / "run"), "--frames", "2", "--quiet", "--out", str(out / "ok.mp4")]) == 0
+    assert os.listdir(out) == ["ok.mp4"]
