@@ -41,6 +41,7 @@ from . import checkpoint, devices, outputs, sheets
 from .data import FrameStore, to_float
 from .errors import EverloopError
 from .models import FAMILIES, make_config
+from .run_guard import check_args, check_resume, lock_run, rewind
 from .stopping import Stopped, StopSignals
 from .validate import check_values
 
@@ -85,37 +86,6 @@ class TrainArgs:
     family, preset or seed must match the run's, as must one that differs from its default."""
 
 
-# On --resume these must agree with the run; every other field may change.
-KEPT_ON_RESUME = ("family", "preset", "seed")
-
-
-def check_args(args: TrainArgs) -> None:
-    """Every number of TrainArgs, finite and in range, named by its flag."""
-    def bad(flag, value, want):
-        raise EverloopError(f"{flag} must be {want}, got {value!r}")
-    if args.steps is None and args.minutes is None:
-        raise EverloopError("give --steps N or --minutes M")
-    if args.steps is not None and not (_int(args.steps) and args.steps >= 1):
-        bad("--steps", args.steps, "an integer >= 1")
-    for flag, value in (("--minutes", args.minutes), ("--save-every", args.save_every_minutes)):
-        if value is not None and not (_num(value) and math.isfinite(value) and value > 0):
-            bad(flag, value, "a finite number of minutes > 0")
-    if not (_int(args.sample_every) and args.sample_every >= 0):
-        bad("--sample-every", args.sample_every, "an integer >= 0 (0: a sheet only at the end)")
-    if not (_int(args.seed) and 0 <= args.seed < 2 ** 63):
-        bad("--seed", args.seed, "an integer >= 0")
-    if not isinstance(args.overrides, dict):
-        bad("--set", args.overrides, "key=value pairs")
-
-
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def use_bf16(precision: str, device: torch.device | None = None) -> bool:
     # Measured in bench/ (see BENCHMARKS.md): on a CPU with AVX-512 BF16 the duralava step
     # runs faster under bf16 autocast; elsewhere bf16 is emulated and slower. A GPU runs
@@ -128,28 +98,6 @@ def use_bf16(precision: str, device: torch.device | None = None) -> bool:
     if precision not in ("fp32", "bf16"):
         raise EverloopError(f"--precision {precision!r}: use fp32, bf16 or auto")
     return precision == "bf16"
-
-
-def _given(args: TrainArgs, name: str) -> bool:
-    return name in args.given or getattr(args, name) != getattr(TrainArgs, name)
-
-
-def _check_resume(args: TrainArgs, cfg_json: dict, model) -> None:
-    """A --resume may not contradict the run: one-line error naming the flag."""
-    out, train_meta = Path(args.out), cfg_json.get("train") or {}
-    have = {"family": cfg_json["family"], "preset": train_meta.get("preset"), "seed": train_meta.get("seed")}
-    for name in KEPT_ON_RESUME:
-        if _given(args, name) and have[name] is not None and getattr(args, name) != have[name]:
-            raise EverloopError(f"--{name} {getattr(args, name)}: the run in {out} has {name} {have[name]}; "
-                                f"--resume keeps it (drop --{name}, or start a new run)")
-    from .models import _coerce  # the same reading of a --set string as a new run's
-    for key, raw in args.overrides.items():
-        if not hasattr(model.cfg, key):
-            raise EverloopError(f"--set {key}: no such {model.family} option")
-        run_value = getattr(model.cfg, key)
-        if _coerce(raw, run_value) != run_value:
-            raise EverloopError(f"--set {key}={raw}: the run in {out} has {key}={run_value!r}; "
-                                f"--resume keeps a run's config (drop --set, or start a new run)")
 
 
 def _build_new(args: TrainArgs, store: FrameStore | None = None):
@@ -178,7 +126,7 @@ def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
     if args.resume or args.stage is not None:
         cfg_json = checkpoint.read_config(out)
         model = checkpoint.model_from_config(cfg_json, out / checkpoint.CONFIG)
-        _check_resume(args, cfg_json, model)
+        check_resume(args, cfg_json, model)
         state = checkpoint.load_train_state(out)  # on the CPU
         try:
             model.load_state_dict(state["model"])
@@ -199,51 +147,6 @@ def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
     torch.manual_seed(args.seed)  # seeds the CUDA RNG too
     model = _build_new(args, store).to(device)
     return model, model.configure_optimizers(), None
-
-
-def _lock(out: Path) -> int:
-    """An exclusive lock on the run folder itself (no lock file to leave behind): a second
-    `train` on the same run, or a --force while one trains, is refused instead of mixing
-    two runs' files. The lock dies with the process, however it dies."""
-    import fcntl
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise EverloopError(f"{out}: another `everloop train` is writing this run; wait for it "
-                            "or stop it (Ctrl-C or kill saves it)") from None
-    return fd
-
-
-def rewind(out: Path, step: int, log_bytes: int | None = None, redo: tuple = ()) -> None:
-    """Cut log.jsonl and samples/ back to ``step``: lines and sheets of later steps were
-    rolled back (by a kill, or by --stage) and are written again as the run continues.
-    ``log_bytes``: the log's size when the checkpoint was saved (exact); ``redo``: stages
-    begun again at ``step``, whose events there are dropped too."""
-    log, size = Path(out) / "log.jsonl", log_bytes
-    if log.exists():
-        if size is not None and log.stat().st_size >= size:
-            with log.open("r+b") as f:  # exactly what was logged when the checkpoint was saved
-                f.truncate(size)
-        else:  # a checkpoint from before log_bytes, or a log someone shortened: by step
-            keep = []
-            for line in log.read_text(errors="replace").splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by the kill
-                if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
-                    continue
-                if entry["step"] < step or (entry["step"] == step and entry.get("stage") not in redo):
-                    keep.append(line + "\n")
-            outputs.write_file(log, lambda p: p.write_text("".join(keep)))
-    for sheet in (Path(out) / "samples").glob("step_*.png"):
-        try:
-            if int(sheet.stem[5:]) > step:
-                sheet.unlink()
-        except ValueError:
-            pass
 
 
 def _stages(model) -> list[tuple[str, float]]:
@@ -285,7 +188,7 @@ def train(args: TrainArgs) -> Path:
     try:
         model, opt, state = _setup(args, store, device)
         out.mkdir(parents=True, exist_ok=True)
-        lock = _lock(out)  # one writer per run folder, until this call returns
+        lock = lock_run(out)  # one writer per run folder, until this call returns
         try:
             return _train(args, store, device, model, opt, state)
         finally:
@@ -456,6 +359,10 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                   + (f"saved {out} (continue with --resume)" if worked else "nothing new to save"), flush=True)
             raise Stopped(stop.signum, f"stopped by {stop.name()}")
     except Stopped:
+        raise
+    except EverloopError:
+        bar.leave = False  # the bar goes, so the error is the one line left
+        bar.close()
         raise
     except KeyboardInterrupt:
         bar.close()

@@ -60,8 +60,8 @@ def value_problem(name: str, value, default):
     if isinstance(default, float):
         if not _is_number(value) or not math.isfinite(value):
             return "must be a finite number"
-        if name.startswith("lr") and value <= 0:
-            return "must be > 0"
+        if name.startswith("lr") and not 0 < value <= 10:  # beyond 10 the first step is NaN
+            return "must be > 0 and at most 10"
         if default >= 0 and value < 0:
             return "must be >= 0"
         if name in FRACTIONS and value > 1:
