@@ -186,7 +186,7 @@ def claim(path, kind: str, *, force: bool, flag: str = "--out", inputs: dict | N
         src = Path(os.path.realpath(inp))
         if (_inside(real, src) and os.path.lexists(path)) or (real != src and _inside(src, real)):
             rel = "is" if real == src else ("lies inside" if _inside(real, src) else "holds")
-            raise EverloopError(f"{where} {rel} the input {in_flag} {inp} of this command; "
+            raise EverloopError(f"{where} {rel} {in_flag} {inp}, an input of this command; "
                                 f"choose another {flag}")
     # The first existing folder on the way up must be a writable folder.
     up = Path(os.path.abspath(path)).parent

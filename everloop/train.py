@@ -274,7 +274,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
     total = args.steps
     bar = tqdm(total=total if total is not None else int(budget), initial=step if total else 0,
                unit="step" if total else "s", disable=not args.progress, dynamic_ncols=True,
-               desc=f"train {model.family}")
+               desc=f"train {model.family}", delay=2)  # shown after 2 s: an error at the first step stays one line
     t0 = last_save = time.time()
     step0 = step
     log = (out / "log.jsonl").open("a")
@@ -335,7 +335,8 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                     bar.update(1)
                 else:
                     bar.n = min(int(now - t0), bar.total)
-                    bar.refresh()
+                    if now - t0 >= bar.delay:
+                        bar.refresh()
                 shown = {k: f"{v:.3f}" for k, v in list(logs.items())[:3] if k not in ("step", "time")}
                 bar.set_postfix(step=step, sps=f"{(step - step0) / max(now - t0, 1e-9):.2f}", **shown, refresh=False)
                 if args.sample_every and step % args.sample_every == 0:

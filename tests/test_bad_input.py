@@ -169,6 +169,8 @@ CASES = [
     ("train-set-prob-2", T + ["--set", "carry_prob=2", "--out", f"{W}/new"], ["--set carry_prob"], None),
     ("train-set-unknown", T + ["--set", "nope=1", "--out", f"{W}/new"], ["--set nope"], None),
     ("train-set-not-int", T + ["--set", "batch_size=many", "--out", f"{W}/new"], ["--set"], None),
+    ("train-set-loss-unknown", T + ["--set", "loss=foo", "--out", f"{W}/new"], ["loss"], None),  # at step 1
+    ("train-set-clip-too-long", T + ["--set", "clip_length=1000", "--out", f"{W}/new"], ["data", "1000"], None),
     ("train-family-unknown", T + ["--family", "nope", "--out", f"{W}/new"], ["--family"], None),
     # train: outputs
     ("train-out-run-no-force", T + ["--out", f"{W}/run"], ["--resume", "run"], None),
@@ -252,6 +254,7 @@ CASES = [
     ("eval-out-other-run-force", E + ["--out", f"{W}/run2", "--force"], ["--out", "run2"], None),
     ("eval-out-data-force", E + ["--out", f"{W}/data", "--force"], ["--out", "data"], None),
     ("eval-out-foreign-force", E + ["--out", f"{W}/notes", "--force"], ["--out", "notes"], None),
+    ("eval-frames-too-few", E[:5] + ["--frames", "5", "--out", f"{W}/rep"], ["--frames"], None),
     ("eval-temperature-inf", E + ["--temperature", "inf", "--out", f"{W}/rep"], ["--temperature"], None),
     # paint
     ("paint-eval-json-exists", ["paint", "eval", f"{W}/agent", "--json", f"{W}/metrics.json"],
