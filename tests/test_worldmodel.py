@@ -282,11 +282,13 @@ def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
 
 # ---- the sharper decoder: output, upsampling, L1, the patch discriminator ----------------------
 
-@pytest.mark.parametrize("upsample,output,blocks,loss", [("transposed", "sigmoid", 0, "l2"),
-                                                         ("nearest", "clip", 1, "l1+l2")])
-def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, output, blocks, loss):
+@pytest.mark.parametrize("upsample,output,blocks,loss,grid", [("transposed", "sigmoid", 0, "l2", 0),
+                                                              ("nearest", "clip", 1, "l1+l2", 0),
+                                                              ("transposed", "clip", 0, "l1+l2", 4)])
+def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, output, blocks, loss, grid):
     from everloop.data import FrameStore
-    model = tiny_model(decoder_upsample=upsample, decoder_output=output, decoder_blocks=blocks, recon_loss=loss)
+    model = tiny_model(decoder_upsample=upsample, decoder_output=output, decoder_blocks=blocks, recon_loss=loss,
+                       latent_grid=grid, z_dim=32 if grid else 8)
     store = FrameStore(tiny_data)
     model.stage, model.ranges = "vae", ([list(e) for e in store.episodes], [])
     x = model.decode(3 * torch.randn(64, model.cfg.z_dim))
@@ -295,6 +297,20 @@ def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, ou
     before = {k: v.clone() for k, v in model.vae.state_dict().items()}
     logs = model.train(True).train_step(model.sample_batch(store, rng), opt)
     assert math.isfinite(logs["recon"]) and any(not torch.equal(v, model.vae.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_latent_grid_keeps_regions_apart():
+    # z as a 4x4 map of 2 channels on 16x16 frames: changing the code of one corner cell
+    # changes the decoded frame near that corner and leaves the far corner alone.
+    model = tiny_model(latent_grid=4, z_dim=32).eval()
+    with torch.no_grad():
+        z = torch.zeros(1, 32)
+        base = model.decode(z)
+        z.view(1, 2, 4, 4)[0, :, 0, 0] = 3.0
+        diff = (model.decode(z) - base).abs()[0].sum(0)
+    assert diff[:4, :4].sum() > 0 and diff[12:, 12:].sum() == 0
+    with pytest.raises(EverloopError, match="latent_grid"):
+        tiny_model(latent_grid=3, z_dim=36)
 
 
 def test_adversarial_term_starts_at_adv_start_and_resumes_exactly(tmp_path, tiny_data, monkeypatch):

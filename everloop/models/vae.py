@@ -26,15 +26,29 @@ class VAE(nn.Module):
         if cfg.size < 8 or 2 ** n != cfg.size:
             raise EverloopError(f"worldmodel needs square frames whose side is a power of two >= 8 "
                                 f"(got {cfg.size}); prepare the data with --size 64")
+        grid = getattr(cfg, "latent_grid", 0)
+        if grid:  # a spatial latent: z is a grid x grid map of z_dim / grid^2 channels
+            g = int(round(math.log2(grid)))
+            if 2 ** g != grid or not 1 <= grid <= cfg.size // 2 or cfg.z_dim % (grid * grid):
+                raise EverloopError(f"latent_grid {grid}: use a power of two <= size / 2 that divides "
+                                    f"z_dim {cfg.z_dim} into grid x grid channels")
+            n = n - g + 2  # downsample to grid x grid, not to 4x4
         chans = [3] + [cfg.vae_width * 2 ** i for i in range(n - 2)]
         enc: list[nn.Module] = []
         for a, b in zip(chans, chans[1:]):
             enc += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
-        self.encoder = nn.Sequential(*enc, nn.Flatten())
-        flat = chans[-1] * 16
-        self.to_stats = nn.Linear(flat, 2 * cfg.z_dim)
-        self.from_z = nn.Linear(cfg.z_dim, flat)
-        dec: list[nn.Module] = [nn.Unflatten(1, (chans[-1], 4, 4))]
+        if grid:
+            c = cfg.z_dim // (grid * grid)
+            self.encoder = nn.Sequential(*enc)
+            self.to_stats = nn.Conv2d(chans[-1], 2 * c, 3, 1, 1)
+            self.from_z = nn.Sequential(nn.Unflatten(1, (c, grid, grid)), nn.Conv2d(c, chans[-1], 3, 1, 1))
+            dec: list[nn.Module] = []
+        else:
+            self.encoder = nn.Sequential(*enc, nn.Flatten())
+            flat = chans[-1] * 16
+            self.to_stats = nn.Linear(flat, 2 * cfg.z_dim)
+            self.from_z = nn.Linear(cfg.z_dim, flat)
+            dec = [nn.Unflatten(1, (chans[-1], 4, 4))]
         rev = chans[::-1]
         if cfg.decoder_upsample not in ("transposed", "nearest"):
             raise EverloopError(f"decoder_upsample {cfg.decoder_upsample!r}: use transposed or nearest")
@@ -56,7 +70,7 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
-        return mu, logvar.clamp(-12, 8)  # exp() of the extremes must stay finite
+        return mu.flatten(1), logvar.flatten(1).clamp(-12, 8)  # exp() of the extremes must stay finite
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.from_z(z))

@@ -52,12 +52,16 @@ class WorldModelConfig:
     # Options added after runs were saved: a config.json without them loads with these,
     # which reproduce what such a run did (models.config_from_dict), whatever today's default.
     LEGACY: ClassVar[dict] = {"recon_loss": "l2", "decoder_upsample": "transposed", "decoder_blocks": 0,
-                              "decoder_output": "sigmoid", "adv_weight": 0.0}
+                              "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
     z_dim: int = 32
     """Size of the VAE latent, the whole state of the scene (World Models: 32)."""
+    latent_grid: int = 0
+    """0: z is one vector (World Models). G > 0: z is a G x G map of z_dim / G^2 channels
+    (the encoder stops at G x G, a 3x3 conv makes the stats): every region of the frame
+    keeps its own code, for scenes of many small things."""
     vae_width: int = 32
     """Channels of the VAE's first conv; doubles per layer down to 4x4 (64x64: 32/64/128/256)."""
     kl_weight: float = 0.25
@@ -155,6 +159,8 @@ class WorldModelConfig:
 
 PRESETS: dict[str, dict] = {
     "default": {},
+    # `make demo` (7 minutes on 2 cores): the default recipe; the budget split is by time.
+    "demo": {},
     # Tests: 16x16 frames, width 8, tiny RNN; every frame a step, nothing held out.
     "tiny": dict(size=16, z_dim=8, vae_width=8, rnn_hidden=16, mixtures=3, vae_batch=8, seq_len=6,
                  rnn_batch=8, clip_stride=1, holdout=0.0, seed_frames=2, burn_in=2),
