@@ -136,9 +136,10 @@ def _folder_kind(path: Path) -> str:
         if is_run and isinstance(family, str):  # what checkpoint.save_run / painter write
             return family if family in ("paint-renderer", "paint-agent") else "run"
         return "folder"
-    if names & {"model.safetensors", "train_state.pt", "log.jsonl"} and all(
-            n in RUN_ENTRIES or n.endswith(".safetensors") for n in names):
-        return "run"  # killed before its first save: still a run, never anyone's folder
+    started = names & {"model.safetensors", "train_state.pt"} or (
+        "log.jsonl" in names and (path / "samples").is_dir())  # what a new run makes first
+    if started and all(n in RUN_ENTRIES or n.endswith(".safetensors") for n in names):
+        return "run"  # killed before config.json was written: still a run, never anyone's folder
     if "frames.npy" in names and names <= {"frames.npy", "meta.json"}:
         return "dataset"
     if "record.json" in names:

@@ -302,6 +302,21 @@ def test_bad_input_is_one_line_and_changes_nothing(base, tmp_path, capsys, monke
     assert tree(ws) == before  # nothing changed, nothing deleted, nothing new
 
 
+def test_what_force_may_replace_is_told_by_content(base, tmp_path):
+    from everloop.outputs import kind_of
+    kinds = {"data": "dataset", "run": "run", "clip.mp4": "video", "anim.png": "video", "sheet.png": "image",
+             "report": "report", "notes": "folder", "afile": "file", "metrics.json": "json", "src": "folder",
+             "nothing": None}
+    assert {name: kind_of(base / name) for name in kinds} == kinds
+    (tmp_path / "killed").mkdir()  # a new run killed before its first save
+    (tmp_path / "killed" / "log.jsonl").write_text('{"step": 1}\n')
+    (tmp_path / "log").mkdir()  # someone's folder with a log in it
+    (tmp_path / "log" / "log.jsonl").write_text("mine\n")
+    (tmp_path / "killed" / "samples").mkdir()
+    (tmp_path / "fake.mp4").write_bytes(b"precious")
+    assert [kind_of(tmp_path / n) for n in ("killed", "log", "fake.mp4")] == ["run", "folder", "file"]
+
+
 def test_the_corpus_is_large():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
 
