@@ -307,6 +307,7 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
     process: the repeats past that many seconds are dropped and the episode is cut there
     (see ``_Stalls``).  Returns the meta.
     """
+    from everloop.outputs import claim, swap_into_place
     from everloop.sources import open_source  # not at the top: sources import this module
 
     source, out = Path(source), Path(out)
@@ -316,7 +317,9 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
     if max_still is not None and not (isinstance(max_still, (int, float)) and math.isfinite(max_still)
                                       and max_still > 0):
         raise EverloopError(f"--max-still must be a number of seconds > 0, got {max_still!r}")
-    _check_replaceable(out, force, source)
+    # An empty or absent `out` is fine; a dataset needs --force; anything else never (a typo'd
+    # path), nor the SOURCE being read (outputs.claim).
+    claim(out, "dataset", force=force, inputs={"SOURCE": source})
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -345,7 +348,7 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
             meta["splits"] = splits
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         FrameStore(tmp)  # read back what we wrote: a broken dataset never replaces a good one
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)  # an old dataset is moved aside first, deleted after
         return meta
     except OSError as e:  # disk full, permissions, ...: str(e) names the file at fault
         raise EverloopError(f"cannot prepare {out}: {e}") from None
@@ -396,17 +399,3 @@ class _Stalls:
         if source_splits is None:
             return out, None
         return out, {k: [j for i in v for j in new_index[i]] for k, v in source_splits.items()}
-
-
-def _check_replaceable(out: Path, force: bool, source=None) -> None:
-    """An empty or absent ``out`` is fine; a dataset needs --force; anything else, never
-    (--force must never wipe a folder that holds more than a dataset, e.g. a typo'd path),
-    nor the SOURCE being read: outputs.claim."""
-    from everloop.outputs import claim
-    claim(out, "dataset", force=force, inputs={"SOURCE": source})
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an old ``out`` is moved aside first, deleted after."""
-    from everloop.outputs import swap_into_place
-    swap_into_place(tmp, out)

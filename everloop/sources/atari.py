@@ -35,8 +35,8 @@ import os
 import shutil
 from pathlib import Path
 
-from everloop.data import _swap_into_place  # the same move-aside-then-rename as prepare
 from everloop.errors import EverloopError
+from everloop.outputs import claim, swap_into_place  # the same rules and renames as prepare
 
 RECORD_FILE = "record.json"
 ACTIONS_FILE = "actions.npy"
@@ -163,7 +163,7 @@ def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
             "episodes": done,  # in the order prepare reads them: Train/ then Test/, by name
         }
         (tmp / RECORD_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
         return meta
     except OSError as e:  # disk full, permissions, ...: str(e) names the file at fault
         raise EverloopError(f"cannot record {out}: {e}") from None
@@ -207,7 +207,6 @@ def _version(module: str) -> str:
 def _check_replaceable(out: Path, force: bool) -> None:
     """An empty or absent ``out`` is fine; a recording needs --force; anything else, never
     (--force must never wipe a folder that is not a recording, e.g. a typo'd path)."""
-    from everloop.outputs import claim
     claim(out, "recording", force=force)
 
 
