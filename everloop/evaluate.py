@@ -311,9 +311,20 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
         frames = min(frames, got)
     if frames < 16:
         raise EverloopError(f"--frames must be >= 16, got {frames}")
+    note = None
+    if model is not None and getattr(model, "context_frames", 0) > 0:  # before the long part
+        from .prediction import steps_that_fit
+        fit = steps_that_fit(store, model.context_frames, stride, pred_steps)
+        if fit < pred_steps:
+            note = (f"prediction scored over {fit} steps, not {pred_steps}: the held-out split's longest "
+                    f"stretch holds no more at stride {stride}") if fit else \
+                   "no prediction scores: the held-out split is shorter than the context"
+            pred_steps = fit
     episodes = [store.frames[s:e:stride] for s, e in store.episodes]
     ref = Reference(episodes, store.fps / stride, min(WINDOW, frames), seed, progress=progress)
     ev = Evaluator(ref, frames, streams)
+    if note:
+        ev.notes.append(note)
     with tqdm(total=frames, unit="frame", desc="eval", disable=not progress, dynamic_ncols=True) as bar:
         if model is None:
             buf, at = [], 0
@@ -340,7 +351,7 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
     rep = ev.report(seed)
     rep.update(run=run, data=str(data), video=video, seed=seed, stride=stride, full_streams=full_streams,
                temperature=getattr(model, "temperature", None))
-    if model is not None and getattr(model, "context_frames", 0) > 0:
+    if model is not None and getattr(model, "context_frames", 0) > 0 and pred_steps > 0:
         from .prediction import evaluate_prediction
         rep.update(evaluate_prediction(model, store, stride, pred_steps, pred_clips, seed))
     report.write_outputs(rep, ev, out)

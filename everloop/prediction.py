@@ -26,6 +26,14 @@ def seed_clips(store: FrameStore, length: int, stride: int, clips: int, seed: in
     return to_float(store.sample_clips(clips, length, stride, np.random.default_rng(seed), ranges=test))
 
 
+def steps_that_fit(store: FrameStore, context: int, stride: int, steps: int) -> int:
+    """The most recursion steps (<= `steps`) whose clips fit in one held-out stretch; 0 if none.
+    A 2-minute recording's held-out tail (12 s) holds 72 frames at stride 6, not 8 + 64."""
+    _, test = store.split()
+    longest = max((e - s for s, e in test), default=0)
+    return max(0, min(steps, (longest - 1) // stride + 1 - context)) if longest else 0
+
+
 @torch.inference_mode()
 def rollout_from(model, context: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
     """float [B, steps, C, H, W] on the CPU: the model's own continuation of `context`

@@ -265,6 +265,16 @@ def test_eval_at_a_temperature_reports_latents_and_prediction(wm_run, tiny_data,
         evaluate(str(run), str(tiny_data), 40, str(tmp_path / "rd"), progress=False, temperature=0.5)
 
 
+def test_eval_scores_prediction_over_what_the_held_out_split_holds(wm_run, tiny_data, tmp_path):
+    # 120 frames: the held-out tail (10%) is 12 frames, 2 context + 10 steps at stride 1,
+    # so --pred-steps 64 would fail after the whole stream was generated; it is cut instead.
+    from everloop.evaluate import evaluate
+    rep = evaluate(str(wm_run), str(tiny_data), 40, str(tmp_path / "r"), streams=2, progress=False,
+                   stride=1, pred_steps=64, pred_clips=2)
+    assert list(rep["prediction"]) == [str(i) for i in range(1, 11)]
+    assert any("prediction scored over 10 steps, not 64" in n for n in rep["notes"])
+
+
 def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
     from everloop.data import FrameStore
     cfg = json.loads((wm_run / "config.json").read_text())["config"]
