@@ -253,8 +253,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("train", help="train a family on DATA into a run folder")
-    s.add_argument("--family", help="duralava, worldmodel or multiscale (default duralava, from "
-                   "train.TrainArgs; on --resume: the run's)")
+    s.add_argument("--family", help="worldmodel, duralava or multiscale (default worldmodel, "
+                   "models.DEFAULT_FAMILY; --preset seed alone: duralava; on --resume: the run's)")
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--preset", help="named config of the family (default: default; on --resume: the run's)")

@@ -49,7 +49,7 @@ def main() -> None:
     run("generate", str(out / "run"), "--frames", "600", "--out", str(out / "lava.png"), "--force")
     run("generate", str(out / "run"), "--frames", "1800", "--out", str(out / "lava.mp4"), "--force")
     run("sheet", str(out / "run"), "--start", "0", "--count", "12", "--stride", "8", "--streams", "6",
-        "--out", str(out / "sheet.png"))
+        "--out", str(out / "sheet.png"), "--force")
     ratios = motion_ratios(out / "lava.mp4", out / "data")
     print("motion of demo/lava.mp4 / the real clip's (mean frame difference; 1 = as much): "
           + ", ".join(f"lag {k}: {v:.2f}x" for k, v in ratios.items()))

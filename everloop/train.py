@@ -40,7 +40,7 @@ from tqdm import tqdm
 from . import checkpoint, devices, outputs, sheets
 from .data import FrameStore, to_float
 from .errors import EverloopError
-from .models import FAMILIES, make_config
+from .models import FAMILIES, family_for, make_config
 from .run_guard import check_args, check_resume, lock_run, rewind
 from .stopping import Stopped, StopSignals
 from .validate import check_values
@@ -52,8 +52,10 @@ class TrainArgs:
     """Dataset folder written by `everloop prepare` (frames.npy + meta.json)."""
     out: str
     """Run folder: config.json, model.safetensors, train_state.pt, samples/, log.jsonl."""
-    family: str = "duralava"
-    """Model family (see everloop.models.FAMILIES)."""
+    family: str | None = None
+    """Model family (see everloop.models.FAMILIES); None: the preset's family if it names one
+    (`seed` = the published duralava), else models.DEFAULT_FAMILY (worldmodel). On --resume,
+    the run's."""
     preset: str = "default"
     """Named set of config overrides of the family (e.g. default, seed, demo, tiny)."""
     overrides: dict = field(default_factory=dict)
@@ -179,6 +181,8 @@ def _first_stage(args: TrainArgs, model, opt, state, names, device: torch.device
 
 def train(args: TrainArgs) -> Path:
     check_args(args)
+    if not (args.resume or args.stage is not None):
+        args = dataclasses.replace(args, family=family_for(args.family, args.preset))
     if not (args.resume or args.stage is not None) and args.family not in FAMILIES:
         raise EverloopError(f"--family {args.family!r}: unknown (known: {', '.join(FAMILIES)})")
     store = FrameStore(args.data)

@@ -44,5 +44,5 @@ def tiny_data(tmp_path):
 @pytest.fixture
 def tiny_run(tmp_path, tiny_data):
     from everloop.train import TrainArgs, train
-    return train(TrainArgs(data=str(tiny_data), out=str(tmp_path / "run"), preset="tiny", steps=3,
+    return train(TrainArgs(data=str(tiny_data), out=str(tmp_path / "run"), family="duralava", preset="tiny", steps=3,
                            sample_every=0, progress=False, precision="fp32"))

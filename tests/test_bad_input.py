@@ -35,7 +35,7 @@ def base(tmp_path_factory):
     ws = tmp_path_factory.mktemp("base")
     frames = blob_frames(40)
     write_store(ws / "data", frames)
-    train(TrainArgs(data=str(ws / "data"), out=str(ws / "run"), preset="tiny", steps=2, sample_every=0,
+    train(TrainArgs(data=str(ws / "data"), out=str(ws / "run"), family="duralava", preset="tiny", steps=2, sample_every=0,
                     progress=False, precision="fp32"))
     shutil.copytree(ws / "run", ws / "run2")
     for name in ("clip.mp4", "anim.png"):
@@ -131,7 +131,7 @@ def read_only(ws):
     os.chmod(ws / "ro", 0o555)
 
 
-T = ["train", "--data", f"{W}/data", "--preset", "tiny", "--steps", "1", "--threads", "1"]
+T = ["train", "--data", f"{W}/data", "--family", "duralava", "--preset", "tiny", "--steps", "1", "--threads", "1"]
 G = ["generate", f"{W}/run", "--frames", "4", "--quiet"]
 S = ["sheet", f"{W}/run", "--count", "2", "--streams", "1"]
 E = ["eval", f"{W}/run", "--data", f"{W}/data", "--frames", "16", "--quiet"]

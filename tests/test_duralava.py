@@ -87,7 +87,7 @@ def test_save_load_gives_identical_frames(tiny_run, tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path, tiny_data):
-    kw = dict(data=str(tiny_data), preset="tiny", sample_every=0, progress=False, precision="fp32")
+    kw = dict(data=str(tiny_data), family="duralava", preset="tiny", sample_every=0, progress=False, precision="fp32")
     straight = train(TrainArgs(out=str(tmp_path / "a"), steps=4, **kw))
     train(TrainArgs(out=str(tmp_path / "b"), steps=2, **kw))
     resumed = train(TrainArgs(out=str(tmp_path / "b"), steps=4, resume=True, **kw))
@@ -103,7 +103,7 @@ def test_training_overfits_one_clip(tmp_path):
     frame[8:] = (20, 40, 200)
     data = write_store(tmp_path / "one", np.repeat(frame[None], 12, 0))
     # the adversarial game alone (no motion/moment terms) must pull G onto the one scene
-    run = train(TrainArgs(data=str(data), out=str(tmp_path / "run"), preset="tiny", steps=300,
+    run = train(TrainArgs(data=str(data), out=str(tmp_path / "run"), family="duralava", preset="tiny", steps=300,
                           sample_every=0, progress=False, precision="fp32",
                           overrides={"lr_g": 1e-3, "lr_d": 1e-3, "ema_decay": 0.0,
                                      "motion_weight": 0.0, "moment_weight": 0.0, "spread_weight": 0.0}))
@@ -114,7 +114,7 @@ def test_training_overfits_one_clip(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, tiny_data, monkeypatch):
-    kw = dict(data=str(tiny_data), out=str(tmp_path / "run"), preset="tiny", sample_every=0,
+    kw = dict(data=str(tiny_data), out=str(tmp_path / "run"), family="duralava", preset="tiny", sample_every=0,
               progress=False, precision="fp32")
     run = train(TrainArgs(steps=2, **kw))
     before = (run / "model.safetensors").read_bytes()

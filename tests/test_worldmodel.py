@@ -259,7 +259,7 @@ def test_eval_at_a_temperature_reports_latents_and_prediction(wm_run, tiny_data,
         assert set(r["latent"]["16"]) == {"mean", "std", "skew", "kurt"}
         assert list(r["prediction"]) == ["1", "2", "3"]
     assert reps[0]["distance"] != reps[1]["distance"]  # the temperature reaches the dream
-    run = train(TrainArgs(data=str(tiny_data), out=str(tmp_path / "d"), preset="tiny", steps=1,
+    run = train(TrainArgs(data=str(tiny_data), out=str(tmp_path / "d"), family="duralava", preset="tiny", steps=1,
                           sample_every=0, progress=False, precision="fp32"))  # duralava: no temperature
     with pytest.raises(EverloopError, match="no sampling temperature"):
         evaluate(str(run), str(tiny_data), 40, str(tmp_path / "rd"), progress=False, temperature=0.5)
