@@ -339,7 +339,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                     bar.update(1)
                 else:
                     bar.n = min(int(now - t0), bar.total)
-                    if now - t0 >= bar.delay:
+                    if args.progress and now - t0 >= 2:  # the bar's delay; a disabled bar has none
                         bar.refresh()
                 shown = {k: f"{v:.3f}" for k, v in list(logs.items())[:3] if k not in ("step", "time")}
                 bar.set_postfix(step=step, sps=f"{(step - step0) / max(now - t0, 1e-9):.2f}", **shown, refresh=False)
