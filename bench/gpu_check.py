@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, without an install
 
-from everloop import checkpoint, rollout  # noqa: E402
-from everloop.cli import main as cli  # noqa: E402
-from everloop.train import TrainArgs, train  # noqa: E402
+from everloop import checkpoint, rollout
+from everloop.cli import main as cli
+from everloop.train import TrainArgs, train
 
 
 def blobs(n: int = 160, size: int = 16) -> np.ndarray:
@@ -69,7 +69,7 @@ def devices_in(obj) -> set:
 
 
 def check_family(family: str, data: Path, tmp: Path, device: str) -> Path:
-    kw = dict(data=str(data), family=family, preset="tiny", sample_every=3, progress=False, device=device)
+    kw = {"data": str(data), "family": family, "preset": "tiny", "sample_every": 3, "progress": False, "device": device}
     run = train(TrainArgs(out=str(tmp / family), steps=4, precision="fp32", **kw))
     state = torch.load(run / "train_state.pt", weights_only=True)
     assert devices_in(state) == {"cpu"}, devices_in(state)

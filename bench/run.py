@@ -37,7 +37,7 @@ def child(kind: str, threads: int, params: dict, timeout: float | None = None) -
             f"run.measure({kind!r}, {threads}, {params!r})")
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads)}
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+        out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env,
                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"no result in {timeout:.0f} s"}
@@ -48,6 +48,7 @@ def child(kind: str, threads: int, params: dict, timeout: float | None = None) -
 
 def measure(kind: str, threads: int, params: dict) -> None:
     import torch
+
     from everloop import rollout
     from everloop.devices import synchronize
     from everloop.models import build, make_config
@@ -70,6 +71,7 @@ def measure(kind: str, threads: int, params: dict) -> None:
             result = measure_train(model, params, tmp, device)
     elif kind == "prepare":  # decode + crop + area-scale the whole recording into a store
         import tempfile
+
         from everloop.data import prepare
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
@@ -148,6 +150,7 @@ def train_batches(model, params: dict, tmp: str, device):
     before `stage` ran), or random clips of clip_spec()'s shape."""
     import numpy as np
     import torch
+
     from everloop.data import FrameStore
     cfg = model.cfg
     if not hasattr(model, "sample_batch"):
@@ -288,8 +291,8 @@ def _pct(r, peak) -> str:
 
 
 def write_table(results, threads: int, peak: float) -> None:
-    lines = [f"Measured {datetime.date.today()} on {machine()}, {threads} threads, commit {_commit()}; "
-             f"fp32 matmul peak measured in the same run: {peak:.0f} GFLOP/s.", "",
+    lines = [(f"Measured {datetime.date.today()} on {machine()}, {threads} threads, commit {_commit()}; "
+             f"fp32 matmul peak measured in the same run: {peak:.0f} GFLOP/s."), "",
              "| measurement | s/step | frames/s | peak MB | GFLOP/step | MFLOP/frame | % of matmul peak |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [_md_row(name, r, peak) for name, r in results]
@@ -297,7 +300,7 @@ def write_table(results, threads: int, peak: float) -> None:
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n<!-- BENCH -->\n<!-- /BENCH -->\n"
     text = re.sub(r"<!-- BENCH -->.*<!-- /BENCH -->", lambda _: f"<!-- BENCH -->\n{table}\n<!-- /BENCH -->",
-                  text, flags=re.S)
+                  text, flags=re.DOTALL)
     path.write_text(text)
     print(f"\nwrote the table into {path}")
 
@@ -311,7 +314,7 @@ def _md_row(name: str, r: dict, peak: float) -> str:
 
 def _commit() -> str:
     try:  # the GPU machine's copy of the tree may have no git
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True,
                               cwd=ROOT).stdout.strip() or "unknown"
     except OSError:
         return "unknown"

@@ -12,7 +12,7 @@ import re
 import sys
 import time
 
-from run import ROOT, _commit, _md_row, _gflop, _mflop, _pct, _sps, child, machine
+from run import ROOT, _commit, _gflop, _md_row, _mflop, _pct, _sps, child, machine
 
 TIMEOUT = 600  # seconds per row: a hung row is reported, not waited for
 
@@ -40,6 +40,7 @@ def measure_decode(model, params: dict, device) -> dict:
     With `compile`, the first call (tracing and code generation) is timed apart as
     compile_s and is not in the rate; eager and compiled rows share everything else."""
     import torch
+
     from everloop.devices import synchronize
     model.eval()
     z = model.reset(params["batch"], torch.Generator().manual_seed(0))
@@ -84,8 +85,8 @@ def gpu_rows(quick: bool) -> list:
                          {"family": family, "set": {"size": size}, "batch": batch, "chunk": chunk,
                           "frames": n // 4 if quick else n, "flops": not quick}))
     for compiled in (False, True):
-        rows.append((f"duralava: sampling G alone, 64x64, 4096 latents per call, "
-                     f"{'torch.compile' if compiled else 'eager'}", "decode",
+        rows.append(((f"duralava: sampling G alone, 64x64, 4096 latents per call, "
+                     f"{'torch.compile' if compiled else 'eager'}"), "decode",
                      {"batch": 4096, "calls": 10 if quick else 50, "compile": compiled}))
     return rows
 
@@ -115,10 +116,10 @@ def main_gpu(a) -> None:
 
 
 def write_gpu_table(results, peaks: dict, threads: int, quick: bool) -> None:
-    lines = [f"Measured {datetime.date.today()} on {peaks['gpu']} (CUDA {peaks['cuda']}), host {machine()}, "
+    lines = [(f"Measured {datetime.date.today()} on {peaks['gpu']} (CUDA {peaks['cuda']}), host {machine()}, "
              f"{threads} CPU threads, commit {_commit()}{' (--quick)' if quick else ''}; matmul 8192^2 in the "
              f"same run: fp32 (TF32 off) {peaks['gflops'] / 1e3:.1f} TFLOP/s, bf16 "
-             f"{peaks['gflops_bf16'] / 1e3:.1f} TFLOP/s.", "",
+             f"{peaks['gflops_bf16'] / 1e3:.1f} TFLOP/s."), "",
              "| measurement | s/step | frames/s | peak GPU MB | GFLOP/step | MFLOP/frame | % of matmul peak |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [_md_row(name, r, peak) for name, r, peak in results]
@@ -126,7 +127,7 @@ def write_gpu_table(results, peaks: dict, threads: int, quick: bool) -> None:
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if "<!-- BENCH-GPU -->" in text:  # the CPU table's markers are other strings: it stays as it is
-        text = re.sub(r"<!-- BENCH-GPU -->.*?<!-- /BENCH-GPU -->", lambda _: table, text, flags=re.S)
+        text = re.sub(r"<!-- BENCH-GPU -->.*?<!-- /BENCH-GPU -->", lambda _: table, text, flags=re.DOTALL)
     else:
         section = f"## GPU (bench/run.py --device cuda)\n\n{table}\n\n"
         at = text.find("## duralava against its targets")

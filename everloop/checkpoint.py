@@ -92,5 +92,5 @@ def load_train_state(run: Path) -> dict:
         raise EverloopError(f"{path}: missing; cannot --resume (train without --resume to start over)")
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # torch raises several types for a damaged file
+    except Exception as e:  # noqa: BLE001 (torch raises several types for a damaged file)
         raise EverloopError(f"{path}: unreadable training state ({type(e).__name__})") from None

@@ -15,8 +15,9 @@ from pathlib import Path
 # 2-core machine 10-50x slower; passive waiting costs nothing when the machine is quiet.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import EverloopError  # noqa: E402
-from .validate import number, positive as _positive  # noqa: E402 (painter/cli.py uses _positive)
+from .errors import EverloopError
+from .validate import number
+from .validate import positive as _positive
 
 SEED = number("--seed", int, lo=0, hi=2 ** 63 - 1)
 MAX_FPS, MIN_FPS = 1000.0, 0.01  # what a video container can carry (rates are kept to 1/1001)
@@ -60,6 +61,7 @@ def cmd_train(a) -> None:
     import json
 
     import torch
+
     from .train import TrainArgs, train
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -77,6 +79,7 @@ def cmd_train(a) -> None:
 
 def _load(a):
     import torch
+
     from .checkpoint import load_run
     from .devices import resolve
     if getattr(a, "threads", None):
@@ -99,6 +102,7 @@ def _sampling(a, model, config):
                                 f"({model.context_frames} frames of a prepared dataset)")
         return None
     import numpy as np
+
     from .data import FrameStore, to_float
     need = getattr(model, "context_frames", 0)
     if not need:
@@ -121,6 +125,7 @@ def _sampling(a, model, config):
 
 def cmd_generate(a) -> None:
     from tqdm import tqdm
+
     from . import rollout
     from .sinks import open_sink, output_kind
     inputs = {"RUN": a.run, "--seed-clip": a.seed_clip}
@@ -181,6 +186,7 @@ def cmd_eval(a) -> None:
     import shutil
 
     import torch
+
     from .evaluate import evaluate
     from .outputs import swap_into_place, temp_path
     if a.threads:

@@ -14,6 +14,7 @@ Models see float32 ``[..., C, H, W]`` in [0, 1]; files and screens see uint8
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -269,7 +270,7 @@ class _NpyWriter:
 
     def __init__(self, path: Path, source: Path):
         self.source = source  # named in errors
-        self.file = open(path, "wb")
+        self.file = open(path, "wb")  # noqa: SIM115 (open across writes; closed in finish/abort)
         self.file.write(b"\0" * self.HEADER_BYTES)
         self.shape: tuple[int, ...] | None = None
         self.count = 0
@@ -308,7 +309,9 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
     (see ``_Stalls``).  Returns the meta.
     """
     from everloop.outputs import claim, swap_into_place
-    from everloop.sources import open_source  # not at the top: sources import this module
+    from everloop.sources import (
+        open_source,  # not at the top: sources import this module
+    )
 
     source, out = Path(source), Path(out)
     geometry = Geometry(size, crop)
@@ -392,7 +395,7 @@ class _Stalls:
             a, b = self.out_at[s], self.out_at[e]
             edges = [a, *[c for c in self.cuts if a < c < b], b]
             new_index.append([])
-            for lo, hi in zip(edges[:-1], edges[1:]):
+            for lo, hi in itertools.pairwise(edges):
                 if hi > lo:
                     new_index[-1].append(len(out))
                     out.append([lo, hi])

@@ -12,8 +12,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterable, Iterator
 
 import numpy as np
 

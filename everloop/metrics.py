@@ -83,7 +83,9 @@ def psnr(pred, truth):
 def ssim(pred, truth):
     """SSIM per sample (torchmetrics: Gaussian window 11, sigma 1.5, data range 1), the
     window shrunk to the frame for frames smaller than 11 pixels."""
-    from torchmetrics.functional.image import structural_similarity_index_measure as _ssim
+    from torchmetrics.functional.image import (
+        structural_similarity_index_measure as _ssim,
+    )
     k = min(11, min(pred.shape[-2:]) - (1 - min(pred.shape[-2:]) % 2))
     return _ssim(pred.float(), truth.float(), kernel_size=k, sigma=1.5 * k / 11, data_range=1.0,
                  reduction="none")

@@ -12,7 +12,7 @@ their noise from it and move it, so a seed gives the same stream on any device),
 clip is moved to the model, and frames() hands back uint8 numpy on the CPU as always."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-
 import torch
+from PIL import Image, ImageDraw
 
 from . import rollout
 from .data import to_uint8

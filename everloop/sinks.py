@@ -33,6 +33,7 @@ import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def output_kind(path) -> str:
 
 
 def open_sink(path, fps: float = 30, frames: int | None = None, force: bool = False,
-              inputs: dict | None = None) -> "Sink":
+              inputs: dict | None = None) -> Sink:
     """Return the sink for ``path``'s kind; raise EverloopError before writing anything if
     the kind is unknown, or ``path`` exists and ``force`` is false or it holds something
     else than this kind of output, or it is one of ``inputs`` ({flag: path}).
@@ -135,8 +136,8 @@ class Sink:
         self.closed = True
         try:
             self._finish()
-        except Exception:
-            pass  # the encoder may be in any state; the output is going away anyway
+        except Exception:  # noqa: BLE001, S110 (the encoder may be in any state; the output is going away)
+            pass
         _remove(self.tmp)
 
     def __enter__(self):
@@ -153,8 +154,8 @@ class _AvSink(Sink):
     """One PyAV video stream fed rgb24 frames; pts = frame index, time base = 1/fps."""
 
     format = codec = pix_fmt = ""
-    muxer_options: dict = {}
-    codec_options: dict = {}
+    muxer_options: ClassVar[dict] = {}
+    codec_options: ClassVar[dict] = {}
     even = False  # pad odd sizes up to even (needed by yuv420p)
     container = stream = None
 
@@ -224,7 +225,7 @@ class _YuvSink(_AvSink):
 
 class Mp4Sink(_YuvSink):
     format = "mp4"
-    muxer_options = {"movflags": "+faststart"}  # index first: browsers play at once
+    muxer_options: ClassVar[dict] = {"movflags": "+faststart"}  # index first: browsers play at once
 
     def _codec(self):
         import av
@@ -244,7 +245,7 @@ class Mp4Sink(_YuvSink):
 class WebmSink(_YuvSink):
     format, codec = "webm", "libvpx-vp9"
     # b=0: constant quality from crf alone; cpu-used 4 + row-mt: much faster than default
-    codec_options = {"crf": "30", "b": "0", "deadline": "good", "cpu-used": "4",
+    codec_options: ClassVar[dict] = {"crf": "30", "b": "0", "deadline": "good", "cpu-used": "4",
                      "row-mt": "1"}
 
 
@@ -254,7 +255,7 @@ class ApngSink(_AvSink):
 
     format = codec = "apng"
     pix_fmt = "rgb24"
-    muxer_options = {"plays": "0"}  # acTL num_plays 0 = loop forever
+    muxer_options: ClassVar[dict] = {"plays": "0"}  # acTL num_plays 0 = loop forever
 
     def _configure(self, cc):
         cc.sample_aspect_ratio = Fraction(1, 1)  # else pHYs says 0:1
@@ -271,7 +272,7 @@ class GifSink(_AvSink):
 
     format = codec = "gif"
     pix_fmt = "pal8"
-    muxer_options = {"loop": "0"}  # NETSCAPE2.0 loop count 0 = forever
+    muxer_options: ClassVar[dict] = {"loop": "0"}  # NETSCAPE2.0 loop count 0 = forever
     graph = None
 
     def _configure(self, cc):

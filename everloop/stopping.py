@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Self
 
 
 class Stopped(KeyboardInterrupt):
@@ -27,7 +28,7 @@ class StopSignals:
         self.signum: int | None = None
         self._old: dict = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)

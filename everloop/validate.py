@@ -69,9 +69,8 @@ def value_problem(name: str, value, default):
         return None
     if isinstance(default, str):
         return None if isinstance(value, str) else "must be a string"
-    if isinstance(default, tuple):
-        if (not isinstance(value, (list, tuple)) or not all(_is_int(v) and v >= 1 for v in value)
-                or (default and not value)):
+    if isinstance(default, tuple) and (not isinstance(value, (list, tuple))
+                                       or not all(_is_int(v) and v >= 1 for v in value) or (default and not value)):
             return "must be a non-empty list of integers >= 1"
     return None
 

@@ -9,10 +9,10 @@ from PIL import Image
 pytest.importorskip("ale_py", reason="ale-py not installed (pip install -e '.[atari]')")
 pytest.importorskip("gymnasium", reason="gymnasium not installed (pip install -e '.[atari]')")
 
-from everloop.cli import main  # noqa: E402
-from everloop.data import FrameStore, prepare  # noqa: E402
-from everloop.errors import EverloopError  # noqa: E402
-from everloop.sources.atari import record, resolve_game  # noqa: E402
+from everloop.cli import main
+from everloop.data import FrameStore, prepare
+from everloop.errors import EverloopError
+from everloop.sources.atari import record, resolve_game
 
 
 def rec(out, **kw):

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import blob_frames, write_store
+
 from everloop.cli import main
 
 W = "{ws}"  # the workspace, filled in per case
@@ -400,7 +400,7 @@ def test_resume_rewinds_the_log_and_the_samples(tiny_data, tmp_path):
     """What a kill after the last save leaves: log lines and a sheet past the checkpoint."""
     from everloop.train import TrainArgs, train
     run = tmp_path / "run"
-    args = dict(data=str(tiny_data), out=str(run), preset="tiny", sample_every=2, progress=False, precision="fp32")
+    args = {"data": str(tiny_data), "out": str(run), "preset": "tiny", "sample_every": 2, "progress": False, "precision": "fp32"}
     train(TrainArgs(steps=4, **args))
     with (run / "log.jsonl").open("a") as log:
         log.write('{"step": 5, "loss": 1.0}\n{"step": 6, "lo')
@@ -422,7 +422,7 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # long before the first --save-every
-    out, err = proc.communicate(timeout=300)
+    _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 143 and "Traceback" not in err, err
     step = checkpoint_step(run)
     assert step >= 1 and logged_steps(run / "log.jsonl")[-1] == step

@@ -117,7 +117,7 @@ def test_outputs_need_force_and_force_replaces_only_the_same_kind(tiny_run, tmp_
         assert Path(args[-1]).read_bytes() == before
         assert run_cli(*args, "--force", capsys=capsys)[0] == 0
     # a sheet is not a video and a video is not a sheet, even with --force
-    code, err = run_cli("generate", tiny_run, "--frames", 3, "--out", tmp_path / "x.png", "--force", capsys=capsys)
+    code, _err = run_cli("generate", tiny_run, "--frames", 3, "--out", tmp_path / "x.png", "--force", capsys=capsys)
     assert code == 0
     assert_one_line_error(*run_cli("sheet", tiny_run, "--out", tmp_path / "x.png", "--force", capsys=capsys),
                           "x.png", "--out")
@@ -130,7 +130,7 @@ def test_console_script_reports_errors_on_one_line(tmp_path):
     if not exe.exists():
         pytest.skip("console script not installed (pip install -e . creates it)")
     r = subprocess.run([str(exe), "generate", str(tmp_path / "none"), "--frames", "3", "--out",
-                        str(tmp_path / "o.mp4")], capture_output=True, text=True)
+                        str(tmp_path / "o.mp4")], check=False, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "none" in r.stderr
 
 

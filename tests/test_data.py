@@ -201,7 +201,7 @@ def test_sample_clips_stay_inside_episodes(tmp_path):
     first = clips[:, 0, 0, 0, 0].astype(int)
     np.testing.assert_array_equal(clips[:, :, 0, 0, 0], first[:, None] + [0, 2, 4])
     # span 5: starts 0..5 in episode 0 and 13..25 in episode 2; episode 1 is too short
-    assert set(first) == set(range(0, 6)) | set(range(13, 26))
+    assert set(first) == set(range(6)) | set(range(13, 26))
     only = store.sample_clips(50, 2, 1, np.random.default_rng(0), episodes=[1])[:, :, 0, 0, 0]
     assert set(only[:, 0]) == {10, 11} and np.all(only[:, 1] == only[:, 0] + 1)
     ranged = store.sample_clips(50, 1, 1, np.random.default_rng(0), ranges=[[20, 22]])

@@ -64,8 +64,8 @@ def test_missing_cuda_is_a_one_line_error_in_every_command(tiny_run, tiny_data, 
 # ---- --device cpu is the old path ------------------------------------------------------------
 
 def test_device_cpu_trains_and_generates_the_same_bits(tiny_data, tmp_path, capsys):
-    kw = dict(data=str(tiny_data), family="duralava", preset="tiny", steps=3, sample_every=0, progress=False,
-              precision="fp32")
+    kw = {"data": str(tiny_data), "family": "duralava", "preset": "tiny", "steps": 3, "sample_every": 0, "progress": False,
+              "precision": "fp32"}
     plain = train(TrainArgs(out=str(tmp_path / "a"), **kw))  # no device given: the default
     cpu = train(TrainArgs(out=str(tmp_path / "b"), device="cpu", **kw))
     assert (plain / "model.safetensors").read_bytes() == (cpu / "model.safetensors").read_bytes()
@@ -149,8 +149,8 @@ def _devices_in(obj) -> set:
 
 @pytest.mark.parametrize("family", ["duralava", "worldmodel", "multiscale"])
 def test_every_family_runs_off_the_cpu_and_saves_cpu_checkpoints(family, tiny_data, tmp_path, capsys, on_meta):
-    kw = dict(data=str(tiny_data), out=str(tmp_path / "run"), family=family, preset="tiny", sample_every=2,
-              progress=False, precision="fp32", device="meta")
+    kw = {"data": str(tiny_data), "out": str(tmp_path / "run"), "family": family, "preset": "tiny", "sample_every": 2,
+              "progress": False, "precision": "fp32", "device": "meta"}
     if family == "worldmodel":
         kw["overrides"] = {"burn_in": 1, "seq_len": 3}
     run = train(TrainArgs(steps=3, **kw))

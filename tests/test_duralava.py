@@ -87,7 +87,7 @@ def test_save_load_gives_identical_frames(tiny_run, tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path, tiny_data):
-    kw = dict(data=str(tiny_data), family="duralava", preset="tiny", sample_every=0, progress=False, precision="fp32")
+    kw = {"data": str(tiny_data), "family": "duralava", "preset": "tiny", "sample_every": 0, "progress": False, "precision": "fp32"}
     straight = train(TrainArgs(out=str(tmp_path / "a"), steps=4, **kw))
     train(TrainArgs(out=str(tmp_path / "b"), steps=2, **kw))
     resumed = train(TrainArgs(out=str(tmp_path / "b"), steps=4, resume=True, **kw))
@@ -114,8 +114,8 @@ def test_training_overfits_one_clip(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, tiny_data, monkeypatch):
-    kw = dict(data=str(tiny_data), out=str(tmp_path / "run"), family="duralava", preset="tiny", sample_every=0,
-              progress=False, precision="fp32")
+    kw = {"data": str(tiny_data), "out": str(tmp_path / "run"), "family": "duralava", "preset": "tiny", "sample_every": 0,
+              "progress": False, "precision": "fp32"}
     run = train(TrainArgs(steps=2, **kw))
     before = (run / "model.safetensors").read_bytes()
     from everloop.models.duralava import Duralava
@@ -141,7 +141,13 @@ def test_sizes_that_are_not_powers_of_two_are_refused(size):
 
 def test_motion_and_loop_metrics_tell_real_motion_from_loops_and_freezes():
     from conftest import blob_frames
-    from everloop.metrics import identical_runs, lag_motion, nearest_revisit, stream_spread
+
+    from everloop.metrics import (
+        identical_runs,
+        lag_motion,
+        nearest_revisit,
+        stream_spread,
+    )
     moving = blob_frames(400, seed=1)
     m = lag_motion(moving, lags=(1, 10))
     assert m[10] > 2 * m[1] > 0

@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import blob_frames, write_store
 from PIL import Image
 
-from conftest import blob_frames, write_store
 from everloop import drift
-from everloop.errors import EverloopError
 from everloop.cli import add_eval_parser
+from everloop.errors import EverloopError
 from everloop.evaluate import evaluate, evaluate_frames
 
 T, WINDOW = 200, 32                          # 200 frames per stream -> horizons 16 and 128
@@ -40,7 +40,7 @@ def test_real_footage_against_itself_scores_about_one(golden):
     # mean) is 0.2-0.35, and this non-stationary random walk's halves differ (observed
     # ratios 0.31-0.98).  Below 1 is no failure (closer to A than B is); [0.2, 2] still lies
     # far from every control below (their failing ratios are >= 3.5).
-    assert set(golden["drift"]) == set(m for m in drift.METRICS if m != "flow_hist" or drift.cv2)
+    assert set(golden["drift"]) == {m for m in drift.METRICS if m != "flow_hist" or drift.cv2}
     for m, by_t in golden["drift"].items():
         assert list(by_t) == ["16", "128"]
         for t, r in by_t.items():

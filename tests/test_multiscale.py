@@ -3,8 +3,8 @@ loss weights are used (#32), golden GDL, and the tests every family passes, on t
 import numpy as np
 import pytest
 import torch
-
 from conftest import blob_frames, write_store
+
 from everloop import rollout
 from everloop.checkpoint import load_run, save_run
 from everloop.errors import EverloopError
@@ -156,6 +156,7 @@ def test_train_then_eval_reports_prediction_per_step(tmp_path, tiny_data):
 
 def test_generate_needs_a_seed_clip_of_the_run_s_frame_size(tmp_path, tiny_data, capsys):
     from test_cli import assert_one_line_error, run_cli
+
     from everloop.train import TrainArgs, train
     run = train(TrainArgs(data=str(tiny_data), out=str(tmp_path / "run"), family="multiscale", preset="tiny",
                           steps=1, sample_every=0, progress=False, precision="fp32"))

@@ -7,12 +7,25 @@ import torch
 
 pytest.importorskip("skia", reason="the painter's real paint program needs skia-python (pip install 'everloop[paint]')")
 
-from everloop.cli import main  # noqa: E402
-from everloop.errors import EverloopError  # noqa: E402
-from everloop.painter import targets  # noqa: E402
-from everloop.painter.agent import AgentConfig, Painter, load_agent, recon_loss, score, train_agent  # noqa: E402
-from everloop.painter.env import ACTION_DIM, PaintEnv, random_actions  # noqa: E402
-from everloop.painter.renderer import RendererConfig, StrokeNet, evaluate, real_batch, train_renderer  # noqa: E402
+from everloop.cli import main
+from everloop.errors import EverloopError
+from everloop.painter import targets
+from everloop.painter.agent import (
+    AgentConfig,
+    Painter,
+    load_agent,
+    recon_loss,
+    score,
+    train_agent,
+)
+from everloop.painter.env import ACTION_DIM, PaintEnv, random_actions
+from everloop.painter.renderer import (
+    RendererConfig,
+    StrokeNet,
+    evaluate,
+    real_batch,
+    train_renderer,
+)
 
 SIZE = 16
 TINY_R = RendererConfig(size=SIZE, width=8, hidden=64, batch=16, val_strokes=32)

@@ -12,7 +12,12 @@ from everloop import checkpoint, rollout
 from everloop.data import to_float
 from everloop.errors import EverloopError
 from everloop.models import build, make_config
-from everloop.models.mdn import floor_log_sigma, mixture_log_prob, mixture_nll, mixture_sample
+from everloop.models.mdn import (
+    floor_log_sigma,
+    mixture_log_prob,
+    mixture_nll,
+    mixture_sample,
+)
 from everloop.train import TrainArgs, train
 
 
@@ -285,7 +290,7 @@ def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
         m.begin_stage("rnn", store, wm_run, fresh=False)  # loads RUN/latents.safetensors
         batches[samples] = m.sample_batch(store, np.random.default_rng(0))
         mu = m.latents[0]
-    is_row = lambda b: (b[..., None, :] == mu).all(-1).any(-1)  # noqa: E731
+    is_row = lambda b: (b[..., None, :] == mu).all(-1).any(-1)
     assert is_row(batches[False]).all()          # every z is exactly some frame's posterior mean
     assert not is_row(batches[True]).any()       # samples are not
 

@@ -23,6 +23,7 @@ What everloop changes, and why (each is a Config field, so the seed stays one pr
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -106,22 +107,22 @@ PRESETS: dict[str, dict] = {
     "default": {},
     # The published system, for comparisons: deterministic MLP step, pooled moments,
     # BCE, BatchNorm-free D without spectral norm, SGD, no motion loss, no EMA.
-    "seed": dict(batch_size=32, clip_length=20, step_residual=False, step_noise_dim=0,
-                 latent_noise=0.0, d_width=32, d_diff=False, d_batch_std=False,
-                 spectral_norm=False, loss="bce", dim_weight=0.0, motion_weight=0.0,
-                 spread_weight=0.0, carry_prob=0.5, optimizer="sgd", lr_g=1e-3, lr_d=1e-3,
-                 ema_decay=0.0, burn_in=0),
+    "seed": {"batch_size": 32, "clip_length": 20, "step_residual": False, "step_noise_dim": 0,
+                 "latent_noise": 0.0, "d_width": 32, "d_diff": False, "d_batch_std": False,
+                 "spectral_norm": False, "loss": "bce", "dim_weight": 0.0, "motion_weight": 0.0,
+                 "spread_weight": 0.0, "carry_prob": 0.5, "optimizer": "sgd", "lr_g": 1e-3, "lr_d": 1e-3,
+                 "ema_decay": 0.0, "burn_in": 0},
     # The demo: small batches of short clips, so a few minutes on a laptop give many updates.
-    "demo": dict(batch_size=8, clip_length=8, motion_lags=(1, 2, 4, 7), ema_decay=0.99),
+    "demo": {"batch_size": 8, "clip_length": 8, "motion_lags": (1, 2, 4, 7), "ema_decay": 0.99},
     # Tests: 16x16 frames, width 8.
-    "tiny": dict(size=16, latent_dim=16, g_width=8, step_hidden=32, step_noise_dim=4,
-                 d_width=8, d_feat=16, batch_size=4, clip_length=6, clip_stride=1,
-                 motion_lags=(1, 2), ema_decay=0.9),
+    "tiny": {"size": 16, "latent_dim": 16, "g_width": 8, "step_hidden": 32, "step_noise_dim": 4,
+                 "d_width": 8, "d_feat": 16, "batch_size": 4, "clip_length": 6, "clip_stride": 1,
+                 "motion_lags": (1, 2), "ema_decay": 0.9},
 }
 
 
 def _check_size(size: int) -> int:
-    n = int(round(math.log2(size))) if size > 0 else 0
+    n = round(math.log2(size)) if size > 0 else 0
     if size < 8 or 2 ** n != size:
         raise EverloopError(
             f"duralava needs square frames whose side is a power of two >= 8 (got {size}); "
@@ -138,7 +139,7 @@ class Generator(nn.Module):
         chans = [cfg.g_width * 2 ** (n_up - 1 - i) for i in range(n_up)]
         layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.latent_dim, chans[0], 4, 4, bias=False),
                                    nn.BatchNorm2d(chans[0]), nn.LeakyReLU(0.2)]
-        for a, b in zip(chans, chans[1:]):
+        for a, b in itertools.pairwise(chans):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
         layers += [nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
@@ -216,7 +217,7 @@ class Discriminator(nn.Module):
         n_down = _check_size(cfg.size) - 2
         chans = [3 * (2 if cfg.d_diff else 1)] + [cfg.d_width * 2 ** i for i in range(n_down)]
         layers: list[nn.Module] = []
-        for a, b in zip(chans, chans[1:]):
+        for a, b in itertools.pairwise(chans):
             layers += [sn(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2)]
         self.encoder = nn.Sequential(*layers, nn.Flatten(), sn(nn.Linear(chans[-1] * 16, cfg.d_feat)),
                                      nn.LeakyReLU(0.2))

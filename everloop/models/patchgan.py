@@ -18,6 +18,8 @@ edge is easy to tell from a real one, a sharp edge in a slightly wrong place is 
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +32,7 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         mods: list[nn.Module] = []
         chans = [3] + [width * 2 ** i for i in range(layers)]
-        for a, b in zip(chans, chans[1:]):
+        for a, b in itertools.pairwise(chans):
             mods += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
         mods.append(nn.Conv2d(chans[-1], 1, 3, 1, 1))
         self.net = nn.Sequential(*mods)

@@ -6,6 +6,7 @@ a clipped linear output instead of the sigmoid, and optionally nearest-neighbour
 and extra 3x3 blocks. The losses and the discriminator live in worldmodel.py / patchgan.py."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -22,20 +23,20 @@ class VAE(nn.Module):
 
     def __init__(self, cfg):  # a WorldModelConfig
         super().__init__()
-        n = int(round(math.log2(cfg.size))) if cfg.size > 0 else 0
+        n = round(math.log2(cfg.size)) if cfg.size > 0 else 0
         if cfg.size < 8 or 2 ** n != cfg.size:
             raise EverloopError(f"worldmodel needs square frames whose side is a power of two >= 8 "
                                 f"(got {cfg.size}); prepare the data with --size 64")
         grid = getattr(cfg, "latent_grid", 0)
         if grid:  # a spatial latent: z is a grid x grid map of z_dim / grid^2 channels
-            g = int(round(math.log2(grid)))
+            g = round(math.log2(grid))
             if 2 ** g != grid or not 1 <= grid <= cfg.size // 2 or cfg.z_dim % (grid * grid):
                 raise EverloopError(f"latent_grid {grid}: use a power of two <= size / 2 that divides "
                                     f"z_dim {cfg.z_dim} into grid x grid channels")
             n = n - g + 2  # downsample to grid x grid, not to 4x4
         chans = [3] + [cfg.vae_width * 2 ** i for i in range(n - 2)]
         enc: list[nn.Module] = []
-        for a, b in zip(chans, chans[1:]):
+        for a, b in itertools.pairwise(chans):
             enc += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
         if grid:
             c = cfg.z_dim // (grid * grid)
@@ -52,7 +53,7 @@ class VAE(nn.Module):
         rev = chans[::-1]
         if cfg.decoder_upsample not in ("transposed", "nearest"):
             raise EverloopError(f"decoder_upsample {cfg.decoder_upsample!r}: use transposed or nearest")
-        for i, (a, b) in enumerate(zip(rev, rev[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(rev)):
             dec += ([nn.LeakyReLU(0.2), nn.ConvTranspose2d(a, b, 4, 2, 1)] if cfg.decoder_upsample == "transposed"
                     else [nn.LeakyReLU(0.2), nn.Upsample(scale_factor=2.0), nn.Conv2d(a, b, 3, 1, 1)])
             if i < len(rev) - 2:

@@ -162,8 +162,8 @@ PRESETS: dict[str, dict] = {
     # `make demo` (7 minutes on 2 cores): the default recipe; the budget split is by time.
     "demo": {},
     # Tests: 16x16 frames, width 8, tiny RNN; every frame a step, nothing held out.
-    "tiny": dict(size=16, z_dim=8, vae_width=8, rnn_hidden=16, mixtures=3, vae_batch=8, seq_len=6,
-                 rnn_batch=8, clip_stride=1, holdout=0.0, seed_frames=2, burn_in=2),
+    "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
+                 "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2},
 }
 
 
@@ -285,7 +285,10 @@ class WorldModel(nn.Module):
     def _encode(self, store, out: Path, batch: int = 256) -> dict:
         """Every frame -> (mu, logvar), held and written atomically to RUN/latents.safetensors."""
         from safetensors.torch import save_file
-        from ..checkpoint import atomic_write  # here: checkpoint imports the model registry
+
+        from ..checkpoint import (
+            atomic_write,  # here: checkpoint imports the model registry
+        )
         mus, logvars = [], []
         for i in range(0, len(store), batch):
             mu, logvar = self.vae.encode(to_float(store.frames[i:i + batch]).to(devices.of(self)))

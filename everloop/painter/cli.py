@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import SEED, _positive  # the one positive-number flag parser of every command
+from ..cli import (  # the one positive-number flag parser of every command
+    SEED,
+    _positive,
+)
 from ..errors import EverloopError
 from ..outputs import claim, write_file
 
@@ -78,6 +81,7 @@ def cmd_draw(a) -> None:
 
 def cmd_sheet(a) -> None:
     from PIL import Image
+
     from . import targets
     from .agent import load_agent, paint
     _threads(a)
@@ -89,7 +93,7 @@ def cmd_sheet(a) -> None:
     test = test[np.unique(np.linspace(0, len(test) - 1, a.count).round().astype(int))]  # spread over the split
     _, dream, real = paint(agent, renderer, test, env)
     rows = [test, real[-1]] + ([dream[-1]] if a.dream else [])
-    pad = lambda x: np.pad(x, 1, constant_values=0.5)  # noqa: E731
+    pad = lambda x: np.pad(x, 1, constant_values=0.5)
     grid = np.concatenate([np.concatenate([pad(img) for img in row], 1) for row in rows], 0)
     grid = np.repeat(np.repeat((grid * 255).round().astype(np.uint8), a.scale, 0), a.scale, 1)
     write_file(Path(a.out), lambda p: Image.fromarray(grid).save(p, format="PNG"))

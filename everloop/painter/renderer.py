@@ -12,6 +12,7 @@ then (nearest x2, 3x3 conv) up to half the canvas size and a pixel shuffle to fu
 channels, which makes "where" cheap to learn."""
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ class StrokeNet(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(ACTION_DIM, 256), nn.ReLU(), nn.Linear(256, cfg.hidden), nn.ReLU(),
                                  nn.Linear(cfg.hidden, chans[0] * 64), nn.ReLU())
         self.first = nn.Conv2d(chans[0] + 2, chans[0], 3, padding=1)
-        self.ups = nn.ModuleList(nn.Conv2d(a + 2, b, 3, padding=1) for a, b in zip(chans, chans[1:]))
+        self.ups = nn.ModuleList(nn.Conv2d(a + 2, b, 3, padding=1) for a, b in itertools.pairwise(chans))
         self.out = nn.Conv2d(chans[-1] + 2, 4, 3, padding=1)
         self.c0 = chans[0]
 

@@ -7,9 +7,9 @@ at a time, so ``data.prepare`` can stream them to disk without holding them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

@@ -36,7 +36,10 @@ import shutil
 from pathlib import Path
 
 from everloop.errors import EverloopError
-from everloop.outputs import claim, swap_into_place  # the same rules and renames as prepare
+from everloop.outputs import (  # the same rules and renames as prepare
+    claim,
+    swap_into_place,
+)
 
 RECORD_FILE = "record.json"
 ACTIONS_FILE = "actions.npy"

@@ -10,7 +10,6 @@ usual zero-padded names.  Images are read with Pillow and converted to RGB.
 from __future__ import annotations
 
 import json
-
 import re
 from pathlib import Path
 
