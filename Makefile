@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/python -m everloop.demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
