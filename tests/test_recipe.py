@@ -59,6 +59,7 @@ def test_a_quiet_run_on_a_time_budget_finishes(tiny_data, tmp_path):
 
 def test_demo_motion_ratios_compare_lagged_differences(tmp_path):
     from conftest import write_store
+
     from everloop.demo import motion_ratios
     from everloop.sinks import open_sink
     real = blob_frames(400, 16, 0)
