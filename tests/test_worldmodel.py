@@ -314,6 +314,26 @@ def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, ou
     assert math.isfinite(logs["recon"]) and any(not torch.equal(v, model.vae.state_dict()[k]) for k, v in before.items())
 
 
+def test_foreground_weight_charges_what_differs_from_the_median_frame(tiny_data, tmp_path):
+    from everloop.data import FrameStore
+    store = FrameStore(tiny_data)
+    losses = {}
+    for w in (0.0, 10.0):
+        model = tiny_model(foreground_weight=w)
+        model.ranges = ([list(e) for e in store.episodes], [])
+        model.begin_stage("vae", store, tmp_path)
+        assert (model.background is None) == (w == 0)
+        x = model.sample_batch(store, np.random.default_rng(0))
+        torch.manual_seed(0)
+        losses[w] = model.train(True).train_step(x, model.configure_optimizers())["recon"]
+    # the blob differs from the median (dark) frame: its pixels count 11x, so the loss grows
+    assert losses[10.0] > 1.5 * losses[0.0], losses
+    again = tiny_model(foreground_weight=10.0)
+    again.ranges = model.ranges
+    again.begin_stage("vae", store, tmp_path)  # a resumed run recomputes the same background
+    assert torch.equal(again.background, model.background) and model.background.shape == (3, 16, 16)
+
+
 def test_a_latent_grid_keeps_regions_apart():
     # z as a 4x4 map of 2 channels on 16x16 frames: changing the code of one corner cell
     # changes the decoded frame near that corner and leaves the far corner alone.

@@ -52,7 +52,8 @@ class WorldModelConfig:
     # Options added after runs were saved: a config.json without them loads with these,
     # which reproduce what such a run did (models.config_from_dict), whatever today's default.
     LEGACY: ClassVar[dict] = {"recon_loss": "l2", "decoder_upsample": "transposed", "decoder_blocks": 0,
-                              "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0}
+                              "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0,
+                              "foreground_weight": 0.0}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -102,6 +103,11 @@ class WorldModelConfig:
     gdl_weight: float = 0.0
     """Weight of a gradient-difference loss (Mathieu et al.; alpha 2, summed over pixels like
     the squared error) on the VAE's reconstructions: it charges blurred edges directly."""
+    foreground_weight: float = 0.0
+    """Extra weight of the pixel loss where a frame differs from the footage's median frame
+    by more than 0.1 in some channel (the things that come and go); 0 = off. On a mostly
+    still scene of many small moving things (an aquarium) the plain loss is won by drawing
+    the empty background, and the VAE never encodes the fish (docs/fidelity.md)."""
     free_bits: float = 0.5
     """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
     without it the KL pushes unused dims onto the prior and the VAE blurs details away."""
@@ -202,6 +208,7 @@ class WorldModel(nn.Module):
         self.stage = "vae"
         self.latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, logvar) [N, L]
         self.ranges: tuple[list, list] | None = None  # (train, held-out) [start, end) ranges
+        self.background: torch.Tensor | None = None  # median training frame [3, S, S] (foreground_weight)
 
     # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden) --------------
     def start(self, batch: int, generator: torch.Generator | None = None, seed_clip: torch.Tensor | None = None):
@@ -261,11 +268,19 @@ class WorldModel(nn.Module):
         if self.ranges is None:
             self.ranges = (store.split(self.cfg.holdout) if self.cfg.holdout > 0
                            else ([list(e) for e in store.episodes], []))
+        if name == "vae" and self.cfg.foreground_weight > 0 and self.background is None:
+            self.background = self._median_frame(store)  # the same on resume: no state to save
         if name == "encode":
             return self._encode(store, Path(out))
         if name == "rnn" and self.latents is None:
             self._load_or_encode(store, Path(out))
         return None
+
+    def _median_frame(self, store, frames: int = 512) -> torch.Tensor:
+        """Per-pixel median of up to `frames` training frames spread evenly: the still scene."""
+        idx = np.concatenate([np.arange(s, e) for s, e in self.ranges[0]])
+        idx = idx[np.linspace(0, len(idx) - 1, min(frames, len(idx))).astype(np.int64)]
+        return to_float(store.frames[idx]).median(0).values.to(devices.of(self))
 
     def end_stage(self, name: str) -> dict | None:
         """Called by the trainer as a stage completes; its logs go to log.jsonl."""
@@ -354,7 +369,11 @@ class WorldModel(nn.Module):
         mu, logvar = self.vae.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         y = self.vae.decode(z).float()
-        recon = PIXEL_LOSSES[c.recon_loss](y - x).flatten(1).sum(1).mean()  # summed over pixels, as World Models
+        per_pixel = PIXEL_LOSSES[c.recon_loss](y - x)
+        if c.foreground_weight > 0:
+            moving = ((x - self.background).abs().amax(1, keepdim=True) > 0.1).float()
+            per_pixel = per_pixel * (1 + c.foreground_weight * moving)
+        recon = per_pixel.flatten(1).sum(1).mean()  # summed over pixels, as World Models
         if c.gdl_weight:
             recon = recon + c.gdl_weight * gdl_loss(y, x, 2.0) * x[0].numel()
         kl_dim = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).float().mean(0)  # [L], batch mean
