@@ -375,7 +375,7 @@ def test_adversarial_term_starts_at_adv_start_and_resumes_exactly(tmp_path, tiny
 
 def test_a_config_saved_before_an_option_existed_loads_as_it_ran(monkeypatch):
     from everloop.models import config_from_dict, config_to_dict
-    from everloop.models.worldmodel import WorldModelConfig
+    from everloop.models.worldmodel_config import WorldModelConfig
     monkeypatch.setitem(WorldModelConfig.LEGACY, "disc_width", 7)  # one that is not today's default
     saved = config_to_dict(make_config("worldmodel", "tiny"))
     old = {k: v for k, v in saved.items() if k not in WorldModelConfig.LEGACY}

@@ -6,10 +6,10 @@ import dataclasses
 import json
 
 from ..errors import EverloopError
-from . import duralava, multiscale, worldmodel
+from . import duralava, multiscale, worldmodel, worldmodel_config
 
 FAMILIES = {"duralava": (duralava.DuralavaConfig, duralava.PRESETS, duralava.Duralava),
-            "worldmodel": (worldmodel.WorldModelConfig, worldmodel.PRESETS, worldmodel.WorldModel),
+            "worldmodel": (worldmodel_config.WorldModelConfig, worldmodel_config.PRESETS, worldmodel.WorldModel),
             "multiscale": (multiscale.MultiscaleConfig, multiscale.PRESETS, multiscale.Multiscale)}
 
 DEFAULT_FAMILY = "worldmodel"

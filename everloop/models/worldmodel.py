@@ -25,9 +25,7 @@ What everloop changes from the seed (NN-Dreams and the World Models port), and w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -42,135 +40,10 @@ from .mdn import MDNRNN, mixture_nll, mixture_sample
 from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
 from .vae import VAE
+from .worldmodel_config import WorldModelConfig
 
 LATENTS_FILE = "latents.safetensors"
 PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
-
-
-@dataclass
-class WorldModelConfig:
-    # Options added after runs were saved: a config.json without them loads with these,
-    # which reproduce what such a run did (models.config_from_dict), whatever today's default.
-    LEGACY: ClassVar[dict] = {"recon_loss": "l2", "decoder_upsample": "transposed", "decoder_blocks": 0,
-                              "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0,
-                              "foreground_weight": 0.0}
-
-    size: int = 64
-    """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
-    z_dim: int = 32
-    """Size of the VAE latent, the whole state of the scene (World Models: 32)."""
-    latent_grid: int = 0
-    """0: z is one vector (World Models). G > 0: z is a G x G map of z_dim / G^2 channels
-    (the encoder stops at G x G, a 3x3 conv makes the stats): every region of the frame
-    keeps its own code, for scenes of many small things."""
-    vae_width: int = 32
-    """Channels of the VAE's first conv; doubles per layer down to 4x4 (64x64: 32/64/128/256)."""
-    kl_weight: float = 0.25
-    """Weight of the KL term against the summed pixel loss (beta of a beta-VAE).
-    World Models' 1.0 left ~20 nats in z on lava64 (held-out 26.9 dB); 0.25 lets it carry
-    ~35 and reaches 28.6 dB in the same budget (docs/worldmodel.md)."""
-    recon_loss: str = "l1+l2"
-    """Pixel loss, summed over pixels: 'l1' (a Laplace likelihood: under doubt the median, a
-    sharp edge), 'l2' (World Models; the mean, a blur at every moving edge) or 'l1+l2'. On
-    lava64c at the same budget L1 took the reconstructions' temporal-spectrum ratio from 6.9x
-    to 5.6x the real band (docs/worldmodel.md); but L1 alone has a trap: where an object
-    covers a pixel less than half the time, the median is the empty scene, and a tiny
-    bright square going round was never drawn (11 dB). The L2 part pulls hard while errors
-    are large and fades near the end, where L1's constant pull makes the edges."""
-    decoder_upsample: str = "transposed"
-    """'transposed': k4 s2 transposed convs (World Models); 'nearest': nearest-neighbour
-    doubling + 3x3 conv (no checkerboard pattern, Odena et al. 2016)."""
-    decoder_blocks: int = 0
-    """Extra 3x3 conv layers after each upsampling but the last (decoder capacity)."""
-    decoder_output: str = "clip"
-    """'clip': linear, hard-clipped to [0, 1] (in training too); 'sigmoid' (World Models). With
-    the summed pixel loss at lr 1e-3 the sigmoid saturated at black within 50 steps and stayed
-    there (10.6 dB) for every decoder but World Models' own with L2. The clip costs nothing
-    for a pixel past 0 or 1, so the black background may sit anywhere below 0; a variant
-    trained on the unclipped values drew softer blobs in two 30-minute runs (docs/worldmodel.md)."""
-    adv_weight: float = 0.3
-    """Weight of a PatchGAN adversarial term on the VAE's reconstructions, relative to the
-    reconstruction gradient at the decoder's last layer (VQGAN's adaptive weight; patchgan.py);
-    0 = off. It charges the blur left; a step costs ~2x. With L1 at the same CPU budget:
-    spectrum ratio 5.6x -> 5.0x; in the 30-minute run 3.7x, and the dream 1.0x (tau 1)."""
-    adv_start: int = 1000
-    """VAE steps on reconstruction + KL alone before the discriminator and its term begin
-    (VQGAN's disc_start): a discriminator facing a decoder that draws nothing yet teaches noise."""
-    disc_width: int = 32
-    """Channels of the patch discriminator's first conv (doubling over 3 strided convs)."""
-    lr_disc: float = 1e-3
-    """Adam learning rate of the discriminator (betas 0.5 / 0.9, as VQGAN)."""
-    gdl_weight: float = 0.0
-    """Weight of a gradient-difference loss (Mathieu et al.; alpha 2, summed over pixels like
-    the squared error) on the VAE's reconstructions: it charges blurred edges directly."""
-    foreground_weight: float = 0.0
-    """Extra weight of the pixel loss where a frame differs from the footage's median frame
-    by more than 0.1 in some channel (the things that come and go); 0 = off. On a mostly
-    still scene of many small moving things (an aquarium) the plain loss is won by drawing
-    the empty background, and the VAE never encodes the fish (docs/fidelity.md)."""
-    free_bits: float = 0.5
-    """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
-    without it the KL pushes unused dims onto the prior and the VAE blurs details away."""
-    vae_batch: int = 32
-    """Frames per VAE step."""
-    lr_vae: float = 1e-3
-    """Adam learning rate of the VAE (World Models: 1e-4 over far more steps)."""
-    rnn_type: str = "lstm"
-    """'lstm' (World Models) or 'gru'."""
-    rnn_hidden: int = 256
-    """Hidden size of the RNN (World Models: 256)."""
-    mixtures: int = 5
-    """Gaussians per latent dim in the MDN head (World Models: 5)."""
-    sigma_min: float = 0.01
-    """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
-    (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
-    seq_len: int = 32
-    """Latent steps per RNN training window (truncated BPTT)."""
-    clip_stride: int = 6
-    """Real frames between two RNN steps: at 30 fps, 6 gives 5 steps a second and visible
-    motion per step (a lava lamp barely moves in one frame, and the RNN would learn z' = z)."""
-    rnn_batch: int = 64
-    """Windows per RNN step."""
-    lr_rnn: float = 1e-3
-    """Adam learning rate of the MDN-RNN."""
-    grad_clip: float = 1.0
-    """Max gradient norm of the RNN (World Models: 1.0); 0 = no clipping."""
-    context_noise: float = 0.1
-    """Std of Gaussian noise added to the RNN's input latents (not its targets) in training.
-    In a dream the inputs are the RNN's own samples, a little off the data; trained on
-    exact inputs only, it has never seen such errors and they compound into drift."""
-    self_feed: float = 0.25
-    """Share of RNN input steps replaced by a sample from the model's own previous
-    prediction (scheduled sampling: training on its own rollouts). ~1.5x slower per step (a
-    step loop); the target stays the real next latent, so a high share pulls predictions to
-    the mean. On lava64c (the same VAE, 15-minute RNNs) 0.25 removed the loops of 0 (longest
-    loop run 2 against 62) and brought diff_energy from 2.17x to 1.18x the band."""
-    posterior_noise: float = 0.35
-    """RNN windows hold z = mu + posterior_noise * sigma_post * eps per frame: 1 = World
-    Models' posterior samples, 0 = the posterior means. The posterior noise in every target
-    teaches the mixture sigmas that size, and a dream re-rolls it each step (the background
-    shimmers, flow 5x the real band); with none the dream falls into loops and the streams
-    collapse into one. 0.35 had neither in 10,000 steps (docs/worldmodel.md)."""
-    vae_share: float = 0.5
-    """Share of the --steps / --minutes budget for the VAE; the RNN gets the rest."""
-    holdout: float = 0.05
-    """Tail of every episode kept out of training: held-out reconstruction PSNR and RNN
-    NLL are measured there (logged as heldout_*)."""
-    seed_frames: int = 8
-    """Real frames (clip_stride apart) that `generate --seed-clip` encodes to warm up the RNN."""
-    burn_in: int = 16
-    """RNN steps a dream from the prior runs before its first frame is shown: a draw from
-    N(0, I) is rarely a latent the RNN knows, its first steps settle onto the data."""
-
-
-PRESETS: dict[str, dict] = {
-    "default": {},
-    # `make demo` (7 minutes on 2 cores): the default recipe; the budget split is by time.
-    "demo": {},
-    # Tests: 16x16 frames, width 8, tiny RNN; every frame a step, nothing held out.
-    "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
-                 "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2},
-}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
