@@ -37,6 +37,7 @@ PROCESSES = {"lava": SHARED / "lavalamp" / "lavalite-classic.mp4",
 FIVE = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
 FLAGS = ("frozen", "flicker", "loop", "collapse", "nan", "saturation")
 PASS = 1.5  # the acceptance line: within 1.5x of the real-vs-real band
+NOTES = "\n## Notes"  # docs/fidelity.md from this heading on is written by people, and kept
 
 
 def everloop(*args: str, log: Path | None = None) -> None:
@@ -150,7 +151,10 @@ def write_doc(results: list[dict], a, path: Path) -> None:
         pic = side_by_side(r, path.parent / "fidelity" / f"{r['name']}-s{r['seed']}.png",
                            r["report"].get("stride", 1))
         lines += [f"**{r['name']} seed {r['seed']}**", "", f"![]({pic.relative_to(path.parent)})", ""]
-    path.write_text("\n".join(lines) + "\n")
+    keep = ""  # what people wrote below the tables (the recipe's story) survives a rerun
+    if path.exists() and NOTES in path.read_text():
+        keep = path.read_text()[path.read_text().index(NOTES):]
+    path.write_text("\n".join(lines) + "\n" + keep)
     print(f"wrote {path}")
 
 
