@@ -72,8 +72,9 @@ def cmd_train(a) -> None:
                           overrides={**_overrides(a.set), **({"adversarial": False} if a.no_adversarial else {})},
                           steps=a.steps, minutes=a.minutes, resume=a.resume, stage=a.stage, force=a.force,
                           precision=a.precision, device=a.device, progress=not a.quiet))
-    family = json.loads((Path(run) / "config.json").read_text())["family"]
-    seed = f" --seed-clip {a.data}" if family == "multiscale" else ""  # it continues real frames
+    from .models import FAMILIES
+    family = FAMILIES[json.loads((Path(run) / "config.json").read_text())["family"]][2]
+    seed = f" --seed-clip {a.data}" if family.requires_seed_clip else ""  # it continues real frames
     print(f"saved {run}; try: everloop generate {run}{seed} --frames 900 --out {Path(run).name}.mp4")
 
 
@@ -87,9 +88,9 @@ def _load(a):
     return load_run(a.run, resolve(getattr(a, "device", "cpu")))
 
 
-def _interp(a, config) -> int:
+def _interp(a, model) -> int:
     # Default: play at the speed of the source video (one model step = clip_stride frames).
-    return a.interp if a.interp else int(config["config"].get("clip_stride", 1))
+    return a.interp if a.interp else model.clip_stride
 
 
 def _sampling(a, model, config):
@@ -97,25 +98,25 @@ def _sampling(a, model, config):
     from .rollout import set_temperature
     set_temperature(model, getattr(a, "temperature", None))
     if getattr(a, "seed_clip", None) is None:
-        if getattr(model, "requires_seed_clip", False):  # checked before any output is opened
+        if model.requires_seed_clip:  # checked before any output is opened
             raise EverloopError(f"the {model.family} family continues real frames: give --seed-clip DATA "
                                 f"({model.context_frames} frames of a prepared dataset)")
         return None
     import numpy as np
 
     from .data import FrameStore, to_float
-    need = getattr(model, "context_frames", 0)
+    need = model.context_frames
     if not need:
         raise EverloopError(f"--seed-clip: the {model.family} family cannot start from a seed clip")
     store = FrameStore(a.seed_clip)
     # The frames the run was trained on (a fully convolutional family trains on crops of them).
     data = config.get("data") or {}
-    size = getattr(model.cfg, "size", None)
+    size = model.frame_size
     want = (data["height"], data["width"]) if data.get("height") else (size, size)
     if want[0] is not None and (store.height, store.width) != tuple(want):
         raise EverloopError(f"--seed-clip {a.seed_clip}: frames are {store.height}x{store.width}, "
                             f"the run's are {want[0]}x{want[1]}")
-    stride = int(config["config"].get("clip_stride", 1))  # one model step apart, as in training
+    stride = model.clip_stride  # one model step apart, as in training
     idx = a.seed_start + stride * np.arange(need)
     if a.seed_start < 0 or idx[-1] >= len(store):
         raise EverloopError(f"--seed-clip {a.seed_clip}: {need} frames {stride} apart from --seed-start "
@@ -136,7 +137,7 @@ def cmd_generate(a) -> None:
     # The stream does not depend on the chunk; more latents than frames would only cost memory.
     with open_sink(a.out, fps=min(max(fps, MIN_FPS), MAX_FPS), frames=a.frames, force=a.force, inputs=inputs) as sink, \
             tqdm(total=a.frames, unit="frame", desc="generate", disable=a.quiet) as bar:
-        for chunk in rollout.frames(model, a.frames, batch=1, seed=a.seed, interp=_interp(a, config),
+        for chunk in rollout.frames(model, a.frames, batch=1, seed=a.seed, interp=_interp(a, model),
                                     chunk=min(a.chunk, a.frames), seed_clip=seed_clip):
             sink.write(chunk[0])
             bar.update(chunk.shape[1])
@@ -151,7 +152,7 @@ def cmd_live(a) -> None:
         live.check_port(a.web)  # a busy port fails now, not after the model loads
     model, config = _load(a)
     seed_clip = _sampling(a, model, config)
-    chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, config), chunk=a.fps,
+    chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, model), chunk=a.fps,
                                            seed_clip=seed_clip))
     if a.web is not None:
         print(f"serving http://127.0.0.1:{a.web}/ (Ctrl-C stops)")

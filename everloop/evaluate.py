@@ -299,8 +299,8 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
         if run is None:
             raise EverloopError("eval needs a RUN folder or --video FILE")
         from .checkpoint import load_run
-        model, config = load_run(run, device)
-        stride = stride or int(config["config"].get("clip_stride", 1))
+        model, _ = load_run(run, device)
+        stride = stride or model.clip_stride
         from .rollout import set_temperature
         set_temperature(model, temperature)
     else:
@@ -312,7 +312,7 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
     if frames < 16:
         raise EverloopError(f"--frames must be >= 16, got {frames}")
     note = None
-    if model is not None and getattr(model, "context_frames", 0) > 0:  # before the long part
+    if model is not None and model.context_frames > 0:  # before the long part
         from .prediction import steps_that_fit
         fit = steps_that_fit(store, model.context_frames, stride, pred_steps)
         if fit < pred_steps:
@@ -342,7 +342,7 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
                 bar.update(len(buf))
         else:
             clip = None
-            if getattr(model, "context_frames", 0) > 0:  # streams continue held-out real clips
+            if model.context_frames > 0:  # streams continue held-out real clips
                 from .prediction import seed_clips
                 clip = seed_clips(store, model.context_frames, stride, streams, seed)
                 ev.notes.append(f"every stream continues {model.context_frames} real frames from DATA's "
@@ -350,8 +350,8 @@ def evaluate(run: str | None, data: str, frames: int, out: str, video: str | Non
             _generate(model, ev, frames, streams, seed, min(full_streams, streams), bar, to_uint8, clip)
     rep = ev.report(seed)
     rep.update(run=run, data=str(data), video=video, seed=seed, stride=stride, full_streams=full_streams,
-               temperature=getattr(model, "temperature", None))
-    if model is not None and getattr(model, "context_frames", 0) > 0 and pred_steps > 0:
+               temperature=model.temperature if model is not None and model.has_temperature else None)
+    if model is not None and model.context_frames > 0 and pred_steps > 0:
         from .prediction import evaluate_prediction
         rep.update(evaluate_prediction(model, store, stride, pred_steps, pred_clips, seed))
     report.write_outputs(rep, ev, out)

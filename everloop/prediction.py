@@ -53,7 +53,7 @@ def rollout_from(model, context: torch.Tensor, steps: int, seed: int = 0) -> tor
 def evaluate_prediction(model, store: FrameStore, stride: int, steps: int = 64, clips: int = 8,
                         seed: int = 0) -> dict:
     """{"prediction": {step: metrics}, "prediction_baseline": {...}, "prediction_setup": {...}}."""
-    k = int(getattr(model, "context_frames", 0))
+    k = int(model.context_frames)
     if k < 1:
         raise EverloopError(f"the {model.family} family does not predict from real frames")
     clip = seed_clips(store, k + steps, stride, clips, seed)

@@ -33,7 +33,7 @@ def start(model, batch: int, gen: torch.Generator, seed_clip: torch.Tensor | Non
     """The model's first state; from a real clip [B or 1, T, C, H, W] in [0, 1] if given."""
     if seed_clip is None:
         return model.start(batch, gen)
-    if not getattr(model, "context_frames", 0):
+    if not model.context_frames:
         raise EverloopError(f"the {model.family} family cannot start from a seed clip")
     return model.start(batch, gen, seed_clip=seed_clip.to(of(model)))
 
@@ -42,7 +42,7 @@ def set_temperature(model, tau: float | None) -> None:
     """Sampling temperature of a family that has one (None: leave it); others: one-line error."""
     if tau is None:
         return
-    if not hasattr(model, "temperature"):
+    if not model.has_temperature:
         raise EverloopError(f"--temperature: the {model.family} family has no sampling temperature")
     model.temperature = tau
 
@@ -61,7 +61,6 @@ def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
     model trained on every 6th frame plays at the video's real speed with interp = 6."""
     gen = torch.Generator().manual_seed(seed)  # on the CPU whatever the model's device
     state = start(model, batch, gen, seed_clip)
-    mix = getattr(model, "interpolate", nlerp)  # nlerp: duralava's latents live on a shell
     prev = None
     buf: list[torch.Tensor] = []
     while True:
@@ -69,7 +68,7 @@ def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
         if prev is None or interp <= 1:
             buf.append(z)
         else:
-            buf.extend(mix(prev, z, j / interp) for j in range(1, interp + 1))
+            buf.extend(model.interpolate(prev, z, j / interp) for j in range(1, interp + 1))
         prev, state = z, model.advance(state, gen)
         while len(buf) >= chunk:
             yield torch.stack(buf[:chunk], 1)

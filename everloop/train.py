@@ -14,8 +14,8 @@ A family may train in stages (worldmodel: vae, encode, rnn): it lists them with 
 shares of the budget in `model.stages()`, and the loop runs them in order, calling
 `model.begin_stage` / `end_stage` around each and saving between them. The stage and the
 step each stage began at are saved with the run, so --resume continues inside the right
-stage and --stage NAME redoes one (and those after it). Without stages() a run is one
-stage, the plain loop.
+stage and --stage NAME redoes one (and those after it). A family of one stage (the
+default of models.base.Family) runs the plain loop, without stage hooks.
 
 --device cuda trains on a GPU: the model is moved there after it is built or loaded (the
 optimizers are made or loaded after the move, so their state follows), and every batch is
@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint, devices, outputs, sheets
-from .data import FrameStore, to_float
+from .data import FrameStore
 from .errors import EverloopError
 from .models import FAMILIES, family_for, make_config
 from .run_guard import check_args, check_resume, lock_run, rewind
@@ -109,7 +109,7 @@ def _build_new(args: TrainArgs, store: FrameStore | None = None):
     cls, _, module = FAMILIES.get(args.family, (None, None, None))
     given = set(args.overrides)  # what the user set; a size taken from the data is named as the data
     if (store is not None and cls is not None and "size" not in args.overrides and store.height == store.width
-            and "size" in {f.name for f in dataclasses.fields(cls)} and not getattr(module, "trains_on_crops", False)):
+            and "size" in {f.name for f in dataclasses.fields(cls)} and not module.trains_on_crops):
         args = dataclasses.replace(args, overrides={**args.overrides, "size": store.height})
     cfg = make_config(args.family, args.preset, args.overrides)
     check_values(type(cfg), {k: getattr(cfg, k) for k in given}, "--set", from_set=given)
@@ -151,8 +151,6 @@ def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
     return model, model.configure_optimizers(), None
 
 
-def _stages(model) -> list[tuple[str, float]]:
-    return model.stages() if hasattr(model, "stages") else [("train", 1.0)]
 
 
 def _first_stage(args: TrainArgs, model, opt, state, names, device: torch.device):
@@ -165,7 +163,7 @@ def _first_stage(args: TrainArgs, model, opt, state, names, device: torch.device
     else:
         fresh = state is None
     if args.stage is not None:
-        if not hasattr(model, "stages"):
+        if len(names) < 2:
             raise EverloopError(f"--stage: the {model.family} family trains in one stage; use --force to start over")
         if args.stage not in names:
             raise EverloopError(f"--stage {args.stage!r}: {model.family} has stages {', '.join(names)}")
@@ -204,7 +202,7 @@ def train(args: TrainArgs) -> Path:
 
 
 def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt, state) -> Path:
-    size = None if getattr(model, "trains_on_crops", False) else getattr(model.cfg, "size", None)
+    size = model.frame_size
     if size is not None and (store.height, store.width) != (size, size):
         raise EverloopError(f"{args.data}: frames are {store.height}x{store.width} but the model wants "
                             f"{size}x{size}; prepare with --size {size} or --set size=...")
@@ -222,9 +220,9 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
-    stages = _stages(model)
+    stages = model.stages()
     names, shares = [n for n, _ in stages], [max(float(s), 0.0) for _, s in stages]
-    multi = hasattr(model, "stages")
+    multi = len(stages) > 1  # log lines name their stage
     first, fresh_first, stage_starts, step, opt = _first_stage(args, model, opt, state, names, device)
     current, stage_done = names[first], False
     if args.stage is not None:
@@ -233,11 +231,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
         rewind(out, step, state.get("log_bytes"))
     def next_batch():
         # A family may draw its own batches (crops, latents, ...); the default is clips.
-        if hasattr(model, "sample_batch"):
-            batch = model.sample_batch(store, rng)
-        else:
-            batch = to_float(store.sample_clips(*model.clip_spec(), rng))
-        return batch.to(device, non_blocking=True)  # the same tensor on the CPU
+        return model.sample_batch(store, rng).to(device, non_blocking=True)  # the same tensor on the CPU
 
     run_train = ((checkpoint.read_config(out).get("train") or {}) if state is not None else {})
     meta = {"data": {"path": str(args.data), **{k: store.meta.get(k) for k in ("height", "width", "fps", "source")}},
@@ -259,7 +253,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
 
     # Next-frame families continue real clips in their sample sheets: the same 4 every time.
     sheet_clip = None
-    if getattr(model, "requires_seed_clip", False):
+    if model.requires_seed_clip:
         from .prediction import seed_clips
         sheet_clip = seed_clips(store, model.context_frames, model.clip_spec()[2], 4, args.seed)
 
@@ -351,7 +345,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
             if stop.requested:  # the stage is not over: a resume continues inside it
                 break
             if multi:
-                stage_event("end", model.end_stage(current) if hasattr(model, "end_stage") else None)
+                stage_event("end", model.end_stage(current))
                 if not last:
                     stage_done = True
                     save()

@@ -34,6 +34,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from .. import devices
 from ..errors import EverloopError
+from ..rollout import nlerp
+from .base import Family
 
 
 @dataclass
@@ -273,10 +275,11 @@ def motion_loss(fake: torch.Tensor, real: torch.Tensor, lags, mask: torch.Tensor
     return loss
 
 
-class Duralava(nn.Module):
+class Duralava(Family):
     """The family: G, the latent step R, D, and EMA copies of G and R for sampling."""
 
     family = "duralava"
+    interpolate = staticmethod(nlerp)  # the latents live on the prior's shell: stay on it
 
     def __init__(self, cfg: DuralavaConfig):
         super().__init__()

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
+from .base import Family
 
 # Per scale, coarse to fine: G kernels and hidden widths (x g_width / 128), D convs
 # (channels x d_width / 64, kernels) and FC widths (x d_width / 64): the paper's tables.
@@ -172,7 +173,7 @@ class ScaleDiscriminator(nn.Module):
         return self.net(x).squeeze(1)
 
 
-class Multiscale(nn.Module):
+class Multiscale(Family):
     """The family: one generator (and, when adversarial, one discriminator) per scale.
 
     Sampling state: (frame [B, 3, H, W], history [B, T, 3, H, W]) in [0, 1]; rollout.py

@@ -36,6 +36,7 @@ from .. import devices
 from ..data import to_float, window_starts
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
+from .base import Family
 from .mdn import MDNRNN, mixture_nll, mixture_sample
 from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
@@ -60,10 +61,11 @@ def _window_starts(ranges, span: int, n: int, rng: np.random.Generator) -> np.nd
     return first
 
 
-class WorldModel(nn.Module):
+class WorldModel(Family):
     """The family: the VAE and the MDN-RNN, with the stage hooks the trainer calls."""
 
     family = "worldmodel"
+    has_temperature = True
     context_frames: int = 8  # set per config in __init__ (seed_frames)
 
     def __init__(self, cfg: WorldModelConfig):

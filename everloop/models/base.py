@@ -1,0 +1,115 @@
+"""The contract of a model family, declared once: what train.py, rollout.py, evaluate.py and
+the CLI may ask of a model, and nothing else.
+
+A family is one file: a Config dataclass, its PRESETS, and a subclass of `Family` that
+implements the six verbs marked *must*; the others have defaults that say what a plain
+family does. Registering it is one line in models/__init__.py (FAMILIES).
+
+Sampling (rollout.py): a *state* is a latent [B, L] or a tuple (latent, *rest);
+`decode` turns stacked latents [N, L] (or frames, for a next-frame family) into frames
+float [N, C, H, W] in [0, 1]. `start(seed_clip=...)` continues real frames when the family
+takes `context_frames` of them; `advance` is one model step, `clip_stride` frames of video.
+
+Training (train.py): `stages()` lists (name, share of the budget); each stage draws
+batches with `sample_batch` and runs `train_step(batch, optimizers)`, which returns its
+logs (floats). `begin_stage` / `end_stage` frame a stage (a stage with no steps, like the
+worldmodel's `encode`, is only hooks). `extra_state` is what training needs that is not a
+parameter (step counters, EMA statistics), saved with the run to resume exactly."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import to_float
+from ..errors import EverloopError
+
+
+class Family(nn.Module):
+    family: ClassVar[str] = ""
+    """The registry name, written to config.json."""
+    requires_seed_clip: ClassVar[bool] = False
+    """True: there is no prior to dream from, every rollout continues real frames."""
+    trains_on_crops: ClassVar[bool] = False
+    """True: cfg.size is a training crop and any frame size >= it samples (fully convolutional)."""
+    has_temperature: ClassVar[bool] = False
+    """True: `temperature` scales the sampling noise (`--temperature`)."""
+    context_frames: int = 0
+    """Real frames `start(seed_clip=...)` takes (0: the family cannot continue real frames)."""
+    temperature: float = 1.0
+    """Sampling temperature, where has_temperature."""
+
+    # ---- must: sampling ----------------------------------------------------------------------
+    def start(self, batch: int, generator: torch.Generator | None = None,
+              seed_clip: torch.Tensor | None = None):
+        """The first state of `batch` streams (from a prior, or the last frame of seed_clip)."""
+        raise NotImplementedError
+
+    def advance(self, state, generator: torch.Generator | None = None):
+        """One model step of every stream."""
+        raise NotImplementedError
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latents [N, ...] -> frames float [N, C, H, W] in [0, 1]."""
+        raise NotImplementedError
+
+    # ---- must: training ----------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def clip_spec(self) -> tuple[int, int, int]:
+        """(clips per batch, frames per clip, video frames between two of them)."""
+        raise NotImplementedError
+
+    def train_step(self, batch: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
+        """One optimisation step of the current stage; returns its logs."""
+        raise NotImplementedError
+
+    # ---- may: what a plain family does -------------------------------------------------------
+    @property
+    def clip_stride(self) -> int:
+        """Video frames per model step: generation plays at the source's speed with it."""
+        return int(self.cfg.clip_stride)
+
+    @property
+    def frame_size(self) -> int | None:
+        """The square frame side the model draws (None: any size, trains_on_crops)."""
+        return None if self.trains_on_crops else self.cfg.size
+
+    @staticmethod
+    def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+        """A latent between two model steps (`generate --interp`); flat latent spaces lerp."""
+        return torch.lerp(a, b, w)
+
+    def stages(self) -> list[tuple[str, float]]:
+        """(name, share of the training budget) in order; one stage by default."""
+        return [("train", 1.0)]
+
+    def reset_stage(self, name: str) -> None:
+        """Forget what stage `name` made (`train --stage NAME` redoes it)."""
+        raise EverloopError(f"--stage: the {self.family} family trains in one stage; use --force to start over")
+
+    def begin_stage(self, name: str, store, out: Path, fresh: bool = True) -> dict | None:
+        """Called as a stage starts (fresh) or resumes; may return logs."""
+        return None
+
+    def end_stage(self, name: str) -> dict | None:
+        """Called as a stage completes; may return logs."""
+        return None
+
+    def sample_batch(self, store, rng: np.random.Generator) -> torch.Tensor:
+        """A training batch: clips float [B, T, C, H, W] per clip_spec()."""
+        return to_float(store.sample_clips(*self.clip_spec(), rng))
+
+    def prepare_sampling(self) -> None:
+        """Make the weights ready to sample (e.g. recalibrate statistics) before a save."""
+
+    def extra_state(self) -> dict:
+        """Training state that is not a parameter, saved to resume exactly."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore extra_state() (moving it to the model's device)."""
