@@ -16,10 +16,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import EverloopError
-from .validate import number
+from .validate import SEED, number
 from .validate import positive as _positive
 
-SEED = number("--seed", int, lo=0, hi=2 ** 63 - 1)
 MAX_FPS, MIN_FPS = 1000.0, 0.01  # what a video container can carry (rates are kept to 1/1001)
 FPS = number("--fps", float, lo=MIN_FPS, hi=MAX_FPS)
 MAX_SHEET_FRAMES = 1024  # frames on one sheet (all held in memory, one image)
@@ -62,16 +61,14 @@ def cmd_train(a) -> None:
 
     import torch
 
+    from .flags import given
     from .train import TrainArgs, train
     if a.threads:
         torch.set_num_threads(a.threads)
     # Flags not given keep TrainArgs' defaults (the one place they live) or, on --resume, the run's.
-    given = {k: getattr(a, k) for k in ("family", "preset", "seed", "sample_every", "save_every_minutes")
-             if getattr(a, k) is not None}
-    run = train(TrainArgs(data=a.data, out=a.out, **given, given=tuple(given),
-                          overrides={**_overrides(a.set), **({"adversarial": False} if a.no_adversarial else {})},
-                          steps=a.steps, minutes=a.minutes, resume=a.resume, stage=a.stage, force=a.force,
-                          precision=a.precision, device=a.device, progress=not a.quiet))
+    opts = given(a, TrainArgs)
+    opts["overrides"] = {**_overrides(opts.get("overrides")), **({"adversarial": False} if a.no_adversarial else {})}
+    run = train(TrainArgs(**opts, given=tuple(k for k in opts if k != "overrides")))
     from .models import FAMILIES
     family = FAMILIES[json.loads((Path(run) / "config.json").read_text())["family"]][2]
     seed = f" --seed-clip {a.data}" if family.requires_seed_clip else ""  # it continues real frames
@@ -184,28 +181,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_eval(a) -> None:
+    import dataclasses
     import shutil
 
     import torch
 
-    from .evaluate import evaluate
+    from .evaluate import EvalArgs, evaluate
+    from .flags import given
     from .outputs import swap_into_place, temp_path
     if a.threads:
         torch.set_num_threads(a.threads)
-    out = _claim(a, "report", {"RUN": a.run, "--data": a.data, "--video": a.video})
+    args = EvalArgs(**given(a, EvalArgs))  # flags not given keep EvalArgs' defaults
+    out = _claim(args, "report", {"RUN": args.run, "--data": args.data, "--video": args.video})
     tmp = temp_path(out)  # the report is written whole beside --out, then renamed into place
     try:
-        rep = evaluate(a.run, a.data, a.frames, str(tmp), video=a.video, streams=a.streams, seed=a.seed,
-                       progress=not a.quiet, stride=a.stride, full_streams=a.full_streams,
-                       pred_steps=a.pred_steps, pred_clips=a.pred_clips, temperature=a.temperature,
-                       device=a.device)
+        options = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("run", "data", "frames", "out", "force")}
+        rep = evaluate(args.run, args.data, args.frames, str(tmp), **options)
         swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     last = str(rep["horizons"][-1])
     worst = max(rep["drift"], key=lambda m: rep["drift"][m][last])
     flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
-    print(f"wrote {a.out}/report.json: {rep['frames']} frames x {rep['streams']} stream(s); at t={last} "
+    print(f"wrote {args.out}/report.json: {rep['frames']} frames x {rep['streams']} stream(s); at t={last} "
           f"worst drift {worst} {rep['drift'][worst][last]:.2f}x the real band; "
           f"failures: {', '.join(flags) if flags else 'none'}")
 
@@ -218,27 +216,10 @@ def _add_device(s) -> None:
 def add_eval_parser(subparsers) -> None:
     """`everloop eval RUN --data DATA --frames N --out REPORT [...]`: see docs/eval.md."""
     s = subparsers.add_parser("eval", help="drift of a run's streams vs the real data at t = 16 ... 100k")
-    s.add_argument("run", nargs="?", help="run folder (omit with --video)")
-    s.add_argument("--data", required=True, help="the real dataset folder")
-    s.add_argument("--frames", type=_positive("--frames"), required=True, help="model steps per stream")
-    s.add_argument("--out", required=True, help="report folder to write")
-    s.add_argument("--force", action="store_true", help="replace an existing report folder (only a report)")
-    s.add_argument("--video", help="evaluate this generated video (one stream) instead of a run")
-    s.add_argument("--streams", type=_positive("--streams", hi=1024), default=4)
-    s.add_argument("--seed", type=SEED, default=0)
-    s.add_argument("--stride", type=_positive("--stride"),
-                   help="real-data frames per generated frame (default: the run's clip stride; 1 for --video)")
-    s.add_argument("--full-streams", type=_positive("--full-streams"), default=1,
-                   help="streams decoded at every frame for the detectors (others: windows only)")
-    s.add_argument("--temperature", type=_positive("--temperature", float, hi=100),
-                   help="sampling temperature of families that have one")
-    s.add_argument("--pred-steps", type=_positive("--pred-steps"), default=64,
-                   help="next-frame families: recursion steps scored against the real continuation")
-    s.add_argument("--pred-clips", type=_positive("--pred-clips"), default=8,
-                   help="next-frame families: held-out seed clips to average over")
+    from .evaluate import EvalArgs
+    from .flags import add_flags
+    add_flags(s, EvalArgs)
     s.add_argument("--threads", type=_positive("--threads", hi=1024))
-    _add_device(s)
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_eval)
 
 
@@ -260,34 +241,12 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("train", help="train a family on DATA into a run folder")
-    s.add_argument("--family", help="worldmodel, duralava or multiscale (default worldmodel, "
-                   "models.DEFAULT_FAMILY; --preset seed alone: duralava; on --resume: the run's)")
-    s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--preset", help="named config of the family (default: default; on --resume: the run's)")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field")
-    s.add_argument("--steps", type=_positive("--steps"))
-    s.add_argument("--minutes", type=_positive("--minutes", float, hi=1e7))
-    s.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint. --family, --preset, --set and "
-                        "--seed must agree with the run (a contradiction is an error); --steps, --minutes, "
-                        "--sample-every, --save-every, --precision, --device, --threads and --data may change")
+    from .flags import add_flags
+    from .train import TrainArgs
+    add_flags(s, TrainArgs)
     s.add_argument("--no-adversarial", action="store_true",
                    help="multiscale: train the plain Lp + GDL baseline (same as --set adversarial=false)")
-    s.add_argument("--stage", metavar="NAME", help="redo this training stage of the run in --out and those after it")
-    s.add_argument("--force", action="store_true", help="start over, replacing the run in --out (only a run)")
-    s.add_argument("--seed", type=SEED, help="seeds weights, data order and noise (default 0)")
-    s.add_argument("--sample-every", type=number("--sample-every", int, lo=0), metavar="STEPS",
-                   help="a sample sheet in samples/ every STEPS steps (default 250; 0: only at the end)")
-    s.add_argument("--save-every", dest="save_every_minutes", metavar="MINUTES",
-                   type=_positive("--save-every", float, hi=1e7),
-                   help="checkpoint at least this often (default 5): what a SIGKILL can lose; "
-                        "Ctrl-C and SIGTERM save before they stop")
-    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="bf16 = autocast; auto = bf16 on CPUs with bf16 instructions, else fp32")
     s.add_argument("--threads", type=_positive("--threads", hi=1024))
-    _add_device(s)
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
 
     for name, helptext in (("generate", "write an endless stream's first N frames to a file"),

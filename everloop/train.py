@@ -30,7 +30,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,50 +40,59 @@ from tqdm import tqdm
 from . import checkpoint, devices, outputs, sheets
 from .data import FrameStore
 from .errors import EverloopError
+from .flags import flag
 from .models import FAMILIES, family_for, make_config
 from .run_guard import check_args, check_resume, lock_run, rewind
 from .stopping import Stopped, StopSignals
-from .validate import check_values
+from .validate import SEED, check_values, number, positive
 
 
 @dataclass
 class TrainArgs:
-    data: str
+    """What `everloop train` takes: its flags are made from these fields (flags.py), so each
+    default and each --help line is written here once."""
+    data: str = flag(metavar="DATA")
     """Dataset folder written by `everloop prepare` (frames.npy + meta.json)."""
-    out: str
-    """Run folder: config.json, model.safetensors, train_state.pt, samples/, log.jsonl."""
+    out: str = flag(metavar="RUN")
+    """Run folder to write: config.json, model.safetensors, train_state.pt, samples/, log.jsonl."""
     family: str | None = None
-    """Model family (see everloop.models.FAMILIES); None: the preset's family if it names one
-    (`seed` = the published duralava), else models.DEFAULT_FAMILY (worldmodel). On --resume,
-    the run's."""
+    """Model family: worldmodel, duralava or multiscale (everloop.models.FAMILIES). Not given:
+    the preset's family if it names one (--preset seed alone: duralava), else
+    models.DEFAULT_FAMILY (worldmodel); on --resume, the run's."""
     preset: str = "default"
-    """Named set of config overrides of the family (e.g. default, seed, demo, tiny)."""
-    overrides: dict = field(default_factory=dict)
-    """Single config fields to override, from --set key=value."""
-    steps: int | None = None
+    """Named config of the family (default, demo, tiny; seed for duralava); on --resume, the run's."""
+    overrides: dict = flag(default_factory=dict, flag="--set", action="append", metavar="KEY=VALUE")
+    """Override one config field (repeatable; the fields and their docstrings are in
+    everloop/models/<family>.py)."""
+    steps: int | None = flag(None, type=positive("--steps"))
     """Stop after this many training steps in total (counting resumed ones)."""
-    minutes: float | None = None
+    minutes: float | None = flag(None, type=positive("--minutes", float, hi=1e7))
     """Stop after this many minutes of training in this invocation."""
     resume: bool = False
-    """Continue the run in `out` from its train_state.pt."""
-    stage: str | None = None
-    """Redo this stage of the run in `out` (and every stage after it) from the step it began at."""
+    """Continue the run in --out from its last checkpoint. --family, --preset, --set and --seed
+    must agree with the run (a contradiction is an error); --steps, --minutes, --sample-every,
+    --save-every, --precision, --device, --threads and --data may change."""
+    stage: str | None = flag(None, metavar="NAME")
+    """Redo this training stage of the run in --out (and every stage after it) from the step it
+    began at."""
     force: bool = False
-    """Start over even if `out` already holds a run (its files are replaced)."""
-    seed: int = 0
-    """Seeds weights, data order and noise; the same seed gives the same run."""
-    sample_every: int = 250
-    """Write a sample sheet to out/samples/ every this many steps (0 = only at the end)."""
-    save_every_minutes: float = 5.0
-    """Checkpoint at least this often (minutes): what a SIGKILL or a power cut can lose."""
-    precision: str = "auto"
-    """'fp32', 'bf16' (autocast on the device) or 'auto': on the CPU bf16 where bench/
-    measured it faster, on a GPU fp32 (no family's bf16 quality has been measured yet)."""
+    """Start over, replacing the run in --out (only a run: never a dataset or another folder)."""
+    seed: int = flag(0, type=SEED)
+    """Seeds weights, data order and noise: the same seed gives the same run."""
+    sample_every: int = flag(250, type=number("--sample-every", int, lo=0), metavar="STEPS")
+    """A sample sheet in samples/ every STEPS steps (0: only at the end)."""
+    save_every_minutes: float = flag(5.0, flag="--save-every", metavar="MINUTES",
+                                     type=positive("--save-every", float, hi=1e7))
+    """Checkpoint at least this often: what a SIGKILL or a power cut can lose; Ctrl-C and
+    SIGTERM save before they stop."""
+    precision: str = flag("auto", choices=["auto", "fp32", "bf16"])
+    """bf16 = autocast on the device; auto = on the CPU bf16 where bench/ measured it faster
+    (bf16 instructions), on a GPU fp32 (no family's bf16 quality has been measured yet)."""
     device: str = "cpu"
-    """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda if torch sees one, else cpu)."""
-    progress: bool = True
-    """Show the progress bar."""
-    given: tuple = ()
+    """cpu, cuda, cuda:N or auto (cuda if torch sees one, else cpu)."""
+    progress: bool = flag(True, invert="--quiet")
+    """No progress bar."""
+    given: tuple = flag((), cli=False)
     """Names of the fields above the user gave (the CLI fills it): on --resume, a given
     family, preset or seed must match the run's, as must one that differs from its default."""
 

@@ -40,6 +40,9 @@ def positive(flag: str, kind=int, hi=None):
     return number(flag, kind, lo=0, hi=hi, lo_open=True)
 
 
+SEED = number("--seed", int, lo=0, hi=2 ** 63 - 1)  # any seed numpy and torch take
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
