@@ -166,7 +166,7 @@ def train_batches(model, params: dict, tmp: str, device):
         {"frames": n, "height": h, "width": w, "fps": 30, "episodes": [[0, n]], "source": "bench"}))
     store = FrameStore(f"{tmp}/d")
     for name, _ in (model.stages() if hasattr(model, "stages") else []):
-        model.begin_stage(name, store, Path(tmp), True)
+        model.begin_stage(name, store, {}, True)
         if name == params.get("stage"):
             break
     return lambda: model.sample_batch(store, rng).to(device, non_blocking=True)

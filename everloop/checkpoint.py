@@ -1,4 +1,5 @@
-"""Run folders: config.json + model.safetensors (+ train_state.pt to resume).
+"""Run folders: config.json + model.safetensors (+ train_state.pt to resume, + the files a
+training stage makes beside them, e.g. the worldmodel's latents.safetensors).
 
 Every file is written to a temp name beside it and renamed into place, so a crash or a
 Ctrl-C never leaves a half-written checkpoint. train_state.pt is read with
@@ -39,6 +40,26 @@ def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> N
     if train_state is not None:
         atomic_write(run / TRAIN_STATE, lambda p: torch.save(to_cpu(train_state), p))
     atomic_write(run / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
+
+
+def write_artifacts(run: Path, artifacts: dict) -> None:
+    """What a stage made beside the weights ({file name: {key: tensor}}, Family.take_artifacts)."""
+    for name, tensors in artifacts.items():
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        atomic_write(Path(run) / name, lambda p, t=tensors: save_file(t, str(p)))
+
+
+def read_artifacts(run: Path, names) -> dict:
+    """{file name: {key: tensor}} of the artifact files `names` the run folder holds (CPU)."""
+    found = {}
+    for name in names:
+        path = Path(run) / name
+        if path.exists():
+            try:
+                found[name] = load_file(str(path))
+            except (SafetensorError, OSError, ValueError) as e:
+                raise EverloopError(f"{path}: unreadable or truncated ({e})") from None
+    return found
 
 
 def read_config(run: Path) -> dict:

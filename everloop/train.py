@@ -319,7 +319,9 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                     stage_starts[current] = step
                 bar.set_description(f"train {model.family} {current}")
                 worked = True
-                stage_event("begin", model.begin_stage(current, store, out, fresh))
+                saved = checkpoint.read_artifacts(out, model.artifact_files)
+                stage_event("begin", model.begin_stage(current, store, saved, fresh))
+                checkpoint.write_artifacts(out, model.take_artifacts())  # models do no file I/O
             while ((end is None or step < end) and (limit is None or time.time() - t0 < limit)
                    and (last or shares[i] > 0) and not stop.requested):
                 try:

@@ -287,7 +287,8 @@ def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
     batches = {}
     for samples in (True, False):
         m = build("worldmodel", make_config("worldmodel", "tiny", {**cfg, "posterior_noise": float(samples)}))
-        m.begin_stage("rnn", store, wm_run, fresh=False)  # loads RUN/latents.safetensors
+        saved = checkpoint.read_artifacts(wm_run, m.artifact_files)  # RUN/latents.safetensors
+        m.begin_stage("rnn", store, saved, fresh=False)
         batches[samples] = m.sample_batch(store, np.random.default_rng(0))
         mu = m.latents[0]
     is_row = lambda b: (b[..., None, :] == mu).all(-1).any(-1)
@@ -321,7 +322,7 @@ def test_foreground_weight_charges_what_differs_from_the_median_frame(tiny_data,
     for w in (0.0, 10.0):
         model = tiny_model(foreground_weight=w)
         model.ranges = ([list(e) for e in store.episodes], [])
-        model.begin_stage("vae", store, tmp_path)
+        model.begin_stage("vae", store, {})
         assert (model.background is None) == (w == 0)
         x = model.sample_batch(store, np.random.default_rng(0))
         torch.manual_seed(0)
@@ -330,7 +331,7 @@ def test_foreground_weight_charges_what_differs_from_the_median_frame(tiny_data,
     assert losses[10.0] > 1.5 * losses[0.0], losses
     again = tiny_model(foreground_weight=10.0)
     again.ranges = model.ranges
-    again.begin_stage("vae", store, tmp_path)  # a resumed run recomputes the same background
+    again.begin_stage("vae", store, {})  # a resumed run recomputes the same background
     assert torch.equal(again.background, model.background) and model.background.shape == (3, 16, 16)
 
 

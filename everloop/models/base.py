@@ -13,11 +13,13 @@ takes `context_frames` of them; `advance` is one model step, `clip_stride` frame
 Training (train.py): `stages()` lists (name, share of the budget); each stage draws
 batches with `sample_batch` and runs `train_step(batch, optimizers)`, which returns its
 logs (floats). `begin_stage` / `end_stage` frame a stage (a stage with no steps, like the
-worldmodel's `encode`, is only hooks). `extra_state` is what training needs that is not a
+worldmodel's `encode`, is only hooks). A family does no file I/O: what a stage computes and
+the run folder keeps beside the weights (the worldmodel's latents) it hands over with
+`take_artifacts`; the trainer writes it (checkpoint.write_artifacts) and passes what the
+run folder holds back to `begin_stage` as `saved`. `extra_state` is what training needs that is not a
 parameter (step counters, EMA statistics), saved with the run to resume exactly."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -41,6 +43,9 @@ class Family(nn.Module):
     """Real frames `start(seed_clip=...)` takes (0: the family cannot continue real frames)."""
     temperature: float = 1.0
     """Sampling temperature, where has_temperature."""
+    artifact_files: ClassVar[tuple[str, ...]] = ()
+    """Files of the run folder a stage makes (e.g. latents.safetensors): not parameters, too
+    dear to remake on every resume. The trainer reads and writes them (checkpoint.py)."""
 
     # ---- must: sampling ----------------------------------------------------------------------
     def start(self, batch: int, generator: torch.Generator | None = None,
@@ -92,9 +97,15 @@ class Family(nn.Module):
         """Forget what stage `name` made (`train --stage NAME` redoes it)."""
         raise EverloopError(f"--stage: the {self.family} family trains in one stage; use --force to start over")
 
-    def begin_stage(self, name: str, store, out: Path, fresh: bool = True) -> dict | None:
-        """Called as a stage starts (fresh) or resumes; may return logs."""
+    def begin_stage(self, name: str, store, saved: dict, fresh: bool = True) -> dict | None:
+        """Called as a stage starts (fresh) or resumes; may return logs. `saved`: the
+        artifact_files the run folder holds, {file name: {key: tensor}} on the CPU."""
         return None
+
+    def take_artifacts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Artifacts made since the last call, {file name: {key: tensor}}, for the trainer to
+        write into the run folder; forgotten here once taken."""
+        return {}
 
     def end_stage(self, name: str) -> dict | None:
         """Called as a stage completes; may return logs."""

@@ -25,8 +25,6 @@ What everloop changes from the seed (NN-Dreams and the World Models port), and w
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,7 +41,7 @@ from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge
 from .vae import VAE
 from .worldmodel_config import WorldModelConfig
 
-LATENTS_FILE = "latents.safetensors"
+LATENTS_FILE = "latents.safetensors"  # {"mu", "logvar"}: [frames, z_dim] float32
 PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
 
 
@@ -82,6 +80,7 @@ class WorldModel(Family):
         self.temperature = 1.0  # sampling only; `generate --temperature` sets it
         self.stage = "vae"
         self.latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, logvar) [N, L]
+        self._unsaved: dict = {}  # latents encoded since the trainer last took them (take_artifacts)
         self.ranges: tuple[list, list] | None = None  # (train, held-out) [start, end) ranges
         self.background: torch.Tensor | None = None  # median training frame [3, S, S] (foreground_weight)
 
@@ -137,7 +136,9 @@ class WorldModel(Family):
             c = self.cfg
             self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min)
 
-    def begin_stage(self, name: str, store, out: Path, fresh: bool = True) -> dict | None:
+    artifact_files = (LATENTS_FILE,)
+
+    def begin_stage(self, name: str, store, saved: dict, fresh: bool = True) -> dict | None:
         """Called by the trainer as a stage starts (fresh) or resumes; may return logs."""
         self.stage = name
         if self.ranges is None:
@@ -146,9 +147,9 @@ class WorldModel(Family):
         if name == "vae" and self.cfg.foreground_weight > 0 and self.background is None:
             self.background = self._median_frame(store)  # the same on resume: no state to save
         if name == "encode":
-            return self._encode(store, Path(out))
+            return self._encode(store)
         if name == "rnn" and self.latents is None:
-            self._load_or_encode(store, Path(out))
+            self._load_or_encode(store, saved.get(LATENTS_FILE))
         return None
 
     def _median_frame(self, store, frames: int = 512) -> torch.Tensor:
@@ -161,24 +162,20 @@ class WorldModel(Family):
         """Called by the trainer as a stage completes; its logs go to log.jsonl."""
         return self.heldout_nll() if name == "rnn" else None
 
-    def _load_or_encode(self, store, out: Path) -> None:
-        from safetensors.torch import load_file
-        path = out / LATENTS_FILE
-        if path.exists():
-            t = load_file(str(path))
-            if t["mu"].shape == (len(store), self.cfg.z_dim):
-                self.latents = (t["mu"].to(devices.of(self)), t["logvar"].to(devices.of(self)))
-                return
-        self._encode(store, out)
+    def _load_or_encode(self, store, saved: dict | None) -> None:
+        """The latents the encode stage saved, unless the data changed size since: encode again."""
+        if saved is not None and saved["mu"].shape == (len(store), self.cfg.z_dim):
+            self.latents = (saved["mu"].to(devices.of(self)), saved["logvar"].to(devices.of(self)))
+            return
+        self._encode(store)
+
+    def take_artifacts(self) -> dict[str, dict[str, torch.Tensor]]:
+        made, self._unsaved = self._unsaved, {}
+        return made
 
     @torch.no_grad()
-    def _encode(self, store, out: Path, batch: int = 256) -> dict:
-        """Every frame -> (mu, logvar), held and written atomically to RUN/latents.safetensors."""
-        from safetensors.torch import save_file
-
-        from ..checkpoint import (
-            atomic_write,  # here: checkpoint imports the model registry
-        )
+    def _encode(self, store, batch: int = 256) -> dict:
+        """Every frame -> (mu, logvar), held, and handed to the trainer for RUN/latents.safetensors."""
         mus, logvars = [], []
         for i in range(0, len(store), batch):
             mu, logvar = self.vae.encode(to_float(store.frames[i:i + batch]).to(devices.of(self)))
@@ -186,7 +183,7 @@ class WorldModel(Family):
             logvars.append(logvar)
         mu, logvar = torch.cat(mus).contiguous(), torch.cat(logvars).contiguous()
         self.latents = (mu, logvar)
-        atomic_write(out / LATENTS_FILE, lambda p: save_file({"mu": mu.cpu(), "logvar": logvar.cpu()}, str(p)))
+        self._unsaved = {LATENTS_FILE: {"mu": mu.cpu(), "logvar": logvar.cpu()}}
         logs = {"latent_std": mu.std(0).mean().item()}
         for key, ranges in zip(("train", "heldout"), self.ranges):
             idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
