@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+import motion_stats
 import numpy as np
 import torch
 
@@ -23,10 +24,10 @@ def row(run: str, steps: int) -> dict:
     lm = [metrics.lag_motion(s, (1, 10)) for s in x]
     last = sheets.pick_frames(model, [steps - 1], streams=8)[:, 0]
     return {"step": config["step"], "z_std": float(z.std(0).mean()),
-            "spread": metrics.stream_spread(last),
+            "spread": motion_stats.stream_spread(last),
             "lag1": float(np.mean([m[1] for m in lm])), "lag10": float(np.mean([m[10] for m in lm])),
             "moving": sum(m[10] >= 3 * m[1] for m in lm),
-            "revisit": min(metrics.nearest_revisit(s, 300, min_lag=10, every=5)["min_distance"] for s in x)}
+            "revisit": min(motion_stats.nearest_revisit(s, 300, min_lag=10, every=5)["min_distance"] for s in x)}
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 
+import motion_stats
 import numpy as np
 
 from everloop import metrics, rollout, sheets
@@ -36,17 +37,17 @@ def report(run: str, data: str, frames: int, sheet_prefix: str | None) -> dict:
     lags = (1, 2, 5, 10, 20)
     res = {"run": run, "frames": frames, "stride": stride, "seconds": None,
            "real": {"lag_motion": metrics.lag_motion(real, lags),
-                    "revisit_300": metrics.nearest_revisit(real[:1000], 300)["min_distance"],
-                    "spread": metrics.stream_spread(real[np.linspace(0, len(real) - 1, 8).astype(int)])}}
+                    "revisit_300": motion_stats.nearest_revisit(real[:1000], 300)["min_distance"],
+                    "spread": motion_stats.stream_spread(real[np.linspace(0, len(real) - 1, 8).astype(int)])}}
     for name, x in (("early", early), ("late", late)):
         m = metrics.lag_motion(x, lags)
         res[name] = {"lag_motion": m, "lag10_over_lag1": m[10] / max(m[1], 1e-9),
-                     "revisit_300": metrics.nearest_revisit(x, 300),
-                     "identical_run": metrics.identical_runs(x),
+                     "revisit_300": motion_stats.nearest_revisit(x, 300),
+                     "identical_run": motion_stats.identical_runs(x),
                      "mean_rgb": x.reshape(-1, 3).mean(0).round(1).tolist()}
     res["real"]["lag10_over_lag1"] = res["real"]["lag_motion"][10] / res["real"]["lag_motion"][1]
     last = sheets.pick_frames(model, [frames - 1], streams=8)[:, 0]
-    res["late"]["spread_8_streams"] = metrics.stream_spread(last)
+    res["late"]["spread_8_streams"] = motion_stats.stream_spread(last)
     z = next(rollout.latents(model, batch=64, chunk=1001))[:, -1]  # 64 streams at step 1000
     res["latent_1000"] = {"per_dim_std_across_streams": float(z.std(0).mean()),
                           **{k: float(v) for k, v in latent_moments(z).items()}}

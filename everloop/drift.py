@@ -259,7 +259,3 @@ class Runs:
             if self.first is None and self.cur >= self.min_run:
                 self.first = start + i
         self.next = start + len(flags)
-
-    @property
-    def flagged(self) -> bool:
-        return self.longest >= self.min_run

@@ -58,12 +58,15 @@ def cli_fields(cls) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
 
 
-def add_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One argument per field of the dataclass `cls`, in field order (positionals first)."""
+def add_flags(parser: argparse.ArgumentParser, cls, only: dict[str, dict] | None = None) -> None:
+    """One argument per field of the dataclass `cls`, in field order (positionals first).
+    `only`: just these fields, {name: metadata} (for a config whose fields are not all flags)."""
     docs = field_docs(cls)
     fields = sorted(cli_fields(cls), key=lambda f: not f.metadata.get("positional", False))
     for f in fields:
-        meta, doc = f.metadata, docs.get(f.name, "")
+        if only is not None and f.name not in only:
+            continue
+        meta, doc = {**f.metadata, **(only or {}).get(f.name, {})}, docs.get(f.name, "")
         kw = {k: meta[k] for k in ("type", "choices", "metavar") if k in meta}
         if "invert" in meta:  # progress=True <- --quiet
             parser.add_argument(meta["invert"], dest=f.name, action="store_false", default=argparse.SUPPRESS,

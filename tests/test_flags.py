@@ -50,3 +50,17 @@ def test_train_flags_reach_trainargs():
 def test_docstrings_are_read_from_the_source():
     docs = flags.field_docs(TrainArgs)
     assert docs["seed"].startswith("Seeds weights") and "given" in docs
+
+
+def test_painter_config_flags_come_from_the_configs():
+    from everloop.painter.agent import AgentConfig
+    from everloop.painter.renderer import RendererConfig
+    paint = next(a for a in subparser("paint")._actions if isinstance(a, argparse._SubParsersAction))
+    for name, cls, fields in (("train-renderer", RendererConfig, ("size", "backend", "batch")),
+                              ("train-agent", AgentConfig, ("strokes", "critic", "batch"))):
+        by_dest = {a.dest: a for a in paint.choices[name]._actions}
+        docs = flags.field_docs(cls)
+        for f in fields:
+            assert by_dest[f].default is argparse.SUPPRESS and by_dest[f].help.startswith(docs[f])
+    a = cli.parser().parse_args(["paint", "train-agent", "--out", "A", "--critic"])
+    assert AgentConfig(**flags.given(a, AgentConfig)) == AgentConfig(critic=True)

@@ -47,7 +47,7 @@ def test_env_is_deterministic_and_paints():
     a = random_actions(np.random.default_rng(3), 5)
     e1, e2 = PaintEnv(SIZE), PaintEnv(SIZE)
     assert np.array_equal(e1.render(a), e1.render(a))  # same action twice, same canvas
-    e1.reset(np.zeros((SIZE, SIZE)))
+    e1.reset()
     for x in a:
         last = e1.step(x)
     assert np.array_equal(last, e2.render(a))  # step by step == render, across instances

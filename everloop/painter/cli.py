@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import (  # the one positive-number flag parser of every command
-    SEED,
-    _positive,
-)
 from ..errors import EverloopError
+from ..flags import add_flags, given
 from ..outputs import claim, write_file
+from ..validate import SEED
+from ..validate import positive as _positive
 
 
 def _threads(a) -> None:
@@ -20,11 +19,15 @@ def _threads(a) -> None:
         torch.set_num_threads(a.threads)
 
 
+def _seed(a) -> dict:
+    return {} if a.seed is None else {"seed": a.seed}  # not given: the trainer's default
+
+
 def cmd_train_renderer(a) -> None:
     from .renderer import RendererConfig, train_renderer
     _threads(a)
-    cfg = RendererConfig(size=a.size, backend=a.backend, **({"batch": a.batch} if a.batch else {}))
-    m = train_renderer(a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes, seed=a.seed,
+    cfg = RendererConfig(**given(a, RendererConfig))  # flags not given keep the config's defaults
+    m = train_renderer(a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes, **_seed(a),
                        resume=a.resume, force=a.force, progress=not a.quiet)
     print(f"saved {a.out} at step {m['step']}: held-out strokes PSNR {m['val_psnr']:.2f} dB "
           f"(blank layer {m['blank_psnr']:.2f} dB), BCE {m['val_bce']:.4f}, MSE {m['val_mse']:.5f}")
@@ -35,9 +38,9 @@ def cmd_train_agent(a) -> None:
     _threads(a)
     if not a.resume and not a.renderer:
         raise EverloopError("--renderer R is required (a folder made by `everloop paint train-renderer`)")
-    cfg = AgentConfig(strokes=a.strokes, critic=a.critic, **({"batch": a.batch} if a.batch else {}))
+    cfg = AgentConfig(**given(a, AgentConfig))
     m = train_agent(a.renderer, a.targets, a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes,
-                    seed=a.seed, resume=a.resume, force=a.force, progress=not a.quiet)
+                    **_seed(a), resume=a.resume, force=a.force, progress=not a.quiet)
     print(f"saved {a.out} at step {m['step']}: {m['targets']} held-out targets, MSE real {m['mse_real']:.4f}, "
           f"dream {m['mse_dream']:.4f}, blank {m['mse_blank']:.4f} (try `everloop paint eval {a.out}`)")
 
@@ -122,8 +125,7 @@ def cmd_eval(a) -> None:
 def _budget(s) -> None:
     s.add_argument("--steps", type=_positive("--steps"), help="stop after this many steps in total")
     s.add_argument("--minutes", type=_positive("--minutes", float, hi=1e7), help="stop after this many minutes")
-    s.add_argument("--batch", type=_positive("--batch", hi=65536))
-    s.add_argument("--seed", type=SEED, default=0)
+    s.add_argument("--seed", type=SEED, help="seeds the weights and the data drawn (default: the trainer's)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out")
     s.add_argument("--force", action="store_true", help="start over, replacing the painter run in --out")
     s.add_argument("--threads", type=_positive("--threads", hi=1024))
@@ -136,16 +138,18 @@ def add_paint_parser(sub) -> None:
 
     s = ps.add_parser("train-renderer", help="train the neural renderer on strokes of the real paint program")
     s.add_argument("--out", required=True, help="renderer folder to write")
-    s.add_argument("--size", type=_positive("--size", hi=1024), default=64, help="canvas side (power of two)")
-    s.add_argument("--backend", default="skia", help="real paint program: skia (default) or mypaint")
+    from .renderer import RendererConfig
+    add_flags(s, RendererConfig, only={"size": {"type": _positive("--size", hi=1024)}, "backend": {},
+                                       "batch": {"type": _positive("--batch", hi=65536)}})
     _budget(s)
     s.set_defaults(func=cmd_train_renderer)
 
     s = ps.add_parser("train-agent", help="train the painting agent through the frozen renderer")
     s.add_argument("--renderer", help="renderer folder (from train-renderer)")
     s.add_argument("--targets", default="mnist", help="mnist, an MNIST IDX image file, or a folder of images")
-    s.add_argument("--strokes", type=_positive("--strokes", hi=1000), default=8)
-    s.add_argument("--critic", action="store_true", help="add the conditional WGAN-GP critic")
+    from .agent import AgentConfig
+    add_flags(s, AgentConfig, only={"strokes": {"type": _positive("--strokes", hi=1000)}, "critic": {},
+                                    "batch": {"type": _positive("--batch", hi=65536)}})
     s.add_argument("--out", required=True, help="agent folder to write")
     _budget(s)
     s.set_defaults(func=cmd_train_agent)

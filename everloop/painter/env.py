@@ -72,13 +72,7 @@ class SkiaBackend:
         return self.surface.makeImageSnapshot().toarray()[..., 0].astype(np.float32) / 255.0
 
 
-def _mypaint_backend(size: int):
-    # No Python binding of libmypaint is on PyPI; the hook is here so a build that has one
-    # (e.g. MyPaint's own `lib.mypaintlib`) can plug in a class with .coverage(action).
-    raise EverloopError("--backend mypaint: libmypaint bindings are not installed (use --backend skia)")
-
-
-BACKENDS = {"skia": SkiaBackend, "mypaint": _mypaint_backend}
+BACKENDS = {"skia": SkiaBackend}  # a backend is a class with .coverage(action) -> [H, W]
 
 
 def make_backend(name: str, size: int):
@@ -88,13 +82,12 @@ def make_backend(name: str, size: int):
 
 
 class PaintEnv:
-    """reset(target) -> blank canvas; step(action) -> canvas; render(actions) -> canvas.
+    """reset() -> blank canvas; step(action) -> canvas; render(actions) -> canvas.
 
     Deterministic: the canvas depends only on the actions since reset."""
 
     def __init__(self, size: int = 64, backend: str = "skia"):
         self.size, self.backend = size, make_backend(backend, size)
-        self.target = None
         self.canvas = np.zeros((size, size), np.float32)
 
     def stroke(self, action) -> np.ndarray:
@@ -108,8 +101,7 @@ class PaintEnv:
         """Stroke layers of [N, ACTION_DIM] actions: float32 [N, H, W]."""
         return np.stack([self.stroke(a) for a in np.asarray(actions).reshape(-1, ACTION_DIM)])
 
-    def reset(self, target=None) -> np.ndarray:
-        self.target = None if target is None else np.asarray(target, np.float32)
+    def reset(self) -> np.ndarray:
         self.canvas = np.zeros((self.size, self.size), np.float32)
         return self.canvas.copy()
 
