@@ -143,19 +143,15 @@ def cmd_generate(a) -> None:
 
 def cmd_live(a) -> None:
     from . import live, rollout
-    if a.web is None:
-        live.check_display()
-    else:
-        live.check_port(a.web)  # a busy port fails now, not after the model loads
+    if a.web is not None:  # the browser: `everloop serve`'s server with this one run (serve.py)
+        from .serve import cmd_live_web
+        return cmd_live_web(a)
+    live.check_display()
     model, config = _load(a)
     seed_clip = _sampling(a, model, config)
     chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, model), chunk=a.fps,
                                            seed_clip=seed_clip))
-    if a.web is not None:
-        print(f"serving http://127.0.0.1:{a.web}/ (Ctrl-C stops)")
-        shown = live.serve(chunks, fps=a.fps, port=a.web, scale=a.scale)
-    else:
-        shown = live.play(chunks, fps=a.fps, scale=a.scale)
+    shown = live.play(chunks, fps=a.fps, scale=a.scale)
     print(f"played {shown} frames")
 
 
@@ -289,8 +285,9 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--stride", type=_positive("--stride", hi=10 ** 6), default=1)
             s.add_argument("--streams", type=_positive("--streams", hi=MAX_SHEET_FRAMES), default=4)
     from .painter.cli import add_paint_parser
+    from .serve import add_serve_parser
     from .sources.atari import add_record_parser
-    for add in (add_eval_parser, add_record_parser, add_paint_parser):
+    for add in (add_eval_parser, add_record_parser, add_paint_parser, add_serve_parser):
         add(sub)  # commands whose code lives with what they run
     return p
 

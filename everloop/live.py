@@ -1,19 +1,25 @@
-"""Watch the generated stream live: a pygame window, or an MJPEG page in the browser.
+"""Watch the generated stream live: a pygame window, or the producer behind `everloop serve`.
 
 pygame is an optional extra (``everloop[live]``), so it is imported only inside the
 functions here; ``import everloop.live`` works without it and the CLI can report a clean
 one-line error instead of an ImportError.
+
+``Producer`` is one endless stream generated once for any number of browsers (serve.py
+fans its frames out). ``serve`` below is the bare MJPEG page on the standard library that
+``live --web`` falls back to where aiohttp (``everloop[serve]``) is not installed.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import queue
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 
@@ -109,21 +115,149 @@ def _quit_requested(pygame) -> bool:
     return False
 
 
-# ---- browser mode: MJPEG over the standard library's http.server -------------------------
+# ---- the producer of `everloop serve`: generate once, encode once --------------------------
 
 
-def _listen(host: str, port: int, handler) -> ThreadingHTTPServer:
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+    """One frame as JPEG; 4:4:4 (no chroma subsampling) because browsers show it scaled up
+    with crisp pixels, where halved colour resolution would smear every edge."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frame)).save(buf, "JPEG", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
+class Producer:
+    """One endless stream for many viewers.
+
+    A worker thread steps the model in chunks (rollout.frames: the event loop never waits
+    on torch), encodes each frame once and puts it in a queue of at most one chunk, so
+    memory and the delay of a control are bounded; when nobody takes frames (paused, no
+    viewer) the queue fills and the thread sleeps. The server's pacer calls take() once per
+    tick of fps * speed. The controls may be set from any thread: a new seed bumps `epoch`
+    and frames of an older epoch are thrown away; a temperature applies from the next chunk.
+    """
+
+    def __init__(self, model, name: str, fps: float, interp: int, seed: int = 0,
+                 seed_clip_for=None, chunk: int | None = None, quality: int = 90):
+        self.model, self.name, self.fps, self.interp = model, name, float(fps), int(interp)
+        self.seed, self.speed, self.paused, self.epoch = int(seed), 1.0, False, 0
+        self.seed_clip_for = seed_clip_for  # seed -> float [1, T, C, H, W] (families that continue real frames)
+        self.chunk = chunk or max(self.interp, round(self.fps))  # about a second of video per decoder call
+        self.quality, self.error = quality, None
+        self.frames: queue.Queue = queue.Queue(maxsize=self.chunk)
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"everloop generate {name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def new_seed(self, seed: int) -> None:
+        with self._lock:
+            self.seed, self.epoch = int(seed), self.epoch + 1
+
+    def set_temperature(self, tau: float) -> None:
+        from everloop.rollout import set_temperature
+        set_temperature(self.model, tau)  # a float attribute the worker's next advance() reads
+
+    def take(self) -> bytes | None:
+        """The next frame of the current stream, or None if generation is behind."""
+        while True:
+            try:
+                epoch, jpeg = self.frames.get_nowait()
+            except queue.Empty:
+                return None
+            if epoch == self.epoch:
+                return jpeg
+
+    def _run(self) -> None:
+        from everloop import rollout
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    epoch, seed = self.epoch, self.seed
+                clip = self.seed_clip_for(seed) if self.seed_clip_for else None
+                stream = rollout.frames(self.model, None, seed=seed, interp=self.interp, chunk=self.chunk,
+                                        seed_clip=clip)
+                for chunk in stream:
+                    if not all(self._put(epoch, encode_jpeg(f, self.quality)) for f in chunk[0]):
+                        break  # stopped or a new seed: start that stream
+                stream.close()
+        except Exception as e:  # noqa: BLE001 (shown in /stats and on stderr; the server stays up)
+            self.error = f"{type(e).__name__}: {e}"
+            print(f"everloop: stream {self.name} stopped: {self.error}", file=sys.stderr, flush=True)
+
+    def _put(self, epoch: int, jpeg: bytes) -> bool:
+        while not self._stop.is_set() and epoch == self.epoch:
+            try:
+                self.frames.put((epoch, jpeg), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def seed_clip_picker(data: str, model, config: dict, run: str):
+    """seed -> a real clip float [1, T, C, H, W] from DATA (a new seed, a new place in it),
+    for families that continue real frames; checked once here, like generate's --seed-clip."""
+    from everloop.data import FrameStore, to_float
+    store = FrameStore(data)
+    meta = config.get("data") or {}
+    want = (meta["height"], meta["width"]) if meta.get("height") else (model.frame_size, model.frame_size)
+    if want[0] is not None and (store.height, store.width) != tuple(want):
+        raise EverloopError(f"--seed-clip {data}: frames are {store.height}x{store.width}, "
+                            f"the run {run}'s are {want[0]}x{want[1]}")
+    need, stride = model.context_frames, model.clip_stride
+    if max(e - s for s, e in store.episodes) < (need - 1) * stride + 1:
+        raise EverloopError(f"--seed-clip {data}: no episode holds {need} frames {stride} apart")
+    return lambda seed: to_float(store.sample_clips(1, need, stride, np.random.default_rng(seed)))
+
+
+def load_producer(run: str, a) -> Producer:
+    """Load RUN and make its Producer from `everloop serve`'s flags (fps: the run's video
+    rate by default; interp: its clip stride, so the stream plays at the source's speed)."""
+    import torch
+
+    from everloop.checkpoint import load_run
+    from everloop.devices import resolve
+    from everloop.rollout import set_temperature
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    model, config = load_run(run, resolve(a.device))
+    if a.temperature is not None and (model.has_temperature or len(a.runs) == 1):
+        set_temperature(model, a.temperature)  # one run without one: generate's one-line error
+    picker = None
+    if model.requires_seed_clip:
+        if not a.seed_clip:
+            raise EverloopError(f"{run}: the {model.family} family continues real frames: give --seed-clip DATA")
+        picker = seed_clip_picker(a.seed_clip, model, config, run)
+    fps = a.fps or (config.get("data") or {}).get("fps") or 30
+    return Producer(model, Path(run).name, fps, a.interp or model.clip_stride, seed=a.seed,
+                    seed_clip_for=picker, quality=a.quality)
+
+
+# ---- the fallback browser mode: MJPEG over the standard library's http.server --------------
+
+
+def _listen(host: str, port: int, handler, flag: str = "--web") -> ThreadingHTTPServer:
     if not 1 <= port <= 65535:
-        raise EverloopError(f"--web {port}: a port is 1 to 65535")
+        raise EverloopError(f"{flag} {port}: a port is 1 to 65535")
     try:
         return ThreadingHTTPServer((host, port), handler)
     except OSError as e:  # busy, or below 1024 without the right
-        raise EverloopError(f"--web {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None
+        raise EverloopError(f"{flag} {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None
 
 
-def check_port(port: int, host: str = "127.0.0.1") -> None:
-    """Raise the one-line --web error now if ``port`` cannot be listened on."""
-    _listen(host, port, BaseHTTPRequestHandler).server_close()
+def check_port(port: int, host: str = "127.0.0.1", flag: str = "--web") -> None:
+    """Raise the one-line error now if ``port`` cannot be listened on (0: any free port;
+    an IPv6 address: the server's own start reports it)."""
+    if port and ":" not in host:
+        _listen(host, port, BaseHTTPRequestHandler, flag).server_close()
 
 PAGE = """<!doctype html><title>{title}</title>
 <body style="margin:0;background:#000;display:grid;place-items:center;height:100vh">
@@ -229,3 +363,15 @@ def serve(chunks: Iterable[np.ndarray], fps: int = 30, port: int = 8000, scale: 
         server.shutdown()
         server.server_close()
     return made
+
+
+def serve_bare(a) -> None:
+    """`live RUN --web PORT` where aiohttp is not installed: the bare page above."""
+    from everloop import rollout
+    from everloop.cli import _interp, _load, _sampling
+    check_port(a.web)
+    model, config = _load(a)
+    clip = _sampling(a, model, config)
+    chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, model), chunk=a.fps,
+                                           seed_clip=clip))
+    print(f"played {serve(chunks, fps=a.fps, port=a.web, scale=a.scale)} frames")
