@@ -30,20 +30,26 @@ def atomic_write(path: Path, write) -> None:
     write_file(path, write)
 
 
-def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> None:
+def write_folder(run: Path, config: dict, weights: dict, train_state: dict | None = None,
+                 extra: dict[str, dict] | None = None) -> None:
+    """Any run folder (a family's, the painter's): weights and extra .safetensors files first,
+    train_state.pt next, config.json last, so a config.json always describes files that exist."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    config = {"family": model.family, "config": config_to_dict(model.cfg), **meta}
-    # Weights first, config last: a config.json always describes weights that exist.
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(run / WEIGHTS, lambda p: save_file(tensors, str(p)))
+    write_artifacts(run, {WEIGHTS: weights, **(extra or {})})
     if train_state is not None:
         atomic_write(run / TRAIN_STATE, lambda p: torch.save(to_cpu(train_state), p))
     atomic_write(run / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
 
 
+def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> None:
+    config = {"family": model.family, "config": config_to_dict(model.cfg), **meta}
+    write_folder(run, config, model.state_dict(), train_state)
+
+
 def write_artifacts(run: Path, artifacts: dict) -> None:
-    """What a stage made beside the weights ({file name: {key: tensor}}, Family.take_artifacts)."""
+    """.safetensors files, {file name: {key: tensor}}: the weights, or what a stage made
+    beside them (Family.take_artifacts)."""
     for name, tensors in artifacts.items():
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         atomic_write(Path(run) / name, lambda p, t=tensors: save_file(t, str(p)))
@@ -55,25 +61,27 @@ def read_artifacts(run: Path, names) -> dict:
     for name in names:
         path = Path(run) / name
         if path.exists():
-            try:
-                found[name] = load_file(str(path))
-            except (SafetensorError, OSError, ValueError) as e:
-                raise EverloopError(f"{path}: unreadable or truncated ({e})") from None
+            found[name] = read_weights(path)
     return found
 
 
-def read_config(run: Path) -> dict:
+def read_json_config(run: Path, made_by: str = "a run folder made by `everloop train`") -> dict:
+    """RUN/config.json as a dict, unchecked; a missing or broken file is a one-line error."""
     run = Path(run)
     if not run.is_dir():
         raise EverloopError(f"{run}: no such run folder")
     path = run / CONFIG
     try:
-        config = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise EverloopError(f"{path}: missing (is {run} a run folder made by `everloop train`?)") from None
+        raise EverloopError(f"{path}: missing (is {run} {made_by}?)") from None
     except (ValueError, OSError) as e:  # bad JSON, bad UTF-8, a folder named config.json
         raise EverloopError(f"{path}: not a valid run config ({e})") from None
-    check_run_config(config, path)  # every field of the right type and in range
+
+
+def read_config(run: Path) -> dict:
+    config = read_json_config(run)
+    check_run_config(config, Path(run) / CONFIG)  # every field of the right type and in range
     return config
 
 
@@ -93,18 +101,26 @@ def load_run(run: Path, device: torch.device | str = "cpu"):
     run = Path(run)
     config = read_config(run)
     model = model_from_config(config, run / CONFIG)
-    path = run / WEIGHTS
-    if not path.exists():
+    load_weights(model, read_weights(run / WEIGHTS), run / WEIGHTS)
+    return model.to(device).eval(), config
+
+
+def read_weights(path: Path) -> dict:
+    """The tensors of a .safetensors file, on the CPU; missing or damaged: a one-line error."""
+    if not Path(path).exists():
         raise EverloopError(f"{path}: missing")
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise EverloopError(f"{path}: unreadable or truncated weights ({e})") from None
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+
+
+def load_weights(module: torch.nn.Module, tensors: dict, where) -> None:
+    """Load every tensor into `module`; any missing or unexpected one is an error naming `where`."""
+    missing, unexpected = module.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise EverloopError(f"{path}: weights do not match the config "
+        raise EverloopError(f"{where}: weights do not match the config "
                             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
-    return model.to(device).eval(), config
 
 
 def load_train_state(run: Path) -> dict:

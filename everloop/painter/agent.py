@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checkpoint
 from . import runs, targets
 from .env import ACTION_DIM, PaintEnv
-from .renderer import StrokeNet, composite, coords, load_renderer
+from .renderer import StrokeNet, composite, coords, load_renderer, renderer_step
 
 KIND = "paint-agent"
 
@@ -154,6 +155,31 @@ def _gradient_penalty(critic, fake, target):
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
+def agent_step(agent: Painter, renderer, opt, target: torch.Tensor, cfg: AgentConfig, critic=None,
+               copt=None) -> tuple[dict, torch.Tensor]:
+    """One step of the agent on `target` through the renderer (and of the critic, if any);
+    returns (logs, the strokes' actions)."""
+    # Frozen world model for the agent's loss: gradients flow through it, never into it.
+    renderer.requires_grad_(False)
+    actions, canvases = agent.paint(target, renderer)
+    renderer.requires_grad_(True)
+    loss, final = recon_loss(canvases, target, cfg.step_loss)
+    logs = {"mse": final.item()}
+    if critic:
+        fake = canvases[-1].detach()
+        d_loss = critic(fake, target).mean() - critic(target, target).mean()
+        d_all = d_loss + cfg.gp * _gradient_penalty(critic, fake, target)
+        copt.zero_grad(set_to_none=True)
+        d_all.backward()
+        copt.step()
+        loss = cfg.recon_weight * loss - critic(canvases[-1], target).mean()
+        logs["wdist"] = -d_loss.item()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return logs, actions
+
+
 def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = None, *, steps=None, minutes=None,
                 seed=0, resume=False, force=False, progress=True) -> dict:
     out = Path(out)
@@ -164,7 +190,7 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
         cfg = runs.config_from(AgentConfig, config["config"], str(out / "config.json"))
         renderer_dir, target_spec = out / "renderer", config["targets"]
         source = config.get("renderer_source", str(renderer_dir))
-        state = runs.load_train_state(out)
+        state = checkpoint.load_train_state(out)
     cfg = cfg or AgentConfig()
     renderer, rcfg, rconfig = load_renderer(renderer_dir)
     renderer.train()
@@ -193,37 +219,15 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
     quick_test = test_set[:: max(1, len(test_set) // 100)][:100]  # spread: MNIST's split is in class order
     metrics = {}
 
-    def refresh(actions):
+    def refresh(actions):  # the agent's own latest strokes, drawn by the real program
         a = actions.detach().reshape(-1, ACTION_DIM)
         a = a[torch.from_numpy(rng.choice(len(a), min(cfg.refresh_batch, len(a)), replace=False))]
-        layers = torch.from_numpy(env.strokes(a.numpy()))
-        loss = F.binary_cross_entropy_with_logits(renderer.logits(a), layers)
-        ropt.zero_grad(set_to_none=True)
-        loss.backward()
-        ropt.step()
-        return loss.item()
+        return renderer_step(renderer, ropt, a, torch.from_numpy(env.strokes(a.numpy())))
 
     def step_fn(progress: float):
         runs.cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
         target = shifted(train_t[torch.from_numpy(rng.integers(0, len(train_t), cfg.batch))], cfg.shift, rng)
-        # Frozen world model for the agent's loss: gradients flow through it, never into it.
-        renderer.requires_grad_(False)
-        actions, canvases = agent.paint(target, renderer)
-        renderer.requires_grad_(True)
-        loss, final = recon_loss(canvases, target, cfg.step_loss)
-        logs = {"mse": final.item()}
-        if critic:
-            fake = canvases[-1].detach()
-            d_loss = critic(fake, target).mean() - critic(target, target).mean()
-            d_all = d_loss + cfg.gp * _gradient_penalty(critic, fake, target)
-            copt.zero_grad(set_to_none=True)
-            d_all.backward()
-            copt.step()
-            loss = cfg.recon_weight * loss - critic(canvases[-1], target).mean()
-            logs["wdist"] = -d_loss.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        logs, actions = agent_step(agent, renderer, opt, target, cfg, critic, copt)
         counter[0] += 1
         if cfg.refresh_every and counter[0] % cfg.refresh_every == 0:
             logs["refresh_bce"] = refresh(actions)
@@ -257,7 +261,7 @@ def load_agent(run):
     cfg = runs.config_from(AgentConfig, config["config"], str(run / "config.json"))
     renderer, rcfg, _ = load_renderer(run / "renderer")
     agent = Painter(cfg, rcfg.size)
-    runs.load_weights(agent, runs.load_tensors(run / "model.safetensors"), str(run))
+    checkpoint.load_weights(agent, checkpoint.read_weights(run / "model.safetensors"), str(run))
     return agent.eval(), renderer, config, PaintEnv(rcfg.size, rcfg.backend)
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checkpoint
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
 from . import runs
@@ -101,6 +102,15 @@ def real_batch(env: PaintEnv, rng: np.random.Generator, n: int):
     return torch.from_numpy(a), torch.from_numpy(env.strokes(a))
 
 
+def renderer_step(net: StrokeNet, opt, actions: torch.Tensor, layers: torch.Tensor) -> float:
+    """One BCE step of the renderer on strokes the real program drew; returns the loss."""
+    loss = F.binary_cross_entropy_with_logits(net.logits(actions), layers)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 @torch.no_grad()
 def evaluate(net: StrokeNet, actions: torch.Tensor, layers: torch.Tensor) -> dict:
     net.eval()
@@ -117,7 +127,7 @@ def load_renderer(run) -> tuple[StrokeNet, RendererConfig, dict]:
     config = runs.read_folder(run, KIND)
     cfg = runs.config_from(RendererConfig, config["config"], str(run / "config.json"))
     net = StrokeNet(cfg)
-    runs.load_weights(net, runs.load_tensors(run / "model.safetensors"), str(run))
+    checkpoint.load_weights(net, checkpoint.read_weights(run / "model.safetensors"), str(run))
     return net.eval(), cfg, config
 
 
@@ -130,7 +140,7 @@ def train_renderer(out, cfg: RendererConfig | None = None, *, steps=None, minute
     if resume:
         config = runs.read_folder(out, KIND)
         cfg = runs.config_from(RendererConfig, config["config"], str(out / "config.json"))
-        state = runs.load_train_state(out)
+        state = checkpoint.load_train_state(out)
     cfg = cfg or RendererConfig()
     env = PaintEnv(cfg.size, cfg.backend)
     torch.manual_seed(seed)
@@ -149,12 +159,7 @@ def train_renderer(out, cfg: RendererConfig | None = None, *, steps=None, minute
 
     def step_fn(progress: float):
         runs.cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
-        a, layer = real_batch(env, rng, cfg.batch)
-        loss = F.binary_cross_entropy_with_logits(net.logits(a), layer)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"bce": loss.item()}
+        return {"bce": renderer_step(net, opt, *real_batch(env, rng, cfg.batch))}
 
     def save(at: int, seconds: float):
         metrics.clear()

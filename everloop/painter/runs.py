@@ -1,5 +1,5 @@
-"""Run folders of the painter (config.json + model.safetensors + train_state.pt, written
-atomically with everloop.checkpoint.atomic_write) and the one step loop both trainers use
+"""Run folders of the painter (config.json + model.safetensors + train_state.pt: written and
+read by everloop/checkpoint.py like every run folder) and the one step loop both trainers use
 (--steps / --minutes, progress bar, Ctrl-C and SIGTERM save at a step boundary, --resume
 continues). --force replaces only a painter folder (everloop.outputs), never a run of
 another kind, a dataset or a folder everloop did not make."""
@@ -12,12 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..checkpoint import CONFIG, TRAIN_STATE, WEIGHTS, atomic_write, load_train_state  # noqa: F401 (agent/renderer use runs.load_train_state)
+from ..checkpoint import CONFIG, read_json_config, write_folder
 from ..errors import EverloopError
 from ..outputs import claim, describe, kind_of
 from ..stopping import Stopped, StopSignals
@@ -35,49 +32,18 @@ def config_from(cls, data: dict, where: str):
 
 def save_folder(out: Path, kind: str, cfg, tensors: dict, meta: dict, train_state: dict | None = None,
                 extra: dict[str, dict] | None = None) -> None:
-    """Weights (and extra .safetensors files) first, config last: a config.json always
-    describes weights that exist."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, tens in {WEIGHTS: tensors, **(extra or {})}.items():
-        tens = {k: v.detach().contiguous() for k, v in tens.items()}
-        atomic_write(out / name, lambda p, t=tens: save_file(t, str(p)))
-    if train_state is not None:
-        atomic_write(out / TRAIN_STATE, lambda p: torch.save(train_state, p))
+    """A painter folder: a run folder (checkpoint.write_folder) whose family is `kind`."""
     config = {"family": kind, "config": dataclasses.asdict(cfg), **meta}
-    atomic_write(out / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
+    write_folder(out, config, tensors, train_state, extra)
 
 
 def read_folder(run: Path, kind: str) -> dict:
-    run = Path(run)
-    path = run / CONFIG
-    if not run.is_dir():
-        raise EverloopError(f"{run}: no such folder")
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EverloopError(f"{path}: missing (is {run} made by `everloop paint`?)") from None
-    except json.JSONDecodeError as e:
-        raise EverloopError(f"{path}: not valid JSON ({e})") from None
+    """RUN/config.json of a painter folder of this kind; anything else is a one-line error."""
+    config = read_json_config(run, "made by `everloop paint`")
     if not isinstance(config, dict) or config.get("family") != kind:
-        raise EverloopError(f"{run}: not a {kind} folder (family {config.get('family')!r})")
+        family = config.get("family") if isinstance(config, dict) else None
+        raise EverloopError(f"{run}: not a {kind} folder (family {family!r})")
     return config
-
-
-def load_tensors(path: Path) -> dict:
-    if not Path(path).exists():
-        raise EverloopError(f"{path}: missing")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise EverloopError(f"{path}: unreadable or truncated weights ({e})") from None
-
-
-def load_weights(module: torch.nn.Module, tensors: dict, where: str) -> None:
-    missing, unexpected = module.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise EverloopError(f"{where}: weights do not match the config "
-                            f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
 
 
 def check_out(out: Path, resume: bool, force: bool) -> None:
