@@ -270,7 +270,7 @@ class Server:
 
     async def websocket(self, request):
         channel, viewer = self._join(request, request.match_info.get("run"), "websocket")
-        ws, sender = web.WebSocketResponse(max_msg_size=4096), None
+        ws, sender = web.WebSocketResponse(max_msg_size=4096, compress=False), None  # deflating JPEG per viewer would undo the one encode
         try:
             await ws.prepare(request)
             self.sockets.add(ws)

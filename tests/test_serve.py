@@ -31,6 +31,10 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    return tiny_runs(tmp_path_factory)
+
+
+def tiny_runs(tmp_path_factory) -> dict:
     """A tiny run of every family on 16x16 frames, and their data (multiscale's seed clips)."""
     from everloop.train import TrainArgs, train
     root = tmp_path_factory.mktemp("serve")
