@@ -22,8 +22,8 @@ import torch
 from everloop.data import FrameStore, to_float, to_uint8
 from everloop.drift import METRICS
 from everloop.evaluate import evaluate_frames
+from everloop.loop import cosine_lr
 from everloop.models import build, make_config
-from everloop.painter.runs import cosine_lr
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""One training loop for every family: batch -> model.train_step -> log / sample / save.
+"""Training a family: batch -> model.train_step -> log / sample / save, on the step loop
+every trainer shares (loop.py: budget, progress bar, checkpoint cadence, stops that save).
 
 Read top to bottom: set-up (new run or resume), the loop, and the checkpoint it leaves.
 A run stops after --steps or --minutes, or on Ctrl-C or SIGTERM (stopping.py: the step
@@ -26,24 +27,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import checkpoint, devices, outputs, sheets
 from .data import FrameStore
 from .errors import EverloopError
 from .flags import flag
+from .loop import TrainLoop
 from .models import FAMILIES, family_for, make_config
 from .run_guard import check_args, check_resume, lock_run, rewind
-from .stopping import Stopped, StopSignals
 from .validate import SEED, check_values, number, positive
 
 
@@ -238,10 +236,6 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
         rewind(out, step, redo=tuple(names[first:]))
     elif state is not None:
         rewind(out, step, state.get("log_bytes"))
-    def next_batch():
-        # A family may draw its own batches (crops, latents, ...); the default is clips.
-        return model.sample_batch(store, rng).to(device, non_blocking=True)  # the same tensor on the CPU
-
     run_train = ((checkpoint.read_config(out).get("train") or {}) if state is not None else {})
     meta = {"data": {"path": str(args.data), **{k: store.meta.get(k) for k in ("height", "width", "fps", "source")}},
             "train": {"preset": run_train.get("preset", args.preset), "seed": run_train.get("seed", args.seed),
@@ -252,13 +246,13 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
     def save() -> None:
         model.prepare_sampling()
         ts = {"model": model.state_dict(), "extra": model.extra_state(),
-              "optim": {k: o.state_dict() for k, o in opt.items()}, "step": step,
+              "optim": {k: o.state_dict() for k, o in opt.items()}, "step": loop.step,
               "stage": current, "stage_done": stage_done, "stage_starts": stage_starts,
-              "elapsed": elapsed_before + (time.time() - t0), "log_bytes": flushed_log(),
+              "elapsed": elapsed_before + loop.seconds(), "log_bytes": flushed_log(),
               "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         if device.type == "cuda":  # training noise is drawn on the device (devices.randn)
             ts["cuda_rng"] = torch.cuda.get_rng_state(device)
-        checkpoint.save_run(out, model, {**meta, "step": step}, ts)
+        checkpoint.save_run(out, model, {**meta, "step": loop.step}, ts)
 
     # Next-frame families continue real clips in their sample sheets: the same 4 every time.
     sheet_clip = None
@@ -270,20 +264,13 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
         if not prepared:  # save() has just done it at the end of a run
             model.prepare_sampling()
         model.eval()
-        path = out / "samples" / f"step_{step:07d}.png"
+        path = out / "samples" / f"step_{loop.step:07d}.png"
         if sheet_clip is not None:
             sheets.stream_sheet(model, path, streams=4, steps=(0, 1, 2, 4, 8, 16), seed_clip=sheet_clip)
         else:
             sheets.stream_sheet(model, path)
         model.train()
 
-    budget = None if args.minutes is None else args.minutes * 60
-    total = args.steps
-    bar = tqdm(total=total if total is not None else int(budget), initial=step if total else 0,
-               unit="step" if total else "s", disable=not args.progress, dynamic_ncols=True,
-               desc=f"train {model.family}", delay=2)  # shown after 2 s: an error at the first step stays one line
-    t0 = last_save = time.time()
-    step0 = step
     log = (out / "log.jsonl").open("a")
 
     def flushed_log() -> int:
@@ -294,99 +281,62 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
 
     def stage_event(event: str, info: dict | None) -> None:
         if info:
-            log.write(json.dumps({"stage": current, "event": event, **info, "step": step}) + "\n")
+            log.write(json.dumps({"stage": current, "event": event, **info, "step": loop.step}) + "\n")
             if args.progress:
-                bar.write(f"{current} {event}: " + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
+                loop.bar.write(f"{current} {event}: " + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
+
+    def train_step(progress: float) -> dict:
+        try:  # a family may draw its own batches (crops, latents, ...); the default is clips
+            return model.train_step(model.sample_batch(store, rng).to(device, non_blocking=True), opt, autocast=bf16)
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
+                raise
+            raise EverloopError(f"out of memory at step {loop.step + 1} ({type(e).__name__}); the last "
+                                f"checkpoint in {out} is kept (try a smaller --set batch_size)") from None
+
+    def logged(logs: dict) -> None:
+        logs.update(step=loop.step, time=round(elapsed_before + loop.seconds(), 2))
+        log.write(json.dumps({**logs, "stage": current} if multi else logs) + "\n")
+        log.flush()  # on disk before a sheet of this step can be: a kill never orphans a sheet
+        if args.sample_every and loop.step % args.sample_every == 0:
+            sample()
 
     def share(lo: int, hi: int) -> float:
         return sum(shares[lo:hi]) / max(sum(shares[lo:]), 1e-12)
 
     model.train()
-    stop, worked = StopSignals(), False
+    budget, total = None if args.minutes is None else args.minutes * 60, args.steps
     try:
-        stop.__enter__()
-        for i in range(first, len(names)):
-            if stop.requested:
-                stage_done = i > first  # stopped between two stages: the next begins on resume
-                break
-            last, current, stage_done = i == len(names) - 1, names[i], False
-            # --steps counts over the whole run; --minutes over this call's remaining stages.
-            end = total if last or total is None else round(total * share(0, i + 1))
-            limit = budget if last or budget is None else budget * share(first, i + 1)
-            if multi:
-                fresh = i > first or fresh_first
-                if fresh:
-                    stage_starts[current] = step
-                bar.set_description(f"train {model.family} {current}")
-                worked = True
-                saved = checkpoint.read_artifacts(out, model.artifact_files)
-                stage_event("begin", model.begin_stage(current, store, saved, fresh))
-                checkpoint.write_artifacts(out, model.take_artifacts())  # models do no file I/O
-            while ((end is None or step < end) and (limit is None or time.time() - t0 < limit)
-                   and (last or shares[i] > 0) and not stop.requested):
-                try:
-                    logs = model.train_step(next_batch(), opt, autocast=bf16)
-                except (MemoryError, RuntimeError) as e:
-                    if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
-                        raise
-                    raise EverloopError(f"out of memory at step {step + 1} ({type(e).__name__}); the last "
-                                        f"checkpoint in {out} is kept (try a smaller --set batch_size)") from None
-                bad = [k for k, v in logs.items() if not math.isfinite(v)]
-                if bad:
-                    raise EverloopError(f"non-finite {', '.join(bad)} at step {step + 1}; the last good "
-                                        f"checkpoint in {out} is kept (try a lower learning rate)")
-                step, worked = step + 1, True
-                now = time.time()
-                logs.update(step=step, time=round(elapsed_before + now - t0, 2))
-                log.write(json.dumps({**logs, "stage": current} if multi else logs) + "\n")
-                log.flush()  # on disk before a sheet of this step can be: a kill never orphans a sheet
-                if total is not None:
-                    bar.update(1)
-                else:
-                    bar.n = min(int(now - t0), bar.total)
-                    if args.progress and now - t0 >= 2:  # the bar's delay; a disabled bar has none
-                        bar.refresh()
-                shown = {k: f"{v:.3f}" for k, v in list(logs.items())[:3] if k not in ("step", "time")}
-                bar.set_postfix(step=step, sps=f"{(step - step0) / max(now - t0, 1e-9):.2f}", **shown, refresh=False)
-                if args.sample_every and step % args.sample_every == 0:
-                    sample()
-                if now - last_save > args.save_every_minutes * 60:
-                    save()
-                    last_save = time.time()
-            if stop.requested:  # the stage is not over: a resume continues inside it
-                break
-            if multi:
-                stage_event("end", model.end_stage(current))
-                if not last:
-                    stage_done = True
-                    save()
-                    stage_done = False
-        if stop.requested:
-            bar.close()
-            if worked:  # else the checkpoint on disk (if any) is this state already
-                save()
-            print(f"stopped by {stop.name()} at step {step}; "
-                  + (f"saved {out} (continue with --resume)" if worked else "nothing new to save"), flush=True)
-            raise Stopped(stop.signum, f"stopped by {stop.name()}")
-    except Stopped:
-        raise
-    except EverloopError:
-        bar.leave = False  # the bar goes, so the error is the one line left
-        bar.close()
-        raise
-    except KeyboardInterrupt:
-        bar.close()
-        if stop.requested:  # a second signal, maybe mid-step: the last checkpoint stands
-            print(f"interrupted at step {step}; {out} keeps its last checkpoint (continue with --resume)",
-                  flush=True)
-        else:  # raised by code, or where no handler could be installed: save as Ctrl-C always did
-            save()
-            print(f"interrupted at step {step}; saved {out} (continue with --resume)", flush=True)
-        raise
+        with TrainLoop(step=step, steps=total, minutes=args.minutes, save=save, where=out, progress=args.progress,
+                       desc=f"train {model.family}", save_every_minutes=args.save_every_minutes) as loop:
+            for i in range(first, len(names)):
+                if loop.stopping:
+                    stage_done = i > first  # stopped between two stages: the next begins on resume
+                    break
+                last, current, stage_done = i == len(names) - 1, names[i], False
+                # --steps counts over the whole run; --minutes over this call's remaining stages.
+                end = total if last or total is None else round(total * share(0, i + 1))
+                limit = budget if last or budget is None else budget * share(first, i + 1)
+                if multi:
+                    if i > first or fresh_first:
+                        stage_starts[current] = loop.step
+                    loop.bar.set_description(f"train {model.family} {current}")
+                    loop.worked = True
+                    saved = checkpoint.read_artifacts(out, model.artifact_files)
+                    stage_event("begin", model.begin_stage(current, store, saved, i > first or fresh_first))
+                    checkpoint.write_artifacts(out, model.take_artifacts())  # models do no file I/O
+                if last or shares[i] > 0:
+                    loop.run(train_step, end, limit, on_step=logged)
+                if loop.stopping:  # the stage is not over: a resume continues inside it
+                    break
+                if multi:
+                    stage_event("end", model.end_stage(current))
+                    if not last:
+                        stage_done = True
+                        loop.save()
+                        stage_done = False
+            loop.finish()
     finally:
-        stop.__exit__()
         log.close()
-    bar.close()
-    save()
     sample(prepared=True)
     return out

@@ -181,13 +181,14 @@ def test_agent_with_critic_trains(tmp_path):
 
 
 def test_learning_rate_decays_over_the_budget():
+    from everloop.loop import cosine_lr
     from everloop.painter import runs
     seen = []
     runs.loop(lambda p: seen.append(p) or {"x": 1.0}, lambda *a: None, step=1, steps=5, minutes=None,
               desc="t", progress=False)
     assert seen == [0.2, 0.4, 0.6, 0.8]  # resumed at step 1 of 5: progress counts the whole run
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    lrs = [runs.cosine_lr(opt, 2.0, 0.1, p) for p in (0.0, 0.5, 1.0)]
+    lrs = [cosine_lr(opt, 2.0, 0.1, p) for p in (0.0, 0.5, 1.0)]
     assert lrs == pytest.approx([2.0, 1.1, 0.2]) and opt.param_groups[0]["lr"] == pytest.approx(0.2)
 
 

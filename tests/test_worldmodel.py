@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, MixtureSameFamily, Normal
 
-import everloop.train as train_module
+import everloop.loop as loop_module
 from everloop import checkpoint, rollout
 from everloop.data import to_float
 from everloop.errors import EverloopError
@@ -177,13 +177,13 @@ def test_save_load_gives_identical_frames(wm_run):
 def test_resume_continues_exactly_inside_a_stage(tmp_path, tiny_data, monkeypatch, stop_at):
     straight = train(wm_args(tiny_data, tmp_path / "a", steps=8))
 
-    class StopAt(train_module.tqdm):  # Ctrl-C right after step `stop_at` was logged
+    class StopAt(loop_module.tqdm):  # Ctrl-C right after step `stop_at` was logged
         def set_postfix(self, *a, step=0, **k):
             if step == stop_at:
                 raise KeyboardInterrupt
             return super().set_postfix(*a, step=step, **k)
 
-    monkeypatch.setattr(train_module, "tqdm", StopAt)
+    monkeypatch.setattr(loop_module, "tqdm", StopAt)
     with pytest.raises(KeyboardInterrupt):
         train(wm_args(tiny_data, tmp_path / "b", steps=8))
     monkeypatch.undo()
@@ -359,13 +359,13 @@ def test_adversarial_term_starts_at_adv_start_and_resumes_exactly(tmp_path, tiny
     disc = weights(straight, "disc.")
     assert disc and not all(torch.equal(v, tiny_model(**adv).state_dict()[k]) for k, v in disc.items())
 
-    class StopAt(train_module.tqdm):  # Ctrl-C after the first adversarial step
+    class StopAt(loop_module.tqdm):  # Ctrl-C after the first adversarial step
         def set_postfix(self, *a, step=0, **k):
             if step == 3:
                 raise KeyboardInterrupt
             return super().set_postfix(*a, step=step, **k)
 
-    monkeypatch.setattr(train_module, "tqdm", StopAt)
+    monkeypatch.setattr(loop_module, "tqdm", StopAt)
     with pytest.raises(KeyboardInterrupt):
         train(wm_args(tiny_data, tmp_path / "b", steps=8, overrides=adv))
     monkeypatch.undo()

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoint
+from ..loop import cosine_lr
 from . import runs, targets
 from .env import ACTION_DIM, PaintEnv
 from .renderer import StrokeNet, composite, coords, load_renderer, renderer_step
@@ -225,7 +226,7 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
         return renderer_step(renderer, ropt, a, torch.from_numpy(env.strokes(a.numpy())))
 
     def step_fn(progress: float):
-        runs.cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
+        cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
         target = shifted(train_t[torch.from_numpy(rng.integers(0, len(train_t), cfg.batch))], cfg.shift, rng)
         logs, actions = agent_step(agent, renderer, opt, target, cfg, critic, copt)
         counter[0] += 1
@@ -250,7 +251,8 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
                          {"seed": seed, "size": rcfg.size, "targets": target_spec,
                           "renderer_source": source, "metrics": dict(metrics)}, ts)
 
-    runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train agent", progress=progress)
+    runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train agent", progress=progress,
+              where=out)
     return metrics
 
 

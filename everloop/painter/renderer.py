@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import checkpoint
 from ..errors import EverloopError
+from ..loop import cosine_lr
 from ..metrics import psnr_of_mse
 from . import runs
 from .env import ACTION_DIM, PaintEnv, random_actions
@@ -158,7 +159,7 @@ def train_renderer(out, cfg: RendererConfig | None = None, *, steps=None, minute
     metrics = {}
 
     def step_fn(progress: float):
-        runs.cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
+        cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
         return {"bce": renderer_step(net, opt, *real_batch(env, rng, cfg.batch))}
 
     def save(at: int, seconds: float):
@@ -168,5 +169,6 @@ def train_renderer(out, cfg: RendererConfig | None = None, *, steps=None, minute
               "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
         runs.save_folder(out, KIND, cfg, net.state_dict(), {"seed": seed, "metrics": dict(metrics)}, ts)
 
-    runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train renderer", progress=progress)
+    runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train renderer",
+              progress=progress, where=out)
     return metrics
