@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: this version is a local CPU wheel; any other pulls CUDA (GBs).
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[live,test,atari,paint,serve]'
+	$(BIN)/pip install -q -e '.[live,test,atari,paint,serve,browser]'
 	touch $(STAMP)
 
 demo: $(STAMP)
