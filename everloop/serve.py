@@ -227,14 +227,10 @@ class Server:
     def viewers(self) -> int:
         return sum(len(c.viewers) for c in self.channels)
 
-    def _host_ok(self, request) -> bool:
-        if host_name(request.headers.get("Host", "")) not in self.hosts:
-            return False
-        origin = request.headers.get("Origin")  # a WebSocket from a foreign page carries its origin
-        return origin is None or host_name(origin.split("://", 1)[-1]) in self.hosts
-
     async def _host_check(self, request, handler):  # the middleware every request passes
-        if not self._host_ok(request):
+        origin = request.headers.get("Origin")  # a WebSocket from a foreign page carries its origin
+        if host_name(request.headers.get("Host", "")) not in self.hosts or \
+                (origin is not None and host_name(origin.split("://", 1)[-1]) not in self.hosts):
             return web.Response(status=403, text="everloop: this server does not answer to that Host "
                                 "(start it with --allow-host NAME)\n")
         return await handler(request)
@@ -294,8 +290,10 @@ class Server:
             async for jpeg in channel.frames_for(viewer, lambda state: ws.send_str(json.dumps(state))):
                 await asyncio.wait_for(ws.send_bytes(jpeg), STALL_S)
                 viewer.sent += 1
-        except (TimeoutError, ConnectionError, RuntimeError):
-            pass  # stalled or gone (aiohttp raises ConnectionResetError subclasses, or RuntimeError once closing)
+        except TimeoutError:
+            viewer.transport.abort()  # stalled for STALL_S: a polite close would wait on it again
+        except (ConnectionError, RuntimeError):
+            pass  # gone (aiohttp raises ConnectionResetError subclasses, or RuntimeError once closing)
         if not ws.closed:
             await ws.close()
 
@@ -309,8 +307,10 @@ class Server:
                 part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg)
                 await asyncio.wait_for(resp.write(part), STALL_S)
                 viewer.sent += 1
-        except (TimeoutError, ConnectionError, RuntimeError):
-            pass  # the tab was closed mid-frame, or stalled
+        except TimeoutError:
+            viewer.transport.abort()  # stalled for STALL_S
+        except (ConnectionError, RuntimeError):
+            pass  # the tab was closed mid-frame
         finally:
             channel.viewers.discard(viewer)
         return resp

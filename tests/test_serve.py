@@ -73,6 +73,13 @@ def running(run_paths, max_viewers=64, allow=(), **kw):
         assert not any(p._thread.is_alive() for p in server.producers), "a generator thread outlived the server"
 
 
+def until(check, what: str, seconds: float = 120.0) -> None:
+    end = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < end, f"waited {seconds:.0f} s for {what}"
+        time.sleep(0.05)
+
+
 def run_async(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
 
@@ -232,6 +239,19 @@ def test_a_stalled_viewer_neither_stalls_others_nor_grows_memory(runs):
             assert max(b for h in history for _, b in h.values()) < 1 << 20  # what a stalled socket holds
         finally:
             stalled.close()
+
+
+def test_a_viewer_stalled_past_the_limit_is_dropped(runs, monkeypatch):
+    monkeypatch.setattr(srv, "STALL_S", 0.5)  # 60 s in use
+    with running([runs["duralava"]], fps=1000) as (server, _):
+        stalled = raw_connect(server.port, ws_request(server.port, "/ws/0"))
+        mjpeg = raw_connect(server.port, f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n")
+        try:
+            until(lambda: server.viewers == 2, "both joined")
+            until(lambda: server.viewers == 0, "both dropped once their buffers are full and STALL_S passed")
+        finally:
+            stalled.close()
+            mjpeg.close()
 
 
 def test_host_check_paths_and_origin(runs):
