@@ -73,5 +73,9 @@ class VAE(nn.Module):
         mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
         return mu.flatten(1), logvar.flatten(1).clamp(-12, 8)  # exp() of the extremes must stay finite
 
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's output before its sigmoid or clip."""
+        return self.decoder[:-1](self.from_z(z))
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.from_z(z))

@@ -240,7 +240,8 @@ class WorldModel(Family):
         c = self.cfg
         mu, logvar = self.vae.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        y = self.vae.decode(z).float()
+        raw = self.vae.decode_raw(z).float()
+        y = raw.clamp(0, 1) if c.decoder_output == "clip" else torch.sigmoid(raw)
         per_pixel = PIXEL_LOSSES[c.recon_loss](y - x)
         if c.foreground_weight > 0:
             moving = ((x - self.background).abs().amax(1, keepdim=True) > 0.1).float()
@@ -251,6 +252,8 @@ class WorldModel(Family):
         kl_dim = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).float().mean(0)  # [L], batch mean
         kl = torch.clamp(kl_dim, min=c.free_bits).sum() if c.free_bits > 0 else kl_dim.sum()
         loss = recon + c.kl_weight * kl
+        if c.decoder_output == "clip" and c.clip_weight > 0:  # no pixel may hide past the clip for good
+            loss = loss + c.clip_weight * (F.relu(raw - 1) + F.relu(-raw)).flatten(1).sum(1).mean()
         logs = {}
         adversarial = c.adv_weight > 0 and self.vae_steps >= c.adv_start
         if adversarial:  # the decoder is also charged for patches the discriminator can tell

@@ -11,7 +11,7 @@ class WorldModelConfig:
     # Options added after runs were saved: a config.json without them loads with these,
     # which reproduce what such a run did (models.config_from_dict), whatever today's default.
     LEGACY: ClassVar[dict] = {"recon_loss": "l2", "decoder_upsample": "transposed", "decoder_blocks": 0,
-                              "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0,
+                              "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0, "clip_weight": 0.0,
                               "foreground_weight": 0.0}
 
     size: int = 64
@@ -47,6 +47,11 @@ class WorldModelConfig:
     there (10.6 dB) for every decoder but World Models' own with L2. The clip costs nothing
     for a pixel past 0 or 1, so the black background may sit anywhere below 0; a variant
     trained on the unclipped values drew softer blobs in two 30-minute runs (docs/worldmodel.md)."""
+    clip_weight: float = 0.0
+    """Weight of a penalty on decoder outputs past [0, 1] before the clip (summed over pixels).
+    The clip passes no gradient there: on smooth colour waves one colour channel went above 1
+    on every pixel early in training and stayed, every frame yellow (feature_fd 88x the band;
+    docs/fidelity.md). A small weight only pulls such pixels back into reach."""
     adv_weight: float = 0.3
     """Weight of a PatchGAN adversarial term on the VAE's reconstructions, relative to the
     reconstruction gradient at the decoder's last layer (VQGAN's adaptive weight; patchgan.py);
