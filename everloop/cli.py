@@ -1,4 +1,4 @@
-"""everloop prepare | record | train | generate | live | sheet | eval | paint
+"""everloop prepare | record | train | generate | live | serve | sheet | eval | paint
 
 Every user-facing failure is an EverloopError, printed as one line with exit status 2.
 Every number is checked here as it is parsed (validate.py: finite, in range, the flag
