@@ -22,11 +22,12 @@ The five drift metrics (stable names):
   speed, squared) where a distribution distance alone saturates.
 * ``flow_hist`` -- in octaves: earth mover's distance between histograms of per-pixel
   OpenCV Farneback optical-flow magnitudes (greyscale, consecutive frames), on half-octave
-  log2 bins from 2^-10 to 2^4 pixels/frame (values outside are clipped into the end bins).
-  A still video's flow is 0, in the bottom bin, ~6 octaves below a slow lamp's moving
-  pixels.  (A log-ratio of the mean flow on the old bins measured noisier: held-out lava
-  1.64x against 1.14x here, with 4 streams; bins down to 2^-14 made the band of 16x16 test
-  footage so wide that time-shuffled frames scored only 2.6x.)  Needs cv2; without it the metric is skipped.
+  log2 bins from 2^-6 to 2^4 pixels/frame (values outside are clipped into the end bins).
+  A still video's flow is 0, all in the bottom bin: 12.5x the band on the lava lamp with
+  4 streams. Two variants were tried and dropped: a log-ratio of the mean flow (noisier:
+  held-out lava 1.64x against 1.25x) and bins down to 2^-10, which scored the invisible
+  sub-1/64-pixel shimmer of a VAE's static background (a 30-minute lava dream: 7.2x
+  against 2.8x on these bins).  Needs cv2; without it the metric is skipped.
 * ``temporal_spectrum`` -- per window: greyscale (BT.601 luma) pixels, per-pixel mean
   removed, Hann taper, |rFFT over time|^2 averaged over pixels, DC dropped, normalised to
   sum 1 (all zeros for a static window).  Per set: the mean spectrum; distance: RMS over
@@ -34,10 +35,9 @@ The five drift metrics (stable names):
 * ``brightness`` -- Wasserstein-1 distance (grey levels / 255) between the sets' per-frame
   mean luma: a stream that slowly dims or brightens.
 
-Until 2026-12 the two motion scalars had only their distribution term with a 1e-6 floor on
-the MSE and flow bins starting at 2^-6: a video repeating one frame scored 3.5x the band on
-diff_energy and 3.2x on flow_hist, while held-out real footage scored up to 1.8x
-(docs/eval.md, negative controls).
+Until 2026-12 diff_energy had only its distribution term with a 1e-6 floor on
+the MSE: a video repeating one frame scored 3.5x the band on diff_energy (one stream),
+while held-out real footage scored up to 1.8x (docs/eval.md, negative controls).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spe
 APPEARANCE = ("feature_fd", "color_hist")
 MOTION = ("diff_energy", "flow_hist", "temporal_spectrum")
 MSE_FLOOR = 1e-10  # below any visible change (see diff_energy)
-FLOW_EDGES = 2.0 ** np.arange(-10, 4.01, 0.5)  # 29 edges -> 28 bins, ends take what is outside
+FLOW_EDGES = 2.0 ** np.arange(-6, 4.01, 0.5)  # 21 edges -> 20 bins, ends take what is outside
 DS = 16  # detectors compare frames area-downsampled to at most 16x16
 
 try:  # cv2 is an optional extra: only flow_hist needs it
