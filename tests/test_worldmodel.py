@@ -306,7 +306,8 @@ def test_decoder_variants_keep_shape_and_range_and_train(tiny_data, upsample, ou
     model = tiny_model(decoder_upsample=upsample, decoder_output=output, decoder_blocks=blocks, recon_loss=loss,
                        latent_grid=grid, z_dim=32 if grid else 8)
     store = FrameStore(tiny_data)
-    model.stage, model.ranges = "vae", ([list(e) for e in store.episodes], [])
+    model.ranges = ([list(e) for e in store.episodes], [])
+    model.begin_stage("vae", store, {})  # the median frame the foreground weight compares with
     x = model.decode(3 * torch.randn(64, model.cfg.z_dim))
     assert x.shape == (64, 3, 16, 16) and 0 <= x.min() and x.max() <= 1 and x.std() > 0
     opt, rng = model.configure_optimizers(), np.random.default_rng(0)

@@ -47,7 +47,7 @@ class WorldModelConfig:
     there (10.6 dB) for every decoder but World Models' own with L2. The clip costs nothing
     for a pixel past 0 or 1, so the black background may sit anywhere below 0; a variant
     trained on the unclipped values drew softer blobs in two 30-minute runs (docs/worldmodel.md)."""
-    clip_weight: float = 0.0
+    clip_weight: float = 0.1
     """Weight of a penalty on decoder outputs past [0, 1] before the clip (summed over pixels).
     The clip passes no gradient there: on smooth colour waves one colour channel went above 1
     on every pixel early in training and stayed, every frame yellow (feature_fd 88x the band;
@@ -67,11 +67,13 @@ class WorldModelConfig:
     gdl_weight: float = 0.0
     """Weight of a gradient-difference loss (Mathieu et al.; alpha 2, summed over pixels like
     the squared error) on the VAE's reconstructions: it charges blurred edges directly."""
-    foreground_weight: float = 0.0
+    foreground_weight: float = 10.0
     """Extra weight of the pixel loss where a frame differs from the footage's median frame
     by more than 0.1 in some channel (the things that come and go); 0 = off. On a mostly
     still scene of many small moving things (an aquarium) the plain loss is won by drawing
-    the empty background, and the VAE never encodes the fish (docs/fidelity.md)."""
+    the empty background: the VAE never encoded the fish and all 8 streams showed one still
+    tank (collapse, diff_energy 16x the band); with 10 the dream swims (1.0-1.5x on four of
+    the five metrics). On the lava lamp it cost a little (one seed each; docs/fidelity.md)."""
     free_bits: float = 0.5
     """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
     without it the KL pushes unused dims onto the prior and the VAE blurs details away."""
