@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads per run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--time-to-fidelity", action="store_true", help="also lava runs of 5, 10, 20 minutes")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train and evaluate nothing: write the doc from the finished runs (RUN.done + report)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "fidelity"))
     ap.add_argument("--data", default=str(ROOT / "data"), help="where the prepared processes live")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "fidelity.md"))
@@ -190,6 +192,9 @@ def main() -> None:
         for m in (5, 10, 20):
             jobs.append({"name": f"lava-{m}min", "seed": 0, "data": str(Path(a.data) / "lava"),
                          "run": str(runs / f"lava-{m}min-s0"), "minutes": m, "steps": None})
+    if a.report_only:
+        jobs = [j for j in jobs if Path(j["run"]).with_suffix(".done").exists()
+                and (Path(j["run"]) / f"eval-{a.frames}" / "report.json").exists()]
     with ThreadPoolExecutor(a.parallel) as pool:
         results = list(pool.map(lambda j: run_one(j, a), jobs))
     main_results = [r for r in results if "min" not in r["name"]]
