@@ -74,8 +74,11 @@ class VAE(nn.Module):
         return mu.flatten(1), logvar.flatten(1).clamp(-12, 8)  # exp() of the extremes must stay finite
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoder's output before its sigmoid or clip."""
+        """The decoder's output before its sigmoid or clip (`output` applies that)."""
         return self.decoder[:-1](self.from_z(z))
 
+    def output(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.decoder[-1](raw)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.from_z(z))
+        return self.output(self.decode_raw(z))

@@ -241,7 +241,7 @@ class WorldModel(Family):
         mu, logvar = self.vae.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         raw = self.vae.decode_raw(z).float()
-        y = raw.clamp(0, 1) if c.decoder_output == "clip" else torch.sigmoid(raw)
+        y = self.vae.output(raw)
         per_pixel = PIXEL_LOSSES[c.recon_loss](y - x)
         if c.foreground_weight > 0:
             moving = ((x - self.background).abs().amax(1, keepdim=True) > 0.1).float()
