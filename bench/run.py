@@ -72,7 +72,7 @@ def measure(kind: str, threads: int, params: dict) -> None:
     elif kind == "prepare":  # decode + crop + area-scale the whole recording into a store
         import tempfile
 
-        from everloop.data import prepare
+        from everloop.prepare import prepare
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             meta = prepare(params["source"], f"{tmp}/d", size=64, progress=False)

@@ -49,7 +49,7 @@ def _claim(a, kind: str, inputs: dict, flag: str = "--out"):
 
 
 def cmd_prepare(a) -> None:
-    from .data import prepare
+    from .prepare import prepare
     meta = prepare(a.source, a.out, size=a.size, crop=a.crop, force=a.force, fps=a.fps, max_still=a.max_still)
     print(f"wrote {a.out}: {meta['frames']} frames of {meta['height']}x{meta['width']} "
           f"at {meta['fps']} fps in {len(meta['episodes'])} episode(s)"

@@ -1,6 +1,6 @@
 """The data contract: how frames live on disk, and the one place where they change form.
 
-A dataset folder DATA holds two files:
+A dataset folder DATA (written by prepare.py) holds two files:
 
 * ``frames.npy`` -- every frame, uint8 ``[N, H, W, 3]`` RGB, opened memory-mapped so a
   dataset larger than RAM still trains;
@@ -14,16 +14,12 @@ Models see float32 ``[..., C, H, W]`` in [0, 1]; files and screens see uint8
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from everloop.errors import EverloopError
 
@@ -216,6 +212,38 @@ class FrameStore:
         return train, test
 
 
+def seed_clips(store: FrameStore, length: int, stride: int, clips: int, seed: int) -> torch.Tensor:
+    """float [clips, length, C, H, W] from the held-out ranges (reproducible under seed): the
+    real clips a next-frame family continues, in sample sheets and in `everloop eval`."""
+    _, test = store.split()
+    span = (length - 1) * stride + 1
+    if not test or max(e - s for s, e in test) < span:
+        raise EverloopError(f"{store.path}: the held-out split has no {span} consecutive frames "
+                            f"for {length} frames at stride {stride} (use fewer --pred-steps)")
+    return to_float(store.sample_clips(clips, length, stride, np.random.default_rng(seed), ranges=test))
+
+
+def moving_crop(clip: np.ndarray, size: int, threshold: float, accept_any: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """One size x size crop of a uint8 clip [T, H, W, 3], preferring crops that move (the
+    multiscale paper's TF port): with chance `accept_any` anywhere, else one drawn uniformly
+    among the crops whose summed squared difference of consecutive frames, in the port's
+    [-1, 1] units, exceeds `threshold` (anywhere when none does). Instead of the port's up to
+    100 random tries, the crops that pass are found at once with an integral image."""
+    h, w = clip.shape[1:3]
+    if rng.random() >= accept_any:
+        f = clip.astype(np.float32) / 127.5 - 1
+        energy = ((f[1:] - f[:-1]) ** 2).sum((0, 3))
+        ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        sums = ii[size:, size:] - ii[:-size, size:] - ii[size:, :-size] + ii[:-size, :-size]
+        ys, xs = np.nonzero(sums > threshold)
+        if len(ys):
+            i = rng.integers(len(ys))
+            return clip[:, ys[i]:ys[i] + size, xs[i]:xs[i] + size]
+    y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+    return clip[:, y:y + size, x:x + size]
+
+
 def _read_meta(path: Path) -> dict:
     """Parse and check meta.json; every inconsistency is one line naming the file."""
     try:
@@ -253,152 +281,3 @@ def _read_meta(path: Path) -> dict:
         if not all(isinstance(i, int) and 0 <= i < n_eps for i in idx):
             raise EverloopError(f"{path}: split {name!r} names episodes outside 0..{n_eps - 1}")
     return meta
-
-
-# --------------------------------------------------------------------------- writing
-
-
-class _NpyWriter:
-    """Streams equal-shaped uint8 frames into an .npy file, never holding more than one.
-
-    The frame count of a video is unknown until it is decoded, so a fixed-size header
-    is reserved first and rewritten with the real count at the end; the data then starts
-    at byte 128 (64-aligned, as numpy itself writes), so ``np.load(mmap_mode="r")`` works.
-    """
-
-    HEADER_BYTES = 128
-
-    def __init__(self, path: Path, source: Path):
-        self.source = source  # named in errors
-        self.file = open(path, "wb")  # noqa: SIM115 (open across writes; closed in finish/abort)
-        self.file.write(b"\0" * self.HEADER_BYTES)
-        self.shape: tuple[int, ...] | None = None
-        self.count = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        if self.shape is None:
-            self.shape = frame.shape
-        elif frame.shape != self.shape:
-            (h, w), (h0, w0) = frame.shape[:2], self.shape[:2]
-            raise EverloopError(f"{self.source}: frame {self.count} is {w}x{h} (WxH) but earlier "
-                                f"frames are {w0}x{h0}; pass --size to resize them all")
-        self.file.write(np.ascontiguousarray(frame, dtype=np.uint8).data)
-        self.count += 1
-
-    def close(self) -> None:
-        """Write the real header (shape ``[count, *frame shape]``) and close."""
-        shape = (self.count, *(self.shape or (0, 0, 3)))
-        text = repr({"descr": "|u1", "fortran_order": False, "shape": shape}).encode("latin1")
-        pad = self.HEADER_BYTES - 10 - len(text) - 1
-        self.file.seek(0)
-        header_len = (self.HEADER_BYTES - 10).to_bytes(2, "little")
-        self.file.write(np.lib.format.magic(1, 0) + header_len + text + b" " * pad + b"\n")
-        self.file.close()
-
-
-def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=None,
-            max_still: float | None = None) -> dict:
-    """Turn a video, a frame folder or an episode tree into the dataset folder ``out``.
-
-    Frames stream to disk one at a time, so memory stays flat however long the video.
-    Everything is written to a hidden temp folder beside ``out`` and renamed into place
-    only on success; on any error the temp folder is removed and ``out`` is untouched.
-    ``fps`` overrides the source's rate (frame folders default to 30).  ``max_still``
-    (seconds) treats a longer run of bit-identical frames as a stall of the recorder, not the
-    process: the repeats past that many seconds are dropped and the episode is cut there
-    (see ``_Stalls``).  Returns the meta.
-    """
-    from everloop.outputs import claim, swap_into_place
-    from everloop.sources import (
-        open_source,  # not at the top: sources import this module
-    )
-
-    source, out = Path(source), Path(out)
-    geometry = Geometry(size, crop)
-    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 1000):
-        raise EverloopError(f"--fps must be a number in (0, 1000], got {fps!r}")
-    if max_still is not None and not (isinstance(max_still, (int, float)) and math.isfinite(max_still)
-                                      and max_still > 0):
-        raise EverloopError(f"--max-still must be a number of seconds > 0, got {max_still!r}")
-    # An empty or absent `out` is fine; a dataset needs --force; anything else never (a typo'd
-    # path), nor the SOURCE being read (outputs.claim).
-    claim(out, "dataset", force=force, inputs={"SOURCE": source})
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        src = open_source(source, geometry, fps)
-        writer = _NpyWriter(tmp / FRAMES_FILE, source)
-        stalls = _Stalls(None if max_still is None else max(1, round(max_still * src.fps)))
-        try:
-            with tqdm(total=src.total, unit="frame", desc=f"prepare {source.name}",
-                      disable=not progress, dynamic_ncols=True) as bar:
-                for frame in src.frames:
-                    if stalls.keep(frame, writer.count):
-                        writer.write(frame)
-                    bar.update()
-        finally:
-            writer.close()
-        if writer.count == 0:
-            raise EverloopError(f"{source}: no frames found")
-        n, h, w, _ = (writer.count, *writer.shape)
-        episodes, splits = stalls.episodes(src.episodes or [[0, len(stalls.out_at) - 1]], src.splits)
-        meta = {"frames": n, "height": h, "width": w, "fps": float(src.fps),
-                "episodes": episodes, "source": str(source)}
-        if stalls.dropped:
-            meta["stalls"] = {"max_still_frames": stalls.limit, "dropped_frames": stalls.dropped}
-        if splits is not None:
-            meta["splits"] = splits
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-        FrameStore(tmp)  # read back what we wrote: a broken dataset never replaces a good one
-        swap_into_place(tmp, out)  # an old dataset is moved aside first, deleted after
-        return meta
-    except OSError as e:  # disk full, permissions, ...: str(e) names the file at fault
-        raise EverloopError(f"cannot prepare {out}: {e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-class _Stalls:
-    """Drops the frames of a recorder stall while `prepare` streams, and re-cuts episodes.
-
-    A stall (a renderer or camera that stops delivering new pictures, as lava64's source
-    does for 27 s once) is not the process: a model trained on it learns that the scene can
-    stop for good, and a dream that wanders into that state stays there.  With `limit` set,
-    a run of identical frames keeps its first `limit` frames; the rest are dropped and the
-    next new frame starts a new episode (time jumps there).  limit None keeps everything."""
-
-    def __init__(self, limit: int | None):
-        self.limit, self.prev, self.run, self.dropped, self.stalled = limit, None, 0, 0, False
-        self.out_at = [0]  # out_at[i]: frames written before source frame i
-        self.cuts: list[int] = []  # output indices where a stall cut the episode
-
-    def keep(self, frame: np.ndarray, written: int) -> bool:
-        """Whether to write `frame`, the next source frame; `written` frames so far."""
-        same = self.prev is not None and self.prev.shape == frame.shape and np.array_equal(self.prev, frame)
-        self.run = self.run + 1 if same else 0
-        self.prev = frame.copy()  # a source may reuse its buffer
-        drop = self.limit is not None and self.run >= self.limit
-        if drop:
-            self.dropped += 1
-        elif self.stalled:  # the first new picture after a stall begins an episode
-            self.cuts.append(written)
-        self.stalled = drop
-        self.out_at.append(written + (not drop))
-        return not drop
-
-    def episodes(self, source_episodes, source_splits):
-        """Source episodes (in source frame indices) -> output episodes cut at the stalls,
-        and the source's splits re-indexed to them."""
-        out, new_index = [], []
-        for s, e in source_episodes:
-            a, b = self.out_at[s], self.out_at[e]
-            edges = [a, *[c for c in self.cuts if a < c < b], b]
-            new_index.append([])
-            for lo, hi in itertools.pairwise(edges):
-                if hi > lo:
-                    new_index[-1].append(len(out))
-                    out.append([lo, hi])
-        if source_splits is None:
-            return out, None
-        return out, {k: [j for i in v for j in new_index[i]] for k, v in source_splits.items()}

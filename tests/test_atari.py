@@ -10,8 +10,9 @@ pytest.importorskip("ale_py", reason="ale-py not installed (pip install -e '.[at
 pytest.importorskip("gymnasium", reason="gymnasium not installed (pip install -e '.[atari]')")
 
 from everloop.cli import main
-from everloop.data import FrameStore, prepare
+from everloop.data import FrameStore
 from everloop.errors import EverloopError
+from everloop.prepare import prepare
 from everloop.sources.atari import record, resolve_game
 
 

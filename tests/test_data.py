@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from everloop.data import FrameStore, prepare, resize_area, to_float, to_uint8
+from everloop.data import FrameStore, resize_area, to_float, to_uint8
 from everloop.errors import EverloopError
+from everloop.prepare import prepare
 from everloop.sources.demo import DEMO_CLIP, make_demo_clip
 
 LAVA = Path(__file__).resolve().parents[2] / "shared/data/lavalamp/lavalite-classic.mp4"

@@ -6,9 +6,9 @@ import dataclasses
 import json
 
 from ..errors import EverloopError
-from . import duralava, multiscale, worldmodel, worldmodel_config
+from . import duralava, duralava_config, multiscale, worldmodel, worldmodel_config
 
-FAMILIES = {"duralava": (duralava.DuralavaConfig, duralava.PRESETS, duralava.Duralava),
+FAMILIES = {"duralava": (duralava_config.DuralavaConfig, duralava_config.PRESETS, duralava.Duralava),
             "worldmodel": (worldmodel_config.WorldModelConfig, worldmodel_config.PRESETS, worldmodel.WorldModel),
             "multiscale": (multiscale.MultiscaleConfig, multiscale.PRESETS, multiscale.Multiscale)}
 

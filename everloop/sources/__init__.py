@@ -2,7 +2,7 @@
 
 Each opener checks its input up front and returns a ``Source`` whose ``frames`` iterator
 yields RGB uint8 ``[H, W, 3]`` frames already cropped and resized (``data.Geometry``), one
-at a time, so ``data.prepare`` can stream them to disk without holding them.
+at a time, so ``prepare.prepare`` can stream them to disk without holding them.
 """
 
 from __future__ import annotations
