@@ -19,8 +19,8 @@ import torch
 
 from everloop import metrics
 from everloop.checkpoint import load_run
-from everloop.data import FrameStore, to_uint8
-from everloop.prediction import rollout_from, seed_clips
+from everloop.data import FrameStore, seed_clips, to_uint8
+from everloop.prediction import rollout_from
 from everloop.sheets import save_sheet
 from everloop.sinks import open_sink
 

@@ -8,22 +8,11 @@ everloop.metrics.prediction_table, and so is the copy-the-last-real-frame baseli
 a model must beat to have learned anything about motion."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from . import metrics, rollout
-from .data import FrameStore, to_float
+from .data import FrameStore, seed_clips
 from .errors import EverloopError
-
-
-def seed_clips(store: FrameStore, length: int, stride: int, clips: int, seed: int) -> torch.Tensor:
-    """float [clips, length, C, H, W] from the held-out ranges (reproducible under seed)."""
-    _, test = store.split()
-    span = (length - 1) * stride + 1
-    if not test or max(e - s for s, e in test) < span:
-        raise EverloopError(f"{store.path}: the held-out split has no {span} consecutive frames "
-                            f"for {length} frames at stride {stride} (use fewer --pred-steps)")
-    return to_float(store.sample_clips(clips, length, stride, np.random.default_rng(seed), ranges=test))
 
 
 def steps_that_fit(store: FrameStore, context: int, stride: int, steps: int) -> int:

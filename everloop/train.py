@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, devices, outputs, sheets
-from .data import FrameStore
+from .data import FrameStore, seed_clips
 from .errors import EverloopError
 from .flags import flag
 from .loop import TrainLoop
@@ -257,7 +257,6 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
     # Next-frame families continue real clips in their sample sheets: the same 4 every time.
     sheet_clip = None
     if model.requires_seed_clip:
-        from .prediction import seed_clips
         sheet_clip = seed_clips(store, model.context_frames, model.clip_spec()[2], 4, args.seed)
 
     def sample(prepared: bool = False) -> None:

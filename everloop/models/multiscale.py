@@ -18,7 +18,8 @@ What everloop keeps, fixes and changes, and why:
 - widths are one multiplier (`g_width`, `d_width`): the paper's 128 / 64 cost ~38 GMAC per
   64x64 frame, too much for a 2-core CPU; the default is 32 / 16 (1/16 of the FLOPs);
 - crops are cut on the fly from the memory-mapped store with the port's movement filter
-  (5% accepted as they come, the rest among crops that move), no millions of files;
+  (data.moving_crop: 5% accepted as they come, the rest among crops that move), no
+  millions of files;
 - the coarsest scale predicts the change from the last frame (`predict_change`);
 - Adam for both players (the port: Adam 4e-5 for G, SGD 0.02 for D; the paper: SGD).
 """
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import moving_crop, to_float
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
 from .base import Family
@@ -259,7 +261,8 @@ class Multiscale(Family):
 
     def sample_batch(self, store, rng: np.random.Generator) -> torch.Tensor:
         """float [n, T + 1, 3, size, size]: crops of clips from the training split, with the
-        port's movement filter; n = 2 x batch when adversarial (D and G get different clips)."""
+        port's movement filter (data.moving_crop); n = 2 x batch when adversarial (D and G
+        get different clips)."""
         c = self.cfg
         if self._train_ranges is None:
             self._train_ranges = store.split()[0]
@@ -268,25 +271,8 @@ class Multiscale(Family):
                                     f"than the {c.size}px training crops")
         n = c.batch_size * (2 if c.adversarial else 1)
         clips = store.sample_clips(n, c.history + 1, c.clip_stride, rng, ranges=self._train_ranges)
-        crops = np.stack([self._crop(clip, rng) for clip in clips])
-        return torch.from_numpy(crops).permute(0, 1, 4, 2, 3).float().div_(255)
-
-    def _crop(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One size x size crop of a uint8 clip [T, H, W, 3].  Instead of the port's up to 100
-        random tries, the crops that pass its threshold are found at once with an integral
-        image over the frame-difference energy, and one of them is drawn uniformly."""
-        s, (h, w) = self.cfg.size, clip.shape[1:3]
-        if rng.random() >= self.cfg.accept_any:
-            f = clip.astype(np.float32) / 127.5 - 1
-            energy = ((f[1:] - f[:-1]) ** 2).sum((0, 3))
-            ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-            sums = ii[s:, s:] - ii[:-s, s:] - ii[s:, :-s] + ii[:-s, :-s]
-            ys, xs = np.nonzero(sums > self.cfg.move_threshold)
-            if len(ys):
-                i = rng.integers(len(ys))
-                return clip[:, ys[i]:ys[i] + s, xs[i]:xs[i] + s]
-        y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-        return clip[:, y:y + s, x:x + s]
+        crops = np.stack([moving_crop(clip, c.size, c.move_threshold, c.accept_any, rng) for clip in clips])
+        return to_float(crops)
 
     def _d_input(self, flat_hist: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         if not self.cfg.d_history:
