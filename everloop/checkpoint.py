@@ -1,6 +1,12 @@
 """Run folders: config.json + model.safetensors (+ train_state.pt to resume, + the files a
 training stage makes beside them, e.g. the worldmodel's latents.safetensors).
 
+Each weight is in one file: model.safetensors holds what generation needs, train_state.pt
+the weights of the modules only training uses (Family.training_only: discriminators, a
+live copy beside its EMA) with the optimizer and RNG states. Runs saved before that split
+(model.safetensors with every weight, train_state.pt with a second copy) load and resume
+as they did.
+
 Every file is written to a temp name beside it and renamed into place, so a crash or a
 Ctrl-C never leaves a half-written checkpoint. train_state.pt is read with
 weights_only=True: tensors and plain containers only, never arbitrary pickled code.
@@ -12,7 +18,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .devices import to_cpu
@@ -36,23 +42,45 @@ def write_folder(run: Path, config: dict, weights: dict, train_state: dict | Non
     train_state.pt next, config.json last, so a config.json always describes files that exist."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    write_artifacts(run, {WEIGHTS: weights, **(extra or {})})
+    # The weights name the step of their train_state.pt: a resume can tell the two files of
+    # one checkpoint from a save cut off between them (resume_weights).
+    saved_at = {"step": str(train_state["step"])} if train_state is not None and "step" in train_state else None
+    write_tensors(run / WEIGHTS, weights, saved_at)
+    write_artifacts(run, extra or {})
     if train_state is not None:
         atomic_write(run / TRAIN_STATE, lambda p: torch.save(to_cpu(train_state), p))
     atomic_write(run / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
 
 
 def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> None:
+    """A family's run folder: the weights generation needs to model.safetensors, the
+    training-only ones into train_state.pt (dropped when there is no train_state)."""
     config = {"family": model.family, "config": config_to_dict(model.cfg), **meta}
-    write_folder(run, config, model.state_dict(), train_state)
+    only = model.training_only()
+    weights, training = {}, {}
+    for key, tensor in model.state_dict().items():
+        (training if _under(key, only) else weights)[key] = tensor
+    if train_state is not None:
+        train_state = {**train_state, "training_weights": training}
+    write_folder(run, config, weights, train_state)
+
+
+def _under(key: str, modules) -> bool:
+    """Whether state_dict key `key` belongs to one of the child modules `modules`."""
+    return key.split(".", 1)[0] in modules
+
+
+def write_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """One .safetensors file, written from CPU copies; `metadata` goes into its header."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(Path(path), lambda p: save_file(tensors, str(p), metadata=metadata))
 
 
 def write_artifacts(run: Path, artifacts: dict) -> None:
-    """.safetensors files, {file name: {key: tensor}}: the weights, or what a stage made
-    beside them (Family.take_artifacts)."""
+    """.safetensors files, {file name: {key: tensor}}: what a stage made beside the weights
+    (Family.take_artifacts)."""
     for name, tensors in artifacts.items():
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        atomic_write(Path(run) / name, lambda p, t=tensors: save_file(t, str(p)))
+        write_tensors(Path(run) / name, tensors)
 
 
 def read_artifacts(run: Path, names) -> dict:
@@ -101,8 +129,25 @@ def load_run(run: Path, device: torch.device | str = "cpu"):
     run = Path(run)
     config = read_config(run)
     model = model_from_config(config, run / CONFIG)
-    load_weights(model, read_weights(run / WEIGHTS), run / WEIGHTS)
+    dropped = model.drop_training_only()
+    # A run saved before the split also holds the training-only weights here: not needed.
+    tensors = {k: v for k, v in read_weights(run / WEIGHTS).items() if not _under(k, dropped)}
+    load_weights(model, tensors, run / WEIGHTS)
     return model.to(device).eval(), config
+
+
+def resume_weights(run: Path, state: dict) -> dict:
+    """Every weight of a run to resume: model.safetensors plus train_state.pt's training-only
+    ones. A train_state.pt saved before the split holds a copy of every weight under "model";
+    it wins then, as it did."""
+    path = Path(run) / WEIGHTS
+    tensors = read_weights(path)
+    with safe_open(str(path), framework="pt") as f:
+        saved_at = (f.metadata() or {}).get("step")
+    if saved_at is not None and saved_at != str(state.get("step")):
+        raise EverloopError(f"{path} is from step {saved_at}, {Path(run) / TRAIN_STATE} from step "
+                            f"{state.get('step')}: a save was cut off between them; cannot --resume")
+    return {**tensors, **state.get("training_weights", state.get("model", {}))}
 
 
 def read_weights(path: Path) -> dict:

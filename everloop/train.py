@@ -138,7 +138,7 @@ def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
         check_resume(args, cfg_json, model)
         state = checkpoint.load_train_state(out)  # on the CPU
         try:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(checkpoint.resume_weights(out, state))
         except (KeyError, RuntimeError) as e:
             raise EverloopError(f"{out / checkpoint.TRAIN_STATE}: does not match {out / checkpoint.CONFIG} "
                                 f"({type(e).__name__})") from None
@@ -245,7 +245,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
 
     def save() -> None:
         model.prepare_sampling()
-        ts = {"model": model.state_dict(), "extra": model.extra_state(),
+        ts = {"extra": model.extra_state(),  # save_run adds the training-only weights
               "optim": {k: o.state_dict() for k, o in opt.items()}, "step": loop.step,
               "stage": current, "stage_done": stage_done, "stage_starts": stage_starts,
               "elapsed": elapsed_before + loop.seconds(), "log_bytes": flushed_log(),

@@ -130,6 +130,37 @@ def test_the_one_training_loop_trains_it(family, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_a_checkpoint_holds_each_weight_once(family, tmp_path):
+    """model.safetensors: what generation needs; train_state.pt: the training-only rest."""
+    data = write_store(tmp_path / "data", blob_frames(120, 16, 0))
+    run = train(TrainArgs(data=str(data), out=str(tmp_path / "run"), family=family, preset="tiny", steps=2,
+                          sample_every=0, progress=False, precision="fp32"))
+    weights = checkpoint.read_weights(run / checkpoint.WEIGHTS)
+    state = checkpoint.load_train_state(run)
+    training = state["training_weights"]
+    model = tiny(family)
+    assert "model" not in state and not weights.keys() & training.keys()
+    assert weights.keys() | training.keys() == model.state_dict().keys()
+    assert {k.split(".")[0] for k in training} == set(model.training_only())
+    assert bool(training) == (family != "toy")  # every real family trains a discriminator
+    loaded, _ = checkpoint.load_run(run)
+    assert loaded.state_dict().keys() == weights.keys()
+
+
+def test_a_resume_refuses_the_halves_of_two_checkpoints(tmp_path):
+    """A save cut off between model.safetensors and train_state.pt is found, not trained on."""
+    data = write_store(tmp_path / "data", blob_frames(120, 16, 0))
+    kw = {"data": str(data), "out": str(tmp_path / "run"), "family": "duralava", "preset": "tiny",
+          "sample_every": 0, "progress": False, "precision": "fp32"}
+    run = train(TrainArgs(steps=2, **kw))
+    state = (run / checkpoint.TRAIN_STATE).read_bytes()
+    train(TrainArgs(steps=3, resume=True, **kw))
+    (run / checkpoint.TRAIN_STATE).write_bytes(state)  # the step-3 weights beside the step-2 state
+    with pytest.raises(EverloopError, match="from step 3.*from step 2"):
+        train(TrainArgs(steps=4, resume=True, **kw))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_an_unknown_option_is_rejected(family):
     with pytest.raises(EverloopError, match="no_such_option"):
         models.make_config(family, "tiny", {"no_such_option": 1})

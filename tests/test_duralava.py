@@ -91,8 +91,7 @@ def test_resume_continues_exactly(tmp_path, tiny_data):
     straight = train(TrainArgs(out=str(tmp_path / "a"), steps=4, **kw))
     train(TrainArgs(out=str(tmp_path / "b"), steps=2, **kw))
     resumed = train(TrainArgs(out=str(tmp_path / "b"), steps=4, resume=True, **kw))
-    sa = checkpoint.load_run(straight)[0].state_dict()
-    sb = checkpoint.load_run(resumed)[0].state_dict()
+    sa, sb = (checkpoint.resume_weights(r, checkpoint.load_train_state(r)) for r in (straight, resumed))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 

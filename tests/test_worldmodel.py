@@ -41,7 +41,8 @@ def wm_run(tmp_path, tiny_data):
 
 
 def weights(run, prefix):
-    sd = checkpoint.load_run(run)[0].state_dict()
+    """Every weight the run saved, the discriminator's (in train_state.pt) too."""
+    sd = checkpoint.resume_weights(run, checkpoint.load_train_state(run))
     return {k: v for k, v in sd.items() if k.startswith(prefix)}
 
 

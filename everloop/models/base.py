@@ -17,7 +17,9 @@ worldmodel's `encode`, is only hooks). A family does no file I/O: what a stage c
 the run folder keeps beside the weights (the worldmodel's latents) it hands over with
 `take_artifacts`; the trainer writes it (checkpoint.write_artifacts) and passes what the
 run folder holds back to `begin_stage` as `saved`. `extra_state` is what training needs that is not a
-parameter (step counters, EMA statistics), saved with the run to resume exactly."""
+parameter (step counters, EMA statistics), saved with the run to resume exactly.
+`training_only` names the modules sampling never runs (discriminators): their weights go to
+train_state.pt, the rest to model.safetensors, each weight in one file."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -28,6 +30,9 @@ from torch import nn
 
 from ..data import to_float
 from ..errors import EverloopError
+
+DISCRIMINATOR_NAMES = ("disc", "discs", "discriminator")
+"""What a family calls its discriminator(s): training-only by default (Family.training_only)."""
 
 
 class Family(nn.Module):
@@ -117,6 +122,20 @@ class Family(nn.Module):
 
     def prepare_sampling(self) -> None:
         """Make the weights ready to sample (e.g. recalibrate statistics) before a save."""
+
+    def training_only(self) -> tuple[str, ...]:
+        """Child modules that only training uses: the run folder keeps their weights in
+        train_state.pt, not model.safetensors, and a model loaded to generate goes without
+        them. Default: the discriminator, under the names the families give it."""
+        return tuple(name for name, _ in self.named_children() if name in DISCRIMINATOR_NAMES)
+
+    def drop_training_only(self) -> tuple[str, ...]:
+        """Remove the training-only modules (a model loaded to generate has no weights for
+        them); returns their names."""
+        names = self.training_only()
+        for name in names:
+            delattr(self, name)
+        return names
 
     def extra_state(self) -> dict:
         """Training state that is not a parameter, saved to resume exactly."""

@@ -338,6 +338,10 @@ class Duralava(Family):
         for bn in bns:
             bn.momentum = 0.1
 
+    def training_only(self) -> tuple[str, ...]:
+        """D, and with an EMA the live G and step too: sampling runs their averages."""
+        return ("discriminator", "generator", "step") if self.cfg.ema_decay > 0 else ("discriminator",)
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Training state beyond the weights: the persistent latent batch."""
         return {"carry": self.carry, "carried": self.carried}

@@ -206,7 +206,7 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
     rng = np.random.default_rng(seed)
     step, elapsed = 0, 0.0
     if state is not None:
-        agent.load_state_dict(state["model"])
+        agent.load_state_dict(checkpoint.resume_weights(out, state))
         opt.load_state_dict(state["optim"])
         if critic:
             critic.load_state_dict(state["critic"])
@@ -237,7 +237,7 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
     def save(at: int, seconds: float):
         metrics.clear()
         metrics.update(score(agent, renderer, quick_test, env), step=at)
-        ts = {"model": agent.state_dict(), "optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
+        ts = {"optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
               "renderer_optim": ropt.state_dict(),
               "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
         if critic:

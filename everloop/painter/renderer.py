@@ -150,7 +150,7 @@ def train_renderer(out, cfg: RendererConfig | None = None, *, steps=None, minute
     rng = np.random.default_rng(seed)
     step, elapsed = 0, 0.0
     if state is not None:
-        net.load_state_dict(state["model"])
+        net.load_state_dict(checkpoint.resume_weights(out, state))
         opt.load_state_dict(state["optim"])
         step, elapsed = state["step"], state["elapsed"]
         runs.set_rng_state(rng, state["numpy_rng"])
@@ -165,7 +165,7 @@ def train_renderer(out, cfg: RendererConfig | None = None, *, steps=None, minute
     def save(at: int, seconds: float):
         metrics.clear()
         metrics.update(evaluate(net, *val), step=at)
-        ts = {"model": net.state_dict(), "optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
+        ts = {"optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
               "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
         runs.save_folder(out, KIND, cfg, net.state_dict(), {"seed": seed, "metrics": dict(metrics)}, ts)
 
