@@ -90,7 +90,7 @@ def measure(kind: str, threads: int, params: dict) -> None:
         model.eval()
         batch, chunk, n = params["batch"], params["chunk"], params["frames"]
         clip = None
-        if getattr(model, "requires_seed_clip", False):  # next-frame families continue real frames
+        if model.requires_seed_clip:  # next-frame families continue real frames
             h, w = params.get("frame", (cfg.size, cfg.size))
             clip = torch.rand(1, model.context_frames, 3, h, w)
         for _ in rollout.frames(model, min(n, 2 * chunk), batch=batch, chunk=chunk, seed_clip=clip):
@@ -147,16 +147,11 @@ def measure_train(model, params: dict, tmp: str, device) -> dict:
 def train_batches(model, params: dict, tmp: str, device):
     """A function giving training batches the way train.py gets them (moved to `device`):
     from the family's own sample_batch on a synthetic store (random frames, after the stages
-    before `stage` ran), or random clips of clip_spec()'s shape."""
+    before `stage` ran)."""
     import numpy as np
-    import torch
 
     from everloop.data import FrameStore
     cfg = model.cfg
-    if not hasattr(model, "sample_batch"):
-        b, t, _ = model.clip_spec()
-        real = torch.rand(b, t, 3, cfg.size, cfg.size).to(device)
-        return lambda: real
     h, w = params.get("frame", (cfg.size, cfg.size))
     n = params.get("store_frames", 600)
     rng = np.random.default_rng(0)
@@ -165,7 +160,7 @@ def train_batches(model, params: dict, tmp: str, device):
     Path(tmp, "d", "meta.json").write_text(json.dumps(
         {"frames": n, "height": h, "width": w, "fps": 30, "episodes": [[0, n]], "source": "bench"}))
     store = FrameStore(f"{tmp}/d")
-    for name, _ in (model.stages() if hasattr(model, "stages") else []):
+    for name, _ in model.stages():
         model.begin_stage(name, store, {}, True)
         if name == params.get("stage"):
             break

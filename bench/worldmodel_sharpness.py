@@ -22,7 +22,7 @@ import torch
 from everloop.data import FrameStore, to_float, to_uint8
 from everloop.drift import METRICS
 from everloop.evaluate import evaluate_frames
-from everloop.loop import cosine_lr
+from everloop.loop import TrainLoop, cosine_lr
 from everloop.models import build, make_config
 
 
@@ -52,15 +52,27 @@ def main() -> None:
     overrides = dict(kv.split("=", 1) for kv in a.set)
     model = build("worldmodel", make_config("worldmodel", "default", overrides)).to(a.device)
     cfg, store = model.cfg, FrameStore(a.data)
-    model.stage, model.ranges = "vae", store.split(cfg.holdout)
+    model.begin_stage("vae", store, {})  # as the trainer starts the stage: split, background frame
     opt = model.configure_optimizers()
     rng = np.random.default_rng(0)
-    t0 = time.time()
     base = {k: o.param_groups[0]["lr"] for k, o in opt.items()}
-    for i in range(a.steps):
+    logs: dict = {}
+
+    def step(progress: float) -> dict:
         for k, o in opt.items():  # a cosine from 1 down to lr_final over the run
-            cosine_lr(o, base[k], a.lr_final, i / a.steps)
-        logs = model.train_step(model.sample_batch(store, rng).to(a.device), opt)
+            cosine_lr(o, base[k], a.lr_final, progress)
+        return model.train_step(model.sample_batch(store, rng).to(a.device), opt)
+
+    def keep(last: dict) -> None:
+        logs.clear()
+        logs.update(last)
+
+    t0 = time.time()
+    # The one training loop (steps, non-finite losses, Ctrl-C); a bench saves nothing.
+    with TrainLoop(step=0, steps=a.steps, minutes=None, save=lambda: None, where="nothing (a bench run)",
+                   desc=f"vae {a.variant}", progress=False) as run:
+        run.run(step, on_step=keep)
+        run.finish()
     train_s = time.time() - t0
     model.eval()
     held = np.concatenate([np.arange(s, e) for s, e in model.ranges[1]])
