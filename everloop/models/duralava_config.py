@@ -8,7 +8,8 @@ from dataclasses import dataclass
 @dataclass
 class DuralavaConfig:
     size: int = 64
-    """Frame height = width in pixels; a power of two >= 8."""
+    """Frame height = width in pixels; a power of two >= 8 (G doubles a 4x4 map up to it,
+    D halves it back down)."""
     latent_dim: int = 64
     """Size of the N(0, I) latent that holds the whole state of the scene."""
     g_width: int = 32

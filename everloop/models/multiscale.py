@@ -51,7 +51,8 @@ class MultiscaleConfig:
     size: int = 32
     """Side of the square training crops; the trained model runs at any frame size."""
     history: int = 4
-    """Past frames the generator sees (the paper: 4)."""
+    """Past frames the generator sees (the paper: 4); a seed clip must hold at least this
+    many (`generate --seed-clip`)."""
     scales: int = 4
     """Pyramid levels, each half the size of the next (the paper: 4, for 32px crops 4-32)."""
     g_width: int = 32

@@ -132,6 +132,13 @@ def _budget(s) -> None:
     s.add_argument("--quiet", action="store_true")
 
 
+def _output_flags(s, func, replaces: str) -> None:
+    """The flags every painter command that writes a file ends with, and the command."""
+    s.add_argument("--force", action="store_true", help=f"replace {replaces}")
+    s.add_argument("--threads", type=_positive("--threads", hi=1024))
+    s.set_defaults(func=func)
+
+
 def add_paint_parser(sub) -> None:
     p = sub.add_parser("paint", help="the world-model painter: learn to paint targets with a real paint program")
     ps = p.add_subparsers(dest="paint_cmd", required=True)
@@ -161,9 +168,7 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--fps", type=_positive("--fps", float, hi=1000), default=2)
     s.add_argument("--scale", type=_positive("--scale", hi=64), default=4)
     s.add_argument("--actions", metavar="FILE", help="also write the strokes' actions as JSON")
-    s.add_argument("--force", action="store_true", help="replace an existing animation (and --actions file)")
-    s.add_argument("--threads", type=_positive("--threads", hi=1024))
-    s.set_defaults(func=cmd_draw)
+    _output_flags(s, cmd_draw, replaces="an existing animation (and --actions file)")
 
     s = ps.add_parser("sheet", help="a PNG grid: held-out targets above the real program's paintings")
     s.add_argument("agent")
@@ -171,15 +176,11 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--count", type=_positive("--count", hi=1024), default=16)
     s.add_argument("--scale", type=_positive("--scale", hi=64), default=2)
     s.add_argument("--dream", action="store_true", help="add a row of the renderer's (dream) paintings")
-    s.add_argument("--force", action="store_true", help="replace an existing sheet image")
-    s.add_argument("--threads", type=_positive("--threads", hi=1024))
-    s.set_defaults(func=cmd_sheet)
+    _output_flags(s, cmd_sheet, replaces="an existing sheet image")
 
     s = ps.add_parser("eval", help="MSE on held-out targets: real program, dream, blank canvas")
     s.add_argument("agent")
     s.add_argument("--targets", help="another target source (default: the agent's own, held-out split)")
     s.add_argument("--limit", type=_positive("--limit"), help="only the first N held-out targets")
     s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
-    s.add_argument("--force", action="store_true", help="replace an existing --json file")
-    s.add_argument("--threads", type=_positive("--threads", hi=1024))
-    s.set_defaults(func=cmd_eval)
+    _output_flags(s, cmd_eval, replaces="an existing --json file")
