@@ -5,8 +5,7 @@ functions here; ``import everloop.live`` works without it and the CLI can report
 one-line error instead of an ImportError.
 
 ``Producer`` is one endless stream generated once for any number of browsers (serve.py
-fans its frames out). ``serve`` below is the bare MJPEG page on the standard library that
-``live --web`` falls back to where aiohttp (``everloop[serve]``) is not installed.
+fans its frames out; ``live --web`` is that server with one run).
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ from __future__ import annotations
 import io
 import os
 import queue
+import socket
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -241,137 +240,16 @@ def load_producer(run: str, a) -> Producer:
                     seed_clip_for=picker, quality=a.quality)
 
 
-# ---- the fallback browser mode: MJPEG over the standard library's http.server --------------
-
-
-def _listen(host: str, port: int, handler, flag: str = "--web") -> ThreadingHTTPServer:
+def check_port(port: int, host: str = "127.0.0.1", flag: str = "--web") -> None:
+    """Raise the one-line error now, before a model loads, if ``port`` cannot be listened on
+    (0: any free port; an IPv6 address: the server's own start reports it)."""
+    if not port or ":" in host:
+        return
     if not 1 <= port <= 65535:
         raise EverloopError(f"{flag} {port}: a port is 1 to 65535")
-    try:
-        return ThreadingHTTPServer((host, port), handler)
-    except OSError as e:  # busy, or below 1024 without the right
-        raise EverloopError(f"{flag} {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None
-
-
-def check_port(port: int, host: str = "127.0.0.1", flag: str = "--web") -> None:
-    """Raise the one-line error now if ``port`` cannot be listened on (0: any free port;
-    an IPv6 address: the server's own start reports it)."""
-    if port and ":" not in host:
-        _listen(host, port, BaseHTTPRequestHandler, flag).server_close()
-
-PAGE = """<!doctype html><title>{title}</title>
-<body style="margin:0;background:#000;display:grid;place-items:center;height:100vh">
-<img src="/stream" width="{w}" height="{h}" style="image-rendering:pixelated" alt="{title}">
-"""
-
-
-class _Latest:
-    """The newest JPEG, shared by the generating thread and every viewer's thread."""
-
-    def __init__(self):
-        self.cond = threading.Condition()
-        self.jpeg, self.index, self.size, self.stopped = b"", 0, (0, 0), False
-
-    def publish(self, jpeg: bytes, size) -> None:
-        with self.cond:
-            self.jpeg, self.size, self.index = jpeg, size, self.index + 1
-            self.cond.notify_all()
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopped = True
-            self.cond.notify_all()
-
-    def wait_newer(self, seen: int):
-        """Block until a frame newer than ``seen`` exists; None once stopped."""
-        with self.cond:
-            self.cond.wait_for(lambda: self.index > seen or self.stopped)
-            return None if self.stopped else (self.index, self.jpeg)
-
-
-def serve(chunks: Iterable[np.ndarray], fps: int = 30, port: int = 8000, scale: int = 4,
-          title: str = "everloop", max_frames: int | None = None, host: str = "127.0.0.1") -> int:
-    """Stream frames as MJPEG: open http://127.0.0.1:PORT/ in a browser; Ctrl-C stops.
-
-    Works on headless machines (e.g. over an SSH tunnel) where ``play`` cannot. Frames
-    are generated at ``fps`` whether or not anyone watches; every viewer gets the newest
-    frame, so a slow connection drops frames instead of piling them up in memory. JPEGs are
-    sent at native size and scaled by the browser (crisp pixels, little bandwidth).
-    Returns the number of frames generated.
-    """
-    from PIL import Image
-
-    latest = _Latest()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/":
-                latest.wait_newer(0)  # the page needs the frame size
-                h, w = latest.size
-                body = PAGE.format(title=title, w=w * scale, h=h * scale).encode()
-                self._head("text/html; charset=utf-8", len(body))
-                self.wfile.write(body)
-            elif self.path == "/stream":
-                self._head("multipart/x-mixed-replace; boundary=frame")
-                seen = 0
-                while (got := latest.wait_newer(seen)) is not None:
-                    seen, jpeg = got
-                    try:
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
-                                         b"Content-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg))
-                    except (BrokenPipeError, ConnectionResetError):
-                        return  # the viewer closed the tab
-            else:
-                self.send_error(404)
-
-        def _head(self, ctype, length=None):
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Cache-Control", "no-store")
-            if length is not None:
-                self.send_header("Content-Length", str(length))
-            self.end_headers()
-
-        def log_message(self, *args):  # keep the terminal quiet
-            pass
-
-    server = _listen(host, port, Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"serving on http://{host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
-    made, next_at = 0, time.monotonic()
-    try:
-        for frame in _frames(chunks):
-            buf = io.BytesIO()
-            Image.fromarray(frame).save(buf, "JPEG", quality=90)
-            latest.publish(buf.getvalue(), frame.shape[:2])
-            made += 1
-            if made == max_frames:
-                break
-            # pace like a clock (not "sleep 1/fps after the work"); if generation falls
-            # behind, restart the clock rather than bursting to catch up
-            next_at += 1 / fps
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_at = time.monotonic()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        latest.stop()
-        server.shutdown()
-        server.server_close()
-    return made
-
-
-def serve_bare(a) -> None:
-    """`live RUN --web PORT` where aiohttp is not installed: the bare page above."""
-    from everloop import rollout
-    from everloop.cli import _interp, _load, _sampling
-    check_port(a.web)
-    model, config = _load(a)
-    clip = _sampling(a, model, config)
-    chunks = (c[0] for c in rollout.frames(model, None, seed=a.seed, interp=_interp(a, model), chunk=a.fps,
-                                           seed_clip=clip))
-    print(f"played {serve(chunks, fps=a.fps, port=a.web, scale=a.scale)} frames")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds (aiohttp)
+        try:
+            s.bind((host, port))
+        except OSError as e:  # busy, or below 1024 without the right
+            raise EverloopError(f"{flag} {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None

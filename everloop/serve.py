@@ -364,10 +364,7 @@ def cmd_serve(a, flag: str = "--port") -> None:
 
 
 def cmd_live_web(a) -> None:
-    """`live RUN --web PORT`: this server with one run; without aiohttp, live.serve's bare page."""
-    if web is None:
-        from .live import serve_bare
-        return serve_bare(a)
+    """`live RUN --web PORT`: this server with one run."""
     import argparse
     cmd_serve(argparse.Namespace(runs=[a.run], host="127.0.0.1", port=a.web, fps=a.fps, interp=a.interp,
                                  max_viewers=64, allow_host=[], seed_clip=a.seed_clip, seed=a.seed,

@@ -368,6 +368,15 @@ def test_missing_run_seed_clip_and_busy_port_are_one_line(runs, tmp_path, capsys
             assert len(err) == 1 and word in err[0], err
 
 
+def test_without_aiohttp_serve_and_live_web_say_what_to_install(runs, capsys, monkeypatch):
+    from everloop.cli import main
+    monkeypatch.setattr(srv, "web", None)  # as if aiohttp were not installed
+    for argv in (["serve", runs["duralava"], "--port", "0"], ["live", runs["duralava"], "--web", "8000"]):
+        assert main(argv) == 2, argv
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "pip install 'everloop[serve]'" in err[0], err
+
+
 @pytest.mark.parametrize("command, sig", [("serve", signal.SIGINT), ("live", signal.SIGTERM)])
 def test_stops_cleanly_on_a_signal(runs, command, sig):
     """`everloop serve` and `everloop live --web` (the same server) with a viewer attached."""

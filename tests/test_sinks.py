@@ -1,13 +1,9 @@
 """Sinks and the live window, on tiny frames: round trips, looping, and never clobbering."""
 
-import io
 import itertools
 import os
-import socket
 import subprocess
 import sys
-import threading
-import urllib.request
 
 import av
 import numpy as np
@@ -259,41 +255,3 @@ def test_check_display_without_pygame(monkeypatch):
     monkeypatch.setitem(sys.modules, "pygame", None)  # makes `import pygame` fail
     with pytest.raises(EverloopError, match=r"pip install 'everloop\[live\]'"):
         check_display()
-
-
-def test_serve_mjpeg(monkeypatch):
-    from everloop.live import serve
-
-    with socket.socket() as s:  # a free port; serve() binds it a moment later
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    done = threading.Event()
-
-    def chunks():  # endless until the test has seen what it needs
-        while not done.is_set():
-            yield clip(16, 16, n=2)
-
-    result = []
-    server = threading.Thread(target=lambda: result.append(serve(chunks(), fps=1000, port=port)))
-    server.start()
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        for _ in range(100):  # wait for the listener
-            try:
-                page = urllib.request.urlopen(url, timeout=10).read().decode()
-                break
-            except OSError:
-                threading.Event().wait(0.05)
-        assert '<img src="/stream" width="64" height="64"' in page
-        stream = urllib.request.urlopen(url + "stream", timeout=10)
-        assert stream.headers["Content-Type"].startswith("multipart/x-mixed-replace")
-        data = b""
-        while data.count(b"\xff\xd9") < 2:  # two complete JPEGs (end-of-image markers)
-            data += stream.read1(4096)
-        start = data.index(b"\xff\xd8")
-        jpeg = Image.open(io.BytesIO(data[start:data.index(b"\xff\xd9") + 2]))
-        assert jpeg.size == (16, 16)
-    finally:
-        done.set()
-        server.join(timeout=10)
-    assert result and result[0] >= 2
