@@ -8,13 +8,17 @@ live copy beside its EMA) with the optimizer and RNG states. Runs saved before t
 as they did.
 
 Every file is written to a temp name beside it and renamed into place, so a crash or a
-Ctrl-C never leaves a half-written checkpoint. train_state.pt is read with
+Ctrl-C never leaves a half-written file; while a save replaces the weights and then
+train_state.pt, the weights they replace stay beside them (PREVIOUS), so a kill between
+the two still leaves a pair that resumes. train_state.pt is read with
 weights_only=True: tensors and plain containers only, never arbitrary pickled code.
 Both are written from CPU copies and read onto the CPU, so a run trained on a GPU loads
 on a machine without one; load_run then moves the model where it is asked to run."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -28,6 +32,9 @@ from .outputs import write_file
 from .validate import check_run_config
 
 CONFIG, WEIGHTS, TRAIN_STATE = "config.json", "model.safetensors", "train_state.pt"
+PREVIOUS = "model.previous.safetensors"
+"""The weights of the checkpoint a save replaces (a hard link, not a copy), kept until the
+new train_state.pt is in place: a kill between the two writes leaves a pair that resumes."""
 
 
 def atomic_write(path: Path, write) -> None:
@@ -45,11 +52,29 @@ def write_folder(run: Path, config: dict, weights: dict, train_state: dict | Non
     # The weights name the step of their train_state.pt: a resume can tell the two files of
     # one checkpoint from a save cut off between them (resume_weights).
     saved_at = {"step": str(train_state["step"])} if train_state is not None and "step" in train_state else None
+    if train_state is not None:
+        _keep_previous(run)
     write_tensors(run / WEIGHTS, weights, saved_at)
     write_artifacts(run, extra or {})
     if train_state is not None:
         atomic_write(run / TRAIN_STATE, lambda p: torch.save(to_cpu(train_state), p))
+        (run / PREVIOUS).unlink(missing_ok=True)
     atomic_write(run / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
+
+
+def _keep_previous(run: Path) -> None:
+    """RUN/PREVIOUS := the weights now on disk, those of the train_state.pt beside them."""
+    weights, previous = run / WEIGHTS, run / PREVIOUS
+    if not weights.exists():  # a first save: no pair on disk to keep
+        previous.unlink(missing_ok=True)
+        return
+
+    def link(tmp: Path) -> None:
+        try:
+            os.link(weights, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(weights, tmp)
+    atomic_write(previous, link)
 
 
 def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> None:
@@ -140,14 +165,21 @@ def resume_weights(run: Path, state: dict) -> dict:
     """Every weight of a run to resume: model.safetensors plus train_state.pt's training-only
     ones. A train_state.pt saved before the split holds a copy of every weight under "model";
     it wins then, as it did."""
-    path = Path(run) / WEIGHTS
-    tensors = read_weights(path)
-    with safe_open(str(path), framework="pt") as f:
-        saved_at = (f.metadata() or {}).get("step")
-    if saved_at is not None and saved_at != str(state.get("step")):
-        raise EverloopError(f"{path} is from step {saved_at}, {Path(run) / TRAIN_STATE} from step "
-                            f"{state.get('step')}: a save was cut off between them; cannot --resume")
+    path, step = Path(run) / WEIGHTS, str(state.get("step"))
+    tensors, saved_at = read_weights(path), _saved_at(path)
+    if saved_at not in (None, step):  # a save was cut off between its two writes
+        previous = Path(run) / PREVIOUS
+        if not (previous.exists() and _saved_at(previous) == step):
+            raise EverloopError(f"{path} is from step {saved_at}, {Path(run) / TRAIN_STATE} from step "
+                                f"{step}, and no {PREVIOUS} of step {step} is beside them; cannot --resume")
+        tensors = read_weights(previous)
     return {**tensors, **state.get("training_weights", state.get("model", {}))}
+
+
+def _saved_at(path: Path) -> str | None:
+    """The step a weights file names (write_folder), None for one saved without a train state."""
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("step")
 
 
 def read_weights(path: Path) -> dict:

@@ -215,7 +215,8 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                             f"{size}x{size}; prepare with --size {size} or --set size=...")
     out = Path(args.out)
     if state is None:  # a fresh start: nothing of an older run may linger in the folder
-        for old in [out / "log.jsonl", out / checkpoint.TRAIN_STATE, *(out / "samples").glob("step_*.png")]:
+        for old in [out / "log.jsonl", out / checkpoint.TRAIN_STATE, out / checkpoint.PREVIOUS,
+                    *(out / "samples").glob("step_*.png")]:
             old.unlink(missing_ok=True)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     bf16 = use_bf16(args.precision, device)

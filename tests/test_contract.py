@@ -147,17 +147,24 @@ def test_a_checkpoint_holds_each_weight_once(family, tmp_path):
     assert loaded.state_dict().keys() == weights.keys()
 
 
-def test_a_resume_refuses_the_halves_of_two_checkpoints(tmp_path):
-    """A save cut off between model.safetensors and train_state.pt is found, not trained on."""
+def test_a_save_cut_off_between_its_two_files_resumes_exactly(tmp_path):
+    """A kill after a save wrote model.safetensors but before train_state.pt: the resume
+    takes the weights that belong to the old train_state.pt (model.previous.safetensors)."""
     data = write_store(tmp_path / "data", blob_frames(120, 16, 0))
-    kw = {"data": str(data), "out": str(tmp_path / "run"), "family": "duralava", "preset": "tiny",
-          "sample_every": 0, "progress": False, "precision": "fp32"}
-    run = train(TrainArgs(steps=2, **kw))
-    state = (run / checkpoint.TRAIN_STATE).read_bytes()
-    train(TrainArgs(steps=3, resume=True, **kw))
-    (run / checkpoint.TRAIN_STATE).write_bytes(state)  # the step-3 weights beside the step-2 state
+    kw = {"data": str(data), "family": "duralava", "preset": "tiny", "sample_every": 0, "progress": False,
+          "precision": "fp32"}
+    straight = train(TrainArgs(out=str(tmp_path / "a"), steps=4, **kw))
+    run = train(TrainArgs(out=str(tmp_path / "b"), steps=2, **kw))
+    weights, state = (run / checkpoint.WEIGHTS).read_bytes(), (run / checkpoint.TRAIN_STATE).read_bytes()
+    train(TrainArgs(out=str(run), steps=3, resume=True, **kw))
+    assert not (run / checkpoint.PREVIOUS).exists()  # a save that completes keeps no pair but its own
+    (run / checkpoint.TRAIN_STATE).write_bytes(state)  # what the kill left: step-3 weights, step-2 state
     with pytest.raises(EverloopError, match="from step 3.*from step 2"):
-        train(TrainArgs(steps=4, resume=True, **kw))
+        train(TrainArgs(out=str(run), steps=4, resume=True, **kw))
+    (run / checkpoint.PREVIOUS).write_bytes(weights)  # ... and the step-2 weights the save kept
+    train(TrainArgs(out=str(run), steps=4, resume=True, **kw))
+    a, b = (checkpoint.resume_weights(r, checkpoint.load_train_state(r)) for r in (straight, run))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
