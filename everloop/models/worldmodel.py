@@ -34,6 +34,7 @@ from .. import devices
 from ..data import to_float, window_starts
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
+from . import colour
 from .base import Family
 from .mdn import MDNRNN, mixture_nll, mixture_sample
 from .multiscale import gdl_loss
@@ -75,6 +76,10 @@ class WorldModel(Family):
             raise EverloopError(f"recon_loss {cfg.recon_loss!r}: use {', '.join(PIXEL_LOSSES)}")
         if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
             self.disc = PatchDiscriminator(cfg.disc_width)
+        if cfg.colour_table == 1:
+            raise EverloopError("colour_table 1: use 0 (off) or a table side >= 2 (default 33)")
+        if cfg.colour_table > 0:  # identity until the encode stage fits it (colour.py)
+            self.register_buffer("colour_lut", colour.identity_table(cfg.colour_table))
         self.vae_steps = 0  # counts towards adv_start; kept in the training state
         self.context_frames = cfg.seed_frames
         self.temperature = 1.0  # sampling only; `generate --temperature` sets it
@@ -109,8 +114,10 @@ class WorldModel(Family):
         return mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator), hidden
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents [N, L] -> frames (rollout.latent_of takes a state's latent)."""
-        return self.vae.decode(z).float()
+        """Latents [N, L] -> frames (rollout.latent_of takes a state's latent), in the colours
+        of the footage when the run has a colour table."""
+        x = self.vae.decode(z).float()
+        return colour.apply_table(x, self.colour_lut) if self.cfg.colour_table > 0 else x
 
     @staticmethod
     def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -130,6 +137,8 @@ class WorldModel(Family):
             self.vae_steps = 0
             if self.cfg.adv_weight > 0:
                 self.disc = PatchDiscriminator(self.cfg.disc_width)
+            if self.cfg.colour_table > 0:
+                self.colour_lut = colour.identity_table(self.cfg.colour_table).to(devices.of(self))
         elif name == "encode":
             self.latents = None
         elif name == "rnn":
@@ -191,7 +200,27 @@ class WorldModel(Family):
                 idx = idx[np.linspace(0, len(idx) - 1, min(256, len(idx))).astype(np.int64)]
                 real = to_float(store.frames[idx]).to(mu.device)
                 logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
+        if self.cfg.colour_table > 0:
+            logs.update(self._fit_colours(store, mu))
         return logs
+
+    @torch.no_grad()
+    def _fit_colours(self, store, mu: torch.Tensor, frames: int = 512, pixels: int = 300_000) -> dict:
+        """Fit the colour table on up to `frames` training frames spread evenly: the decoder's
+        reconstructions (posterior means) against the real frames, `pixels` of each drawn
+        at the same places (a fixed seed). Logs the joint colour histograms' L1 before/after."""
+        idx = np.concatenate([np.arange(s, e) for s, e in self.ranges[0]])
+        idx = idx[np.linspace(0, len(idx) - 1, min(frames, len(idx))).astype(np.int64)]
+        real = to_float(store.frames[idx]).permute(0, 2, 3, 1).reshape(-1, 3)
+        drawn = self.vae.decode(mu[torch.from_numpy(idx).to(mu.device)]).float().cpu()
+        drawn = drawn.permute(0, 2, 3, 1).reshape(-1, 3)
+        pick = np.random.default_rng(0).permutation(len(real))[:pixels]
+        real, drawn = real[pick].numpy(), drawn[pick].numpy()
+        table = colour.fit_table(drawn, real, grid=self.cfg.colour_table)
+        self.colour_lut = table.to(devices.of(self))
+        mapped = colour.apply_pixels(torch.from_numpy(drawn), table).numpy()
+        return {"colour_l1_before": colour.histogram_l1(drawn, real),
+                "colour_l1_after": colour.histogram_l1(mapped, real)}
 
     @torch.no_grad()
     def heldout_nll(self, windows: int = 64) -> dict | None:

@@ -1,0 +1,115 @@
+"""A decoder's colour calibration: a 3-D lookup table that moves the colours a decoder
+draws onto the colours of the footage it learned.
+
+A small decoder blurs: where the real frame has a red blob on a yellow ground it draws
+a band of orange between them, and its colours drift by a few grey levels. Both are
+visible, and the joint colour histogram of `everloop eval` counts them (a 1-px blur of
+real lava footage is 7.8x the real band on color_hist; the default VAE's reconstructions
+2.6x, bench/worldmodel_ceiling.py). The table is fitted once, after the VAE is trained,
+from the decoder's reconstructions of training frames and those frames themselves, by
+iterative distribution transfer (Pitie, Kokaram & Dahitt, "N-dimensional probability
+density function transfer and its application to colour transfer", ICCV 2005): rotate
+the colour space at random, match each axis's 1-D distribution by quantiles, repeat. The
+composition of those monotone 1-D maps is evaluated on a regular grid of colours and
+applied to every decoded pixel by trilinear interpolation. It is a fixed per-pixel colour
+map, like a film grade: it cannot add detail, only put the decoder's colours where the
+footage has its colours (the same histogram step Heeger & Bergen's texture synthesis
+uses)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+GRID = 33  # table side: 33^3 colours, 1/32 of the range apart (trilinear in between)
+
+
+def identity_table(grid: int = GRID) -> torch.Tensor:
+    """[3, G, G, G] table indexed [channel, r, g, b] that maps every colour to itself."""
+    axis = torch.linspace(0, 1, grid)
+    r, g, b = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.stack([r, g, b])
+
+
+def fit_table(drawn: np.ndarray, real: np.ndarray, iterations: int = 60, grid: int = GRID,
+              seed: int = 0, check_every: int = 5) -> torch.Tensor:
+    """The table taking the colours `drawn` [N, 3] (a decoder's, in [0, 1]) towards the
+    distribution of `real` [N, 3] (the same pixels of the real frames).
+
+    Each iteration: a random rotation of colour space (fixed by `seed`), then on each
+    rotated axis the monotone transport of the drawn values onto the real ones
+    (`transport_1d`); the same maps move the table's grid of colours. Half the pixels fit,
+    the other half check: every `check_every` iterations the table is applied to the
+    checking half, and the table whose colours are closest to the real ones there
+    (`histogram_l1`) is kept, the identity included. The check matters: where a scene is
+    mostly one exact colour (a fire's black night) the transport is steep beside it, the
+    table's grid cannot follow, and later iterations add a haze (a fire's dream without the
+    check: color_hist 16x the band). ~12 s on one core for 300,000 pixels."""
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(drawn, np.float64).reshape(-1, 3), np.asarray(real, np.float64).reshape(-1, 3)
+    half = len(pixels[0]) // 2
+    x, y = pixels[0][:half], pixels[1][:half]
+    check_drawn, check_real = torch.from_numpy(pixels[0][half:]).float(), pixels[1][half:]
+    table = identity_table(grid).reshape(3, -1).T.double().numpy()  # [G^3, 3]
+    best, best_l1 = identity_table(grid), histogram_l1(pixels[0][half:], check_real)
+    for i in range(1, iterations + 1):
+        rot, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+        xr, yr, tr = x @ rot, np.sort(y @ rot, 0), table @ rot
+        for k in range(3):
+            xr[:, k], knots, moved = transport_1d(xr[:, k], yr[:, k])
+            tr[:, k] = np.interp(tr[:, k], knots, moved)
+        x, table = xr @ rot.T, tr @ rot.T
+        if i % check_every == 0 or i == iterations:
+            candidate = torch.from_numpy(np.clip(table, 0, 1)).float().T.reshape(3, grid, grid, grid)
+            l1 = histogram_l1(apply_pixels(check_drawn, candidate).numpy(), check_real)
+            if l1 < best_l1:
+                best, best_l1 = candidate, l1
+    if not torch.isfinite(best).all():
+        raise ValueError("colour table is not finite")
+    return best
+
+
+def apply_pixels(colours: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Colours [N, 3] in [0, 1] -> the table's colours [N, 3]."""
+    return apply_table(colours.T[None, :, :, None], table)[0, :, :, 0].T
+
+
+def transport_1d(x: np.ndarray, y_sorted: np.ndarray, levels: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The monotone (optimal) transport of samples x onto the distribution of y_sorted, on
+    `levels` equal shares of the mass: each share's mean x goes to the mean of the real
+    values of the same share (a smooth map: single pixels' noise is not matched one by
+    one). Returns x moved, and the map as knots -> values (linear between). Equal x values
+    (the clipped black of a decoder is one colour on thousands of pixels) are one knot that
+    goes to the mean of all the real values they share: a per-pixel map cannot split one
+    colour, and a plain quantile map would send the whole atom to one end of its share."""
+    xs = np.sort(x)
+    share = np.minimum((np.arange(len(xs)) * levels) // len(xs), levels - 1)
+    target = np.interp((np.arange(len(xs)) + 0.5) / len(xs), (np.arange(len(y_sorted)) + 0.5) / len(y_sorted),
+                       y_sorted)
+    count = np.bincount(share, minlength=levels)
+    knot, moved = np.bincount(share, xs, levels) / count, np.bincount(share, target, levels) / count
+    new = np.r_[True, knot[1:] > knot[:-1]]  # shares inside one atom: one knot, their mean target
+    group = np.cumsum(new) - 1
+    weight = np.bincount(group, count)
+    knot, moved = knot[new], np.bincount(group, moved * count) / weight
+    return np.interp(x, knot, moved), knot, moved
+
+
+def apply_table(frames: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Frames [N, 3, H, W] in [0, 1] -> the table's colours, trilinearly interpolated."""
+    n, _, h, w = frames.shape
+    # grid_sample's last coordinate indexes the volume's last axis (b), the first its depth (r)
+    coords = frames.float().permute(0, 2, 3, 1).flip(-1).reshape(1, n, h, w, 3) * 2 - 1
+    out = F.grid_sample(table[None].to(coords), coords, mode="bilinear", padding_mode="border",
+                        align_corners=True)  # [1, 3, n, h, w]
+    return out[0].permute(1, 0, 2, 3).to(frames.dtype)
+
+
+def histogram_l1(a: np.ndarray, b: np.ndarray, levels: int = 8) -> float:
+    """L1 distance (0..2) of two colour sets' joint histograms, `levels` per channel (8 is
+    the binning of `everloop eval`'s color_hist); a, b: [N, 3] in [0, 1]."""
+    def hist(x):
+        q = np.clip((np.asarray(x) * levels).astype(np.int64), 0, levels - 1)
+        h = np.bincount((q[:, 0] * levels + q[:, 1]) * levels + q[:, 2], minlength=levels ** 3).astype(np.float64)
+        return h / max(h.sum(), 1)
+    return float(np.abs(hist(a) - hist(b)).sum())
