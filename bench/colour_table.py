@@ -20,7 +20,13 @@ from safetensors.torch import load_file, save_file
 
 from everloop.checkpoint import load_run
 from everloop.data import FrameStore
+from everloop.models.colour import identity_table
 from everloop.models.worldmodel_config import WorldModelConfig
+
+
+def save(weights: dict, run: Path) -> None:
+    save_file(weights, run / "model.safetensors.tmp")
+    os.replace(run / "model.safetensors.tmp", run / "model.safetensors")
 
 
 def main() -> None:
@@ -40,14 +46,15 @@ def main() -> None:
     config["config"]["colour_table"] = WorldModelConfig.colour_table
     (out / "config.json").write_text(json.dumps(config, indent=2))
     weights = load_file(out / "model.safetensors")
-    model, _ = load_run(str(out))  # the table starts as the identity
+    weights["colour_lut"] = identity_table(WorldModelConfig.colour_table)
+    save(weights, out)
+    model, _ = load_run(str(out))
     store = FrameStore(a.data)
     model.ranges = store.split(model.cfg.holdout) if model.cfg.holdout > 0 else ([list(e) for e in store.episodes], [])
     mu = load_file(out / "latents.safetensors")["mu"]
     logs = model._fit_colours(store, mu)
     weights["colour_lut"] = model.colour_lut.contiguous()
-    save_file(weights, out / "model.safetensors.tmp")
-    os.replace(out / "model.safetensors.tmp", out / "model.safetensors")
+    save(weights, out)
     print(f"{out}: colour table fitted; joint colour histogram L1 on the fit pixels "
           f"{logs['colour_l1_before']:.4f} -> {logs['colour_l1_after']:.4f}")
 

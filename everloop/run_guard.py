@@ -6,6 +6,7 @@ lock_run: one `train` per run folder at a time.
 rewind: a resumed run first cuts log.jsonl and samples/ back to its checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -58,10 +59,11 @@ def check_resume(args, cfg_json: dict, model) -> None:
             raise EverloopError(f"--{name} {getattr(args, name)}: the run in {out} has {name} {have[name]}; "
                                 f"--resume keeps it (drop --{name}, or start a new run)")
     from .models import _coerce  # the same reading of a --set string as a new run's
+    options = dataclasses.asdict(model.cfg)
     for key, raw in args.overrides.items():
-        if not hasattr(model.cfg, key):
+        if key not in options:
             raise EverloopError(f"--set {key}: no such {model.family} option")
-        run_value = getattr(model.cfg, key)
+        run_value = options[key]
         if _coerce(raw, run_value) != run_value:
             raise EverloopError(f"--set {key}={raw}: the run in {out} has {key}={run_value!r}; "
                                 f"--resume keeps a run's config (drop --set, or start a new run)")
