@@ -285,7 +285,7 @@ def evaluate(run: str | None, data: str, frames: int, out: str, **options) -> di
         else:
             clip = None
             if model.context_frames > 0:  # streams continue held-out real clips
-                from .prediction import seed_clips
+                from .data import seed_clips
                 clip = seed_clips(store, model.context_frames, stride, streams, seed)
                 ev.notes.append(f"every stream continues {model.context_frames} real frames from DATA's "
                                 f"held-out split (seed {seed})")
