@@ -6,16 +6,23 @@ A dataset folder DATA (written by prepare.py) holds two files:
   dataset larger than RAM still trains;
 * ``meta.json`` -- ``frames``, ``height``, ``width``, ``fps``, ``source``, ``episodes``
   (``[start, end)`` pairs that cover ``0..N`` in order; a clip never crosses one) and,
-  for episode trees, ``splits`` (``{"train": [episode indices], "test": [...]}``).
+  for episode trees, ``splits`` (``{"train": [episode indices], "test": [...]}``);
+* with actions (a recorded game), also ``actions.npy`` -- uint8 ``[N]``: ``actions[i]``
+  leads frame ``i`` to frame ``i + 1``; the last frame of every episode, which nothing
+  follows, holds ``ACTION_NONE``.  meta.json then says so: ``"actions": {"count": n,
+  "meanings": [...]}``, and ``"recorded"`` keeps what the recorder wrote about the game
+  (its name, native frame size and the crop prepare took from it).
 
 Models see float32 ``[..., C, H, W]`` in [0, 1]; files and screens see uint8
-``[..., H, W, C]``.  ``to_float`` and ``to_uint8`` are the only crossings between the two.
+``[..., H, W, C]``.  ``to_float`` and ``to_uint8`` are the only crossings between the two;
+actions reach a model as int64 ``[B, T - 1, stride]`` beside the frames (``ActionClips``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +32,8 @@ from everloop.errors import EverloopError
 
 FRAMES_FILE = "frames.npy"
 META_FILE = "meta.json"
+ACTIONS_FILE = "actions.npy"
+ACTION_NONE = 255  # actions.npy at an episode's last frame: no action leads anywhere from it
 MAX_SIDE = 4096  # --size and meta.json height/width: a 4096x4096 frame is already 50 MB
 
 
@@ -165,6 +174,9 @@ class FrameStore:
         self.episodes = [tuple(e) for e in self.meta["episodes"]]
         self.height, self.width = self.meta["height"], self.meta["width"]
         self.fps = float(self.meta["fps"])
+        self.actions = _read_actions(self.path, self.meta) if "actions" in self.meta else None
+        """uint8 [N] or None: actions[i] leads frame i -> i + 1 (ACTION_NONE at an episode's end)."""
+        self.n_actions = int(self.meta["actions"]["count"]) if self.actions is not None else 0
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -178,6 +190,32 @@ class FrameStore:
         often.  ``episodes`` restricts to those episode indices; ``ranges`` instead gives
         the ``[start, end)`` ranges themselves (e.g. from ``split()``).
         """
+        first = self._starts(batch, length, stride, rng, episodes, ranges)
+        return np.asarray(self.frames[first[:, None] + np.arange(length) * stride])
+
+    def sample_action_clips(self, batch: int, length: int, stride: int, rng: np.random.Generator,
+                            episodes=None, ranges=None) -> ActionClips:
+        """Clips as ``sample_clips`` draws them (the same starts for the same rng) with the
+        actions between their frames: ``ActionClips`` of float frames ``[B, T, C, H, W]`` and
+        int64 actions ``[B, T - 1, stride]``, ``actions[:, t]`` the ``stride`` actions that
+        lead frame ``t`` of the clip to frame ``t + 1``."""
+        if self.actions is None:
+            raise EverloopError(f"{self.path}: this dataset has no actions (record a game with "
+                                "`everloop record atari` and prepare it)")
+        first = self._starts(batch, length, stride, rng, episodes, ranges)
+        return self.action_clips_at(first, length, stride)
+
+    def action_clips_at(self, first: np.ndarray, length: int, stride: int) -> ActionClips:
+        """The clips of ``length`` frames ``stride`` apart that begin at the indices ``first``
+        (each inside one episode), with their actions, as ``sample_action_clips``."""
+        idx = np.asarray(first)[:, None] + np.arange(length) * stride
+        steps = idx[:, :-1, None] + np.arange(stride)  # [B, T - 1, stride]: every frame between
+        actions = np.asarray(self.actions[steps.reshape(-1)]).reshape(steps.shape)
+        if (actions == ACTION_NONE).any():
+            raise EverloopError(f"{self.path}: a clip crosses the end of an episode")
+        return ActionClips(to_float(np.asarray(self.frames[idx])), torch.from_numpy(actions.astype(np.int64)))
+
+    def _starts(self, batch, length, stride, rng, episodes, ranges) -> np.ndarray:
         if length < 1 or stride < 1:
             raise EverloopError(f"clip length and stride must be >= 1, got {length}, {stride}")
         if ranges is None:
@@ -189,7 +227,7 @@ class FrameStore:
             raise EverloopError(
                 f"{self.path}: clips of {length} frames at stride {stride} need {span} "
                 f"consecutive frames in one episode, but the longest has {longest}")
-        return np.asarray(self.frames[first[:, None] + np.arange(length) * stride])
+        return first
 
     def split(self, holdout_fraction: float = 0.1):
         """``(train_ranges, test_ranges)``, lists of ``[start, end)``.
@@ -215,12 +253,43 @@ class FrameStore:
 def seed_clips(store: FrameStore, length: int, stride: int, clips: int, seed: int) -> torch.Tensor:
     """float [clips, length, C, H, W] from the held-out ranges (reproducible under seed): the
     real clips a next-frame family continues, in sample sheets and in `everloop eval`."""
+    test = _held_out(store, length, stride)
+    return to_float(store.sample_clips(clips, length, stride, np.random.default_rng(seed), ranges=test))
+
+
+def seed_action_clips(store: FrameStore, length: int, stride: int, clips: int, seed: int) -> ActionClips:
+    """seed_clips with the actions between the frames: the same clips for the same seed."""
+    test = _held_out(store, length, stride)
+    return store.sample_action_clips(clips, length, stride, np.random.default_rng(seed), ranges=test)
+
+
+def _held_out(store: FrameStore, length: int, stride: int) -> list:
     _, test = store.split()
     span = (length - 1) * stride + 1
     if not test or max(e - s for s, e in test) < span:
         raise EverloopError(f"{store.path}: the held-out split has no {span} consecutive frames "
                             f"for {length} frames at stride {stride} (use fewer --pred-steps)")
-    return to_float(store.sample_clips(clips, length, stride, np.random.default_rng(seed), ranges=test))
+    return test
+
+
+@dataclass
+class ActionClips:
+    """A batch of clips with the actions between their frames (what an action-conditioned
+    family trains on): ``frames`` float ``[B, T, C, H, W]`` in [0, 1], ``actions`` int64
+    ``[B, T - 1, stride]``, ``actions[:, t]`` leading frame ``t`` to ``t + 1``."""
+    frames: torch.Tensor
+    actions: torch.Tensor
+
+    def to(self, device, non_blocking: bool = False) -> ActionClips:
+        """Both on `device` (the trainer moves every batch it draws)."""
+        return ActionClips(self.frames.to(device, non_blocking=non_blocking),
+                           self.actions.to(device, non_blocking=non_blocking))
+
+    def __getitem__(self, index) -> ActionClips:
+        return ActionClips(self.frames[index], self.actions[index])
+
+    def __len__(self) -> int:
+        return len(self.frames)
 
 
 def moving_crop(clip: np.ndarray, size: int, threshold: float, accept_any: float,
@@ -242,6 +311,29 @@ def moving_crop(clip: np.ndarray, size: int, threshold: float, accept_any: float
             return clip[:, ys[i]:ys[i] + size, xs[i]:xs[i] + size]
     y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
     return clip[:, y:y + size, x:x + size]
+
+
+def _read_actions(folder: Path, meta: dict) -> np.ndarray:
+    """actions.npy of a dataset whose meta.json says it has actions, checked against it."""
+    path, info = folder / ACTIONS_FILE, meta["actions"]
+    count = info.get("count") if isinstance(info, dict) else None
+    if not (isinstance(count, int) and 1 <= count < ACTION_NONE):
+        raise EverloopError(f"{folder / META_FILE}: 'actions' must say its 'count' (1 to {ACTION_NONE - 1})")
+    try:
+        actions = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise EverloopError(f"{path}: unreadable actions file ({e})") from None
+    if actions.dtype != np.uint8 or actions.shape != (meta["frames"],):
+        raise EverloopError(f"{path}: holds {actions.dtype} {list(actions.shape)}, but {META_FILE} "
+                            f"says uint8 [{meta['frames']}]")
+    last = np.array([e - 1 for _, e in meta["episodes"]])
+    if (actions[last] != ACTION_NONE).any():
+        raise EverloopError(f"{path}: an episode's last frame must hold {ACTION_NONE} (nothing follows it)")
+    inner = np.asarray(actions).copy()
+    inner[last] = 0
+    if (inner >= count).any():
+        raise EverloopError(f"{path}: an action inside an episode is not 0 to {count - 1}")
+    return actions
 
 
 def _read_meta(path: Path) -> dict:

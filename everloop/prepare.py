@@ -1,5 +1,10 @@
 """`everloop prepare`: a video, a frame folder or an episode tree -> a dataset folder in the
-layout data.py reads (frames.npy + meta.json), streamed to disk one frame at a time."""
+layout data.py reads (frames.npy + meta.json), streamed to disk one frame at a time.
+
+A recorded game (an episode tree with actions.npy per episode) keeps its actions aligned
+with its frames through everything prepare does: actions.npy holds, at each written frame,
+the action that leads it to the next written frame, and ACTION_NONE wherever the next
+frame is not its successor in the recording (an episode's end, a stall's cut)."""
 
 from __future__ import annotations
 
@@ -13,7 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from everloop.data import FRAMES_FILE, META_FILE, FrameStore, Geometry
+from everloop.data import (
+    ACTION_NONE,
+    ACTIONS_FILE,
+    FRAMES_FILE,
+    META_FILE,
+    FrameStore,
+    Geometry,
+)
 from everloop.errors import EverloopError
 from everloop.outputs import claim, swap_into_place
 from everloop.sources import open_source
@@ -105,6 +117,11 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
             meta["stalls"] = {"max_still_frames": stalls.limit, "dropped_frames": stalls.dropped}
         if splits is not None:
             meta["splits"] = splits
+        if src.actions is not None:
+            np.save(tmp / ACTIONS_FILE, _aligned_actions(src.actions, stalls.kept, episodes))
+            meta["actions"] = _actions_meta(src.actions, src.recorded)
+        if src.recorded is not None:
+            meta["recorded"] = _recorded_meta(src.recorded, geometry)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         FrameStore(tmp)  # read back what we wrote: a broken dataset never replaces a good one
         swap_into_place(tmp, out)  # an old dataset is moved aside first, deleted after
@@ -113,6 +130,45 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
         raise EverloopError(f"cannot prepare {out}: {e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _aligned_actions(source_actions: list[np.ndarray], kept: list[int], episodes) -> np.ndarray:
+    """uint8 [written frames]: the action leading each written frame to the next one.
+
+    `source_actions` per source episode ([frames - 1] each), `kept[k]` the source index of
+    written frame k, `episodes` the written [start, end) ranges. Written frame k takes its
+    source frame's action only where written frame k + 1, in the same episode, is that
+    source frame's successor; everywhere else ACTION_NONE."""
+    per_source = np.concatenate([np.append(a, ACTION_NONE) for a in source_actions]).astype(np.uint8)
+    kept_idx = np.asarray(kept, dtype=np.int64)
+    out = per_source[kept_idx]
+    follows = np.zeros(len(kept_idx), bool)
+    follows[:-1] = kept_idx[1:] == kept_idx[:-1] + 1
+    follows[[e - 1 for _, e in episodes]] = False  # nothing follows an episode's last frame
+    out[~follows] = ACTION_NONE
+    return out
+
+
+def _actions_meta(source_actions: list[np.ndarray], recorded: dict | None) -> dict:
+    """meta.json "actions": how many there are and, from the recorder, what each means."""
+    meanings = (recorded or {}).get("action_meanings")
+    top = max((int(a.max()) for a in source_actions if len(a)), default=0) + 1
+    if isinstance(meanings, list) and len(meanings) >= top:
+        return {"count": len(meanings), "meanings": [str(m) for m in meanings]}
+    return {"count": top}
+
+
+def _recorded_meta(recorded: dict, geometry: Geometry) -> dict:
+    """meta.json "recorded": the game, and where the dataset's pixels sit in the native
+    screen (the crop box prepare took, in native pixels), so that positions measured in
+    dataset pixels can be given in native ones (everloop.control)."""
+    keys = ("game", "env_id", "frameskip", "repeat_action_probability", "policy", "seed")
+    out = {k: recorded[k] for k in keys if k in recorded}
+    h, w = recorded.get("height"), recorded.get("width")
+    if isinstance(h, int) and isinstance(w, int):
+        box = geometry.box(h, w) or (0, 0, w, h)
+        out.update(native_height=h, native_width=w, crop=list(box))
+    return out
 
 
 class _Stalls:
@@ -127,6 +183,7 @@ class _Stalls:
     def __init__(self, limit: int | None):
         self.limit, self.prev, self.run, self.dropped, self.stalled = limit, None, 0, 0, False
         self.out_at = [0]  # out_at[i]: frames written before source frame i
+        self.kept: list[int] = []  # kept[k]: the source index of written frame k
         self.cuts: list[int] = []  # output indices where a stall cut the episode
 
     def keep(self, frame: np.ndarray, written: int) -> bool:
@@ -141,6 +198,8 @@ class _Stalls:
             self.cuts.append(written)
         self.stalled = drop
         self.out_at.append(written + (not drop))
+        if not drop:
+            self.kept.append(len(self.out_at) - 2)
         return not drop
 
     def episodes(self, source_episodes, source_splits):

@@ -134,6 +134,8 @@ def test_unknown_game_is_one_line_with_suggestions(tmp_path, capsys):
     ({"max_steps": 0}, "--max-steps"), ({"test_fraction": 1.0}, "--test-fraction"),
     ({"sticky_prob": 1.5}, "--sticky-prob"), ({"policy": "random", "sticky_prob": 0.5}, "--sticky-prob"),
     ({"policy": "greedy"}, "--policy"), ({"seed": -1}, "--seed"), ({"skip_start": -1}, "--skip-start"),
+    ({"repeat_action_probability": 1.5}, "--repeat-action-probability"),
+    ({"policy": "mixed", "sticky_prob": 0.5}, "--sticky-prob"),
 ])
 def test_bad_flags_name_the_flag_and_write_nothing(tmp_path, kwargs, flag):
     with pytest.raises(EverloopError, match=re.escape(flag)):
@@ -171,3 +173,30 @@ def test_existing_output_needs_force_and_a_crash_changes_nothing(tmp_path, monke
     rec(out, force=True, seed=1, max_steps=3)
     assert json.loads((out / "record.json").read_text())["seed"] == 1
     assert no_leftovers(tmp_path)
+
+
+def test_ale_v5_option_set_and_the_mixed_policy(tmp_path, capsys):
+    # `--ale-v5`: frameskip 4 and the console's sticky input; the saved actions are the
+    # player's, and the recording still replays exactly from its env seed
+    import ale_py
+    import gymnasium as gym
+    code = main(["record", "atari", "--game", "MsPacman", "--episodes", "1", "--max-steps", "90",
+                 "--test-fraction", "0", "--ale-v5", "--policy", "mixed", "--quiet",
+                 "--out", str(tmp_path / "raw")])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "raw" / "record.json").read_text())
+    assert (meta["frameskip"], meta["repeat_action_probability"], meta["fps"], meta["policy"]) == (
+        4, 0.25, 15.0, "mixed")
+    episode = tmp_path / "raw" / "Train" / "ep000"
+    frames, actions = pngs(episode), np.load(episode / "actions.npy")
+    holds = np.diff(np.flatnonzero(np.diff(actions.astype(int)) != 0))
+    assert len(set(actions.tolist())) >= 4 and holds.max() > 3  # several actions, held for a while
+    gym.register_envs(ale_py)
+    env = gym.make("ALE/MsPacman-v5")  # the id's own defaults are the option set
+    obs, _ = env.reset(seed=meta["episodes"][0]["env_seed"])
+    replay = [obs] + [env.step(int(a))[0] for a in actions]
+    env.close()
+    np.testing.assert_array_equal(np.stack(replay), frames)
+    code = main(["record", "atari", "--game", "MsPacman", "--episodes", "1", "--ale-v5", "--frameskip", "2",
+                 "--out", str(tmp_path / "x")])
+    assert code == 2 and "--ale-v5 sets" in capsys.readouterr().err

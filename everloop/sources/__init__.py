@@ -21,6 +21,8 @@ class Source:
     total: int | None  # frame count for the progress bar; None when unknown
     episodes: list[list[int]] | None = None  # [start, end) pairs; None: one episode of all
     splits: dict[str, list[int]] | None = None  # episode indices per split (episode trees)
+    actions: list[np.ndarray] | None = None  # per episode, [frames - 1]: actions[t] leads t -> t+1
+    recorded: dict | None = None  # what the recorder wrote (record.json): game, action names, size
 
 
 def open_source(path: Path, geometry, fps: float | None = None) -> Source:

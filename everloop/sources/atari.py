@@ -10,10 +10,14 @@ Layout written to OUT (what ``sources/frames.py`` reads; everything else is igno
 
 Choices, and why:
 
-* The environment's own sticky actions (``repeat_action_probability``, 0.25 in v5) are off:
-  the saved action must be the action that was executed, or a later action-conditioned
-  family learns from wrong labels.  Stickiness, when wanted, is the *policy's* (``sticky``),
-  so it is visible in ``actions.npy``.
+* The environment's own sticky actions (``repeat_action_probability``) are off by default:
+  the saved action is then exactly the action that was executed.  ``--ale-v5`` sets ALE
+  v5's own defaults instead (frameskip 4, repeat_action_probability 0.25: one step = 4
+  emulator frames, 15 steps/s, and on each of those frames the console keeps the previous
+  input with probability 0.25).  ``actions.npy`` then holds the action the *player* chose,
+  what a keyboard gives in ``everloop play``; the console's stickiness is part of the game
+  a world model learns, as it is for agents trained on v5.  Either way a recording replays
+  exactly from its env seed (ALE seeds its stickiness from it).
 * Default ``--frameskip 1``: consecutive emulator frames, like the reference data; the
   model's clip stride decides how far apart the frames it sees are, not the recorder.
 * Default policy ``sticky`` with p = 0.9: at frameskip 1 a fresh uniform action every frame
@@ -22,6 +26,11 @@ Choices, and why:
 * ``--skip-start``: every Ms. Pac-Man episode opens with the same 272 frames (the intro,
   where no input has any effect), whatever the seed; 40 episodes would repeat them 40 times.
   Skipped steps are played by the same policy, so the first saved frame is a real state.
+* Policy ``mixed`` (for world models, docs/play.md): holds of one action, the action
+  uniform over all of them (NOOP too), each held for a number of steps drawn log-uniformly
+  from 1 to ``MIXED_LONGEST_HOLD``.  Short holds are taps and reversals in every corridor;
+  long ones carry her along corridors into the whole maze, so every action is seen in many
+  places and states, and the player's keys (held for many steps, or tapped) are in range.
 * Episode ``i`` draws its emulator seed and its policy stream from ``(seed, i)`` alone, so
   a recording is byte-for-byte reproducible and its first k episodes do not depend on
   ``--episodes``.  The last episodes go to Test/, so the split does not either, beyond k.
@@ -35,6 +44,7 @@ import os
 import shutil
 from pathlib import Path
 
+from everloop.data import ACTIONS_FILE
 from everloop.errors import EverloopError
 from everloop.outputs import (  # the same rules and renames as prepare
     claim,
@@ -42,9 +52,11 @@ from everloop.outputs import (  # the same rules and renames as prepare
 )
 
 RECORD_FILE = "record.json"
-ACTIONS_FILE = "actions.npy"
-POLICIES = ("random", "sticky")
+POLICIES = ("random", "sticky", "mixed")
 DEFAULT_STICKY_PROB = 0.9
+MIXED_LONGEST_HOLD = 32  # steps: ~2 s at frameskip 4, a corridor's length
+ALE_V5 = {"frameskip": 4, "repeat_action_probability": 0.25}
+"""ALE v5's own defaults (``gym.make("ALE/MsPacman-v5")``), the option set ``--ale-v5``."""
 ATARI_HZ = 60.0  # the 2600 draws 60 frames a second (NTSC); a step is frameskip of them
 
 
@@ -88,7 +100,7 @@ def _squash(name: str) -> str:
 def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
            sticky_prob: float | None = None, frameskip: int = 1, max_steps: int | None = None,
            test_fraction: float = 0.2, skip_start: int = 0, force: bool = False,
-           progress: bool = True) -> dict:
+           progress: bool = True, repeat_action_probability: float = 0.0) -> dict:
     """Record ``episodes`` episodes of ``game`` into the episode tree ``out``.
 
     Flags are checked before anything is created.  Everything is written into a hidden temp
@@ -101,6 +113,8 @@ def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
 
     sticky_prob = _check_flags(episodes, seed, policy, sticky_prob, frameskip, max_steps,
                                test_fraction, skip_start)
+    if not 0.0 <= repeat_action_probability <= 1.0:
+        raise EverloopError(f"--repeat-action-probability must be in [0, 1], got {repeat_action_probability}")
     out = Path(out)
     _check_replaceable(out, force)  # before the emulator loads: a refused --out costs nothing
     gym = _gym()
@@ -110,7 +124,7 @@ def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
     names = [f"{'Test' if i >= episodes - n_test else 'Train'}/ep{i:0{width}d}"
              for i in range(episodes)]
     # frameskip and action stickiness are ours to set, whatever the id's defaults are
-    env = gym.make(env_id, frameskip=frameskip, repeat_action_probability=0.0)
+    env = gym.make(env_id, frameskip=frameskip, repeat_action_probability=repeat_action_probability)
     n_actions = int(env.action_space.n)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     total = episodes * (max_steps + 1) if max_steps else None
@@ -128,18 +142,15 @@ def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
                 folder = tmp / name
                 folder.mkdir(parents=True)
                 obs, _ = env.reset(seed=env_seed)
-                actions, score, over, action, step = [], 0.0, False, None, 0
+                actions, score, over, step = [], 0.0, False, 0
+                choose = _policy(policy, sticky_prob, n_actions, rng)
                 while True:
                     if step >= skip_start:
                         Image.fromarray(obs).save(folder / f"{len(actions):06d}.png")
                         bar.update()
                     if over or len(actions) == max_steps:
                         break
-                    # sticky: keep the last action with probability p; one uniform draw per
-                    # step either way, so the stream does not depend on what was drawn
-                    keep = rng.random() < sticky_prob
-                    fresh = int(rng.integers(n_actions))
-                    action = action if (keep and action is not None) else fresh
+                    action = choose()
                     obs, reward, terminated, truncated, _ = env.step(action)
                     if step >= skip_start:
                         actions.append(action)
@@ -157,7 +168,7 @@ def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
             "ale_py": _version("ale_py"), "gymnasium": _version("gymnasium"),
             "seed": seed, "policy": policy, "sticky_prob": sticky_prob, "frameskip": frameskip,
             "fps": ATARI_HZ / frameskip,
-            "repeat_action_probability": 0.0, "max_steps": max_steps, "skip_start": skip_start,
+            "repeat_action_probability": repeat_action_probability, "max_steps": max_steps, "skip_start": skip_start,
             "test_fraction": test_fraction, "height": int(obs.shape[0]), "width": int(obs.shape[1]),
             "action_meanings": env.unwrapped.get_action_meanings(),
             "frames": sum(e["frames"] for e in done),
@@ -173,6 +184,29 @@ def record(game: str, out, episodes: int, seed: int = 0, policy: str = "sticky",
     finally:
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _policy(policy: str, sticky_prob: float, n_actions: int, rng):
+    """A function that returns the next action of one episode's policy stream."""
+    import numpy as np
+    state = {"action": None, "left": 0}
+
+    def sticky():
+        # keep the last action with probability p; one uniform draw per step either way, so
+        # the stream does not depend on what was drawn (random is sticky with p = 0)
+        keep = rng.random() < sticky_prob
+        fresh = int(rng.integers(n_actions))
+        state["action"] = state["action"] if (keep and state["action"] is not None) else fresh
+        return state["action"]
+
+    def mixed():
+        if state["left"] == 0:  # a new hold: any action, for 1 .. MIXED_LONGEST_HOLD steps
+            state["action"] = int(rng.integers(n_actions))
+            state["left"] = int(np.exp(rng.uniform(0.0, np.log(MIXED_LONGEST_HOLD + 1))))
+        state["left"] -= 1
+        return state["action"]
+
+    return mixed if policy == "mixed" else sticky
 
 
 def _check_flags(episodes, seed, policy, sticky_prob, frameskip, max_steps, test_fraction,
@@ -192,7 +226,7 @@ def _check_flags(episodes, seed, policy, sticky_prob, frameskip, max_steps, test
         raise EverloopError(f"--skip-start must be >= 0, got {skip_start}")
     if not 0.0 <= test_fraction < 1.0:
         raise EverloopError(f"--test-fraction must be in [0, 1), got {test_fraction}")
-    if policy == "random":
+    if policy in ("random", "mixed"):
         if sticky_prob is not None:
             raise EverloopError("--sticky-prob only applies to --policy sticky")
         return 0.0
@@ -217,10 +251,17 @@ def _check_replaceable(out: Path, force: bool) -> None:
 
 
 def cmd_record_atari(a) -> None:
+    frameskip, repeat = a.frameskip, a.repeat_action_probability
+    if a.ale_v5:  # the option set; an explicit flag beside it would be ambiguous
+        if frameskip is not None or repeat is not None:
+            raise EverloopError("--ale-v5 sets --frameskip 4 --repeat-action-probability 0.25; give "
+                                "either the option set or the two flags")
+        frameskip, repeat = ALE_V5["frameskip"], ALE_V5["repeat_action_probability"]
     meta = record(a.game, a.out, a.episodes, seed=a.seed, policy=a.policy,
-                  sticky_prob=a.sticky_prob, frameskip=a.frameskip, max_steps=a.max_steps,
-                  test_fraction=a.test_fraction, skip_start=a.skip_start, force=a.force,
-                  progress=not a.quiet)
+                  sticky_prob=a.sticky_prob, frameskip=1 if frameskip is None else frameskip,
+                  max_steps=a.max_steps, test_fraction=a.test_fraction, skip_start=a.skip_start,
+                  force=a.force, progress=not a.quiet,
+                  repeat_action_probability=0.0 if repeat is None else repeat)
     split = meta["split"]
     print(f"wrote {a.out}: {meta['frames']} frames of {meta['height']}x{meta['width']} in "
           f"{len(meta['episodes'])} episodes ({len(split['train'])} Train/, "
@@ -240,11 +281,18 @@ def add_record_parser(subparsers) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--policy", choices=POLICIES, default="sticky",
                    help="random: a uniform action every step; sticky (default): keep the "
-                        "previous action with probability --sticky-prob")
+                        "previous action with probability --sticky-prob; mixed (world models): "
+                        f"any action held for 1 to {MIXED_LONGEST_HOLD} steps, log-uniform")
     s.add_argument("--sticky-prob", type=float,
                    help=f"sticky policy's repeat probability (default {DEFAULT_STICKY_PROB})")
-    s.add_argument("--frameskip", type=int, default=1,
-                   help="emulator frames per step; only each step's last frame is saved")
+    s.add_argument("--frameskip", type=int,
+                   help="emulator frames per step; only each step's last frame is saved (default 1)")
+    s.add_argument("--repeat-action-probability", type=float,
+                   help="the console keeps the previous input on each emulator frame with this "
+                        "probability (ALE's sticky actions; default 0: the saved action is executed)")
+    s.add_argument("--ale-v5", action="store_true",
+                   help="ALE v5's defaults: --frameskip 4 --repeat-action-probability 0.25 "
+                        "(one step = 4 emulator frames, 15 steps/s)")
     s.add_argument("--max-steps", type=int, help="cut an episode after this many steps")
     s.add_argument("--skip-start", type=int, default=0, metavar="STEPS",
                    help="play this many steps before the first saved frame (skips an "

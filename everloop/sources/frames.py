@@ -2,7 +2,9 @@
 
 An episode tree holds ``Train/<episode>/<frames>`` and/or ``Test/<episode>/<frames>``
 (names matched case-insensitively); each episode folder becomes one episode and the
-split each came from is recorded in meta ``splits``.  Frames and episodes are ordered by
+split each came from is recorded in meta ``splits``.  An episode folder may hold
+``actions.npy`` (``everloop record``: ``[frames - 1]`` integers, action t leads frame t to
+t + 1); then every episode must, and ``prepare`` keeps them aligned with the frames.  Frames and episodes are ordered by
 natural name order (``frame2`` before ``frame10``), which is plain name order for the
 usual zero-padded names.  Images are read with Pillow and converted to RGB.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from everloop.data import ACTION_NONE, ACTIONS_FILE
 from everloop.errors import EverloopError
 from everloop.sources import Source
 
@@ -28,7 +31,9 @@ def open_folder(path: Path, geometry, fps: float | None = None) -> Source:
     split_dirs = {d.name.lower(): d for d in _entries(path)
                   if d.is_dir() and d.name.lower() in ("train", "test")}
     if split_dirs:
-        return _episode_tree(split_dirs, geometry, fps or _recorded_fps(path))
+        recorded = _recorded(path)
+        fps = fps or _recorded_fps(recorded)
+        return _episode_tree(split_dirs, geometry, fps, recorded)
     images = list_images(path)
     if not images:
         raise EverloopError(f"{path}: no images ({'/'.join(sorted(s[1:] for s in IMAGE_SUFFIXES))})"
@@ -36,16 +41,43 @@ def open_folder(path: Path, geometry, fps: float | None = None) -> Source:
     return Source(frames=_read(images, geometry), fps=fps or DEFAULT_FPS, total=len(images))
 
 
-def _recorded_fps(path: Path) -> float | None:
+def _recorded(path: Path) -> dict | None:
+    """What `everloop record` wrote into record.json, or None."""
+    try:
+        meta = json.loads((path / "record.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _recorded_fps(recorded: dict | None) -> float | None:
     """The frame rate `everloop record` wrote into record.json (Atari: 60 / frameskip)."""
     try:
-        return float(json.loads((path / "record.json").read_text())["fps"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(recorded["fps"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
-def _episode_tree(split_dirs: dict[str, Path], geometry, fps) -> Source:
+def _actions(folder: Path, frames: int) -> np.ndarray | None:
+    """An episode's actions.npy, checked against its frame count; None when there is none."""
+    path = folder / ACTIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        actions = np.load(path)
+    except (OSError, ValueError) as e:
+        raise EverloopError(f"{path}: unreadable actions ({e})") from None
+    if actions.ndim != 1 or actions.dtype.kind not in "iu" or len(actions) != frames - 1:
+        raise EverloopError(f"{path}: holds {actions.dtype} {list(actions.shape)}; the episode has "
+                            f"{frames} frames, so it must hold {frames - 1} integer actions")
+    if len(actions) and (actions.min() < 0 or actions.max() >= ACTION_NONE):
+        raise EverloopError(f"{path}: actions must be 0 to {ACTION_NONE - 1}")
+    return actions.astype(np.uint8)
+
+
+def _episode_tree(split_dirs: dict[str, Path], geometry, fps, recorded: dict | None = None) -> Source:
     files: list[Path] = []
+    actions: list[np.ndarray | None] = []
     episodes: list[list[int]] = []
     splits: dict[str, list[int]] = {"train": [], "test": []}
     for name in ("train", "test"):
@@ -62,8 +94,14 @@ def _episode_tree(split_dirs: dict[str, Path], geometry, fps) -> Source:
             splits[name].append(len(episodes))
             episodes.append([len(files), len(files) + len(images)])
             files += images
+            actions.append(_actions(d, len(images)))
+    with_actions = [a is not None for a in actions]
+    if any(with_actions) and not all(with_actions):
+        raise EverloopError(f"{split_dirs[name].parent}: some episodes hold {ACTIONS_FILE} and some do "
+                            "not; a dataset has actions for every frame or for none")
     return Source(frames=_read(files, geometry), fps=fps or DEFAULT_FPS, total=len(files),
-                  episodes=episodes, splits=splits)
+                  episodes=episodes, splits=splits, actions=actions if all(with_actions) else None,
+                  recorded=recorded)
 
 
 def list_images(folder: Path) -> list[Path]:
