@@ -1,4 +1,4 @@
-"""everloop prepare | record | train | generate | live | serve | sheet | eval | paint
+"""everloop prepare | record | train | generate | live | serve | sheet | eval | paint | play
 
 Every user-facing failure is an EverloopError, printed as one line with exit status 2.
 Every number is checked here as it is parsed (validate.py: finite, in range, the flag
@@ -285,9 +285,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--stride", type=_positive("--stride", hi=10 ** 6), default=1)
             s.add_argument("--streams", type=_positive("--streams", hi=MAX_SHEET_FRAMES), default=4)
     from .painter.cli import add_paint_parser
+    from .play import add_play_parser
     from .serve import add_serve_parser
     from .sources.atari import add_record_parser
-    for add in (add_eval_parser, add_record_parser, add_paint_parser, add_serve_parser):
+    for add in (add_eval_parser, add_record_parser, add_paint_parser, add_serve_parser, add_play_parser):
         add(sub)  # commands whose code lives with what they run
     return p
 

@@ -6,11 +6,19 @@ import dataclasses
 import json
 
 from ..errors import EverloopError
-from . import duralava, duralava_config, multiscale, worldmodel, worldmodel_config
+from . import (
+    duralava,
+    duralava_config,
+    multiscale,
+    playable,
+    worldmodel,
+    worldmodel_config,
+)
 
 FAMILIES = {"duralava": (duralava_config.DuralavaConfig, duralava_config.PRESETS, duralava.Duralava),
             "worldmodel": (worldmodel_config.WorldModelConfig, worldmodel_config.PRESETS, worldmodel.WorldModel),
-            "multiscale": (multiscale.MultiscaleConfig, multiscale.PRESETS, multiscale.Multiscale)}
+            "multiscale": (multiscale.MultiscaleConfig, multiscale.PRESETS, multiscale.Multiscale),
+            "playable": (playable.PlayableConfig, playable.PRESETS, playable.Playable)}
 
 DEFAULT_FAMILY = "worldmodel"
 """What `everloop train` trains without --family: the sharp VAE + MDN-RNN looked and moved

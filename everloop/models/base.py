@@ -46,6 +46,10 @@ class Family(nn.Module):
     """True: `temperature` scales the sampling noise (`--temperature`)."""
     context_frames: int = 0
     """Real frames `start(seed_clip=...)` takes (0: the family cannot continue real frames)."""
+    n_actions: int = 0
+    """Actions `advance(state, generator, action=...)` takes (0: none; the family is a video,
+    not a game). An action-conditioned family (playable) steps on the action given, action 0
+    (NOOP) when None; generic code passes one only where n_actions > 0 (`everloop play`)."""
     temperature: float = 1.0
     """Sampling temperature, where has_temperature."""
     artifact_files: ClassVar[tuple[str, ...]] = ()
@@ -58,8 +62,9 @@ class Family(nn.Module):
         """The first state of `batch` streams (from a prior, or the last frame of seed_clip)."""
         raise NotImplementedError
 
-    def advance(self, state, generator: torch.Generator | None = None):
-        """One model step of every stream."""
+    def advance(self, state, generator: torch.Generator | None = None, action=None):
+        """One model step of every stream; `action` (int64 [B], families with n_actions > 0)
+        is what each stream's player pressed."""
         raise NotImplementedError
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,269 @@
+"""playable: an action-conditioned next-frame predictor, a game a person can play inside the
+model (`everloop play`, docs/play.md).
+
+The last `context` frames and the action pressed at the last of them go in; the next frame
+comes out, as a correction to the last frame (most pixels of a game do not move from one
+step to the next). A small U-Net at 64x64 draws the correction; the action, and the noise
+level of the context (below), reach every residual block as a FiLM scale and shift, so
+one global key press can move one small sprite.
+
+Against drift, DIAMOND's two remedies (Alonso et al. 2024), in their cheap forms for a
+deterministic predictor:
+- noised context: on a share of the training samples Gaussian noise of a random level is
+  added to the context frames and the level is an input, so the model learns to clean up
+  a context that is not quite real (its own predictions) instead of copying it;
+- its own rollouts: every training clip is rolled out `rollout_steps` steps, each
+  prediction (detached, clamped and rounded to 8 bits, as at play time) becoming context
+  for the next, and every step is scored against the real continuation.
+The loss is L1 + L2 per pixel, with `motion_weight` extra weight where the real frame
+changes: on a still maze the plain loss is won by copying the last frame.
+
+Why not DIAMOND's diffusion model itself: at 3 denoising steps its U-Net costs ~5 GMAC per
+64x64 frame, 1.8-28 frames/s at batch 1 on this machine's 2 cores (seed-systems.md), below
+play's 15 steps/s, and too slow to train in 60 CPU minutes; this predictor is one pass of
+a ~0.3 GMAC net (docs/play.md has the measurements)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import ActionClips
+from ..errors import EverloopError
+from ..metrics import psnr_of_mse
+from .base import Family
+
+
+@dataclass
+class PlayableConfig:
+    size: int = 64
+    """Frame height = width in pixels, a multiple of 2^(levels - 1) (DIAMOND: 64)."""
+    context: int = 4
+    """Past frames the predictor sees (DIAMOND: 4); a seed clip must hold this many."""
+    n_actions: int = 18
+    """Size of the action vocabulary; a dataset's action count must not exceed it (ALE's
+    full action set is 18; Ms. Pac-Man uses the first 9). Action 0 is NOOP."""
+    widths: tuple = (32, 64, 96, 128)
+    """Channels of the U-Net per level, fine to coarse; each level halves the side
+    (64x64: 64, 32, 16, 8)."""
+    blocks: tuple = (1, 1, 2)
+    """Residual blocks per level below the finest (32, 16, 8 at 64x64), on the way down; as
+    many on the way up but at the coarsest level, which is passed once."""
+    fine_blocks: int = 0
+    """Residual blocks at the finest level (64x64). None by default: there a block costs as
+    much as all the coarser ones, and the skip connection already carries the detail."""
+    cond_dim: int = 64
+    """Width of the conditioning vector (action embedding + noise level) fed to every block."""
+    clip_stride: int = 1
+    """Dataset frames per model step (1: a recording at --ale-v5 already steps 4 emulator
+    frames); the stride's actions all go in, each its own embedding."""
+    rollout_steps: int = 3
+    """Steps each training clip is rolled out on the model's own predictions (1: plain
+    teacher forcing). A step costs one forward and backward pass."""
+    noise_prob: float = 0.5
+    """Share of training samples whose context frames get Gaussian noise."""
+    noise_max: float = 0.15
+    """Largest std of that noise (in [0, 1] pixel units), drawn uniformly per sample; its level
+    is an input. At play time the level is 0."""
+    motion_weight: float = 10.0
+    """Extra loss weight on pixels where the real frame differs from the one before
+    (by more than 0.02 in some channel); 0 = a plain per-pixel loss."""
+    batch_size: int = 16
+    """Clips per step."""
+    lr: float = 3e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+
+
+PRESETS = {
+    "default": {},
+    "tiny": {"size": 16, "context": 2, "n_actions": 9, "widths": (8, 16), "blocks": (1,),
+             "cond_dim": 16, "batch_size": 4, "rollout_steps": 2},
+}
+
+MOVING = 0.02  # a pixel moves where some channel changes by more than ~5 grey levels
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> FiLM(cond) -> SiLU -> conv, twice, plus the input."""
+
+    def __init__(self, ch: int, cond_dim: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(min(8, ch), ch), nn.GroupNorm(min(8, ch), ch)
+        self.conv1, self.conv2 = nn.Conv2d(ch, ch, 3, padding=1), nn.Conv2d(ch, ch, 3, padding=1)
+        self.film = nn.Linear(cond_dim, 4 * ch)
+        nn.init.zeros_(self.conv2.weight)  # every block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x, cond):
+        s1, b1, s2, b2 = self.film(cond)[:, :, None, None].chunk(4, 1)
+        h = self.conv1(F.silu(self.norm1(x) * (1 + s1) + b1))
+        return x + self.conv2(F.silu(self.norm2(h) * (1 + s2) + b2))
+
+
+class UNet(nn.Module):
+    def __init__(self, c_in: int, cfg: PlayableConfig):
+        super().__init__()
+        w, per_level = list(cfg.widths), [cfg.fine_blocks, *cfg.blocks]
+        self.stem = nn.Conv2d(c_in, w[0], 3, padding=1)
+        self.down = nn.ModuleList(nn.ModuleList(ResBlock(w[i], cfg.cond_dim) for _ in range(n))
+                                  for i, n in enumerate(per_level))
+        self.pool = nn.ModuleList(nn.Conv2d(w[i], w[i + 1], 3, stride=2, padding=1) for i in range(len(w) - 1))
+        self.unpool = nn.ModuleList(nn.Conv2d(w[i + 1], w[i], 3, padding=1) for i in range(len(w) - 1))
+        self.merge = nn.ModuleList(nn.Conv2d(2 * w[i], w[i], 1) for i in range(len(w) - 1))
+        self.up = nn.ModuleList(nn.ModuleList(ResBlock(w[i], cfg.cond_dim) for _ in range(n))
+                                for i, n in enumerate(per_level[:-1]))
+        self.out = nn.Sequential(nn.GroupNorm(min(8, w[0]), w[0]), nn.SiLU(), nn.Conv2d(w[0], 3, 3, padding=1))
+        with torch.no_grad():  # starts near a copy of the last frame (not exactly: a stream moves)
+            self.out[-1].weight.mul_(0.1)
+            self.out[-1].bias.zero_()
+
+    def forward(self, x, cond):
+        h, skips = self.stem(x), []
+        for i, blocks in enumerate(self.down):
+            for b in blocks:
+                h = b(h, cond)
+            if i < len(self.pool):
+                skips.append(h)
+                h = self.pool[i](h)
+        for i in reversed(range(len(self.up))):
+            h = self.unpool[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            h = self.merge[i](torch.cat([h, skips[i]], 1))
+            for b in self.up[i]:
+                h = b(h, cond)
+        return self.out(h)
+
+
+class Playable(Family):
+    """Sampling state: (frame [B, 3, H, W], history [B, context, 3, H, W]) in [0, 1], as
+    multiscale's; decode is the identity. advance() takes the action pressed now."""
+
+    family = "playable"
+    requires_seed_clip = True  # a game continues from real frames (a start screen, a moment of play)
+
+    def __init__(self, cfg: PlayableConfig):
+        super().__init__()
+        if len(cfg.widths) != len(cfg.blocks) + 1:
+            raise EverloopError(f"playable: {len(cfg.widths)} widths need {len(cfg.widths) - 1} blocks "
+                                "(one per level below the finest)")
+        if not 0 <= cfg.noise_prob <= 1:
+            raise EverloopError(f"playable: noise_prob must be in [0, 1], got {cfg.noise_prob}")
+        if cfg.size % 2 ** (len(cfg.widths) - 1):
+            raise EverloopError(f"playable: size {cfg.size} must be a multiple of {2 ** (len(cfg.widths) - 1)} "
+                                f"for {len(cfg.widths)} levels")
+        if not 1 <= cfg.n_actions < 255 or cfg.context < 1 or cfg.rollout_steps < 1 or cfg.clip_stride < 1:
+            raise EverloopError("playable: n_actions must be 1..254, context, rollout_steps and clip_stride >= 1")
+        self.cfg, self.context_frames, self.n_actions = cfg, cfg.context, cfg.n_actions
+        self.action_emb = nn.Embedding(cfg.n_actions * cfg.clip_stride, cfg.cond_dim)
+        self.cond = nn.Sequential(nn.Linear(cfg.cond_dim + 1, cfg.cond_dim), nn.SiLU(),
+                                  nn.Linear(cfg.cond_dim, cfg.cond_dim))
+        self.net = UNet(3 * cfg.context, cfg)
+        self._train_ranges = None
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, hist: torch.Tensor, action: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The next frame (unclamped) from history [B, k, 3, H, W] in [0, 1], actions
+        [B, clip_stride] and the context's noise level [B] (None: clean)."""
+        b = hist.shape[0]
+        # each sub-step of the stride has its own rows of the embedding table
+        slots = action + self.cfg.n_actions * torch.arange(action.shape[1], device=action.device)
+        level = torch.zeros(b, device=hist.device) if noise is None else noise
+        cond = self.cond(torch.cat([self.action_emb(slots).sum(1), 10 * level[:, None]], 1))
+        return hist[:, -1] + self.net(hist.flatten(1, 2) * 2 - 1, cond)
+
+    def _actions(self, action, batch: int, device) -> torch.Tensor:
+        """int64 [B, clip_stride] from None (NOOP), an int, [B] or [B, clip_stride]."""
+        s = self.cfg.clip_stride
+        if action is None:
+            action = 0
+        a = torch.as_tensor(action, dtype=torch.long, device=device)
+        if a.ndim == 0:
+            a = a.expand(batch)
+        if a.ndim == 1:
+            a = a[:, None].expand(-1, s)
+        if a.shape != (batch, s):
+            raise EverloopError(f"playable: actions are [{batch}] or [{batch}, {s}], got {list(a.shape)}")
+        if (a < 0).any() or (a >= self.cfg.n_actions).any():
+            raise EverloopError(f"playable: actions must be 0 to {self.cfg.n_actions - 1}")
+        return a
+
+    def start(self, batch: int, generator: torch.Generator | None = None, seed_clip: torch.Tensor | None = None):
+        k = self.cfg.context
+        if seed_clip is None:
+            raise EverloopError(f"playable continues real frames: give a seed clip of {k} frames "
+                                f"(play RUN starts from the run's data)")
+        if seed_clip.ndim != 5 or seed_clip.shape[1] < k or seed_clip.shape[2] != 3:
+            raise EverloopError(f"playable: a seed clip is [B, >= {k}, 3, H, W], got {list(seed_clip.shape)}")
+        hist = seed_clip[:, -k:].float()
+        if hist.shape[0] != batch:
+            hist = hist.expand(batch, *hist.shape[1:]) if hist.shape[0] == 1 else hist[:batch]
+        return hist[:, -1], hist.contiguous()
+
+    def advance(self, state, generator: torch.Generator | None = None, action=None):
+        """One step with `action` pressed (None: NOOP); the frame is rounded to 8 bits, as
+        the real frames the model learned from."""
+        _, hist = state
+        a = self._actions(action, hist.shape[0], hist.device)
+        frame = quantize(self.predict(hist, a))
+        return frame, torch.cat([hist[:, 1:], frame[:, None]], 1)
+
+    def decode(self, frame: torch.Tensor) -> torch.Tensor:
+        return frame
+
+    @staticmethod
+    def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+        return (1 - w) * a + w * b
+
+    # ------------------------------------------------------------------ training
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"model": torch.optim.AdamW(self.parameters(), self.cfg.lr, weight_decay=self.cfg.weight_decay)}
+
+    def clip_spec(self) -> tuple[int, int, int]:
+        return self.cfg.batch_size, self.cfg.context + self.cfg.rollout_steps, self.cfg.clip_stride
+
+    def sample_batch(self, store, rng: np.random.Generator) -> ActionClips:
+        """Clips of the training split with their actions; a dataset without actions trains
+        as if every action were NOOP (a plain next-frame predictor)."""
+        if self._train_ranges is None:
+            if store.n_actions > self.cfg.n_actions:
+                raise EverloopError(f"{store.path}: {store.n_actions} actions, more than the model's "
+                                    f"n_actions {self.cfg.n_actions} (--set n_actions={store.n_actions})")
+            self._train_ranges = store.split()[0]
+        b, t, s = self.clip_spec()
+        if store.actions is None:
+            from ..data import to_float
+            frames = to_float(store.sample_clips(b, t, s, rng, ranges=self._train_ranges))
+            return ActionClips(frames, torch.zeros(b, t - 1, s, dtype=torch.long))
+        return store.sample_action_clips(b, t, s, rng, ranges=self._train_ranges)
+
+    def train_step(self, batch: ActionClips, opt: dict, autocast: bool = False) -> dict[str, float]:
+        c, x, acts = self.cfg, batch.frames, batch.actions
+        b, k = x.shape[0], c.context
+        hist, loss, mse = x[:, :k], 0.0, 0.0
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            for r in range(c.rollout_steps):
+                noisy = torch.rand(b, device=x.device) < c.noise_prob
+                level = torch.rand(b, device=x.device) * c.noise_max * noisy
+                ctx = hist + level[:, None, None, None, None] * torch.randn_like(hist)
+                pred = self.predict(ctx, acts[:, k - 1 + r], level).float()
+                target, before = x[:, k + r], x[:, k - 1 + r]
+                moving = ((target - before).abs().amax(1, keepdim=True) > MOVING).float()
+                err = pred - target
+                loss = loss + ((1 + c.motion_weight * moving) * (err.abs() + err ** 2)).mean()
+                mse = mse + (pred.detach().clamp(0, 1) - target).pow(2).mean().item()
+                hist = torch.cat([hist[:, 1:], quantize(pred.detach())[:, None]], 1)
+            loss = loss / c.rollout_steps
+        opt["model"].zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+        opt["model"].step()
+        return {"loss": loss.item(), "psnr": psnr_of_mse(mse / c.rollout_steps)}
+
+
+def quantize(frame: torch.Tensor) -> torch.Tensor:
+    """Clamped to [0, 1] and rounded to 8 bits (what a saved frame holds)."""
+    return frame.clamp(0, 1).mul(255).round().div(255)

@@ -1,0 +1,147 @@
+"""The playable family and `everloop play`, on a tiny synthetic game: a dot that the action
+moves one pixel (NOOP, UP, RIGHT, LEFT, DOWN), 16x16 frames."""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from everloop import checkpoint, models
+from everloop.cli import main
+from everloop.data import ACTION_NONE, ACTIONS_FILE, FrameStore
+from everloop.play import Game, action_for, play_scripted, play_window
+from everloop.train import TrainArgs, train
+
+MEANINGS = ["NOOP", "UP", "RIGHT", "LEFT", "DOWN"]
+MOVES = {0: (0, 0), 1: (-1, 0), 2: (0, 1), 3: (0, -1), 4: (1, 0)}
+
+
+def dot(y: int, x: int, size: int = 16) -> np.ndarray:
+    f = np.full((size, size, 3), 20, np.uint8)
+    f[y - 1:y + 1, x - 1:x + 1] = (230, 200, 40)  # a 2x2 yellow dot
+    return f
+
+
+def dot_game(path, episodes: int = 6, steps: int = 60, seed: int = 0):
+    """A dataset with actions: each episode a random walk of the dot, steered by the actions."""
+    rng = np.random.default_rng(seed)
+    frames, actions, eps = [], [], []
+    for _ in range(episodes):
+        y, x = rng.integers(4, 12, size=2)
+        eps.append([len(frames), len(frames) + steps])
+        for t in range(steps):
+            frames.append(dot(y, x))
+            a = int(rng.integers(5))
+            actions.append(a if t < steps - 1 else ACTION_NONE)
+            dy, dx = MOVES[a]
+            y, x = int(np.clip(y + dy, 2, 14)), int(np.clip(x + dx, 2, 14))
+    path.mkdir(parents=True)
+    np.save(path / "frames.npy", np.stack(frames))
+    np.save(path / ACTIONS_FILE, np.array(actions, np.uint8))
+    (path / "meta.json").write_text(json.dumps({
+        "frames": len(frames), "height": 16, "width": 16, "fps": 15.0, "episodes": eps,
+        "splits": {"train": list(range(episodes - 1)), "test": [episodes - 1]},
+        "actions": {"count": 5, "meanings": MEANINGS}}))
+    return path
+
+
+def x_of(frame: torch.Tensor) -> float:
+    """Centroid column of the dot's yellow (red minus blue) in a float frame [3, H, W]."""
+    w = (frame[0] - frame[2]).clamp_min(0)
+    return float((w.sum(0) * torch.arange(frame.shape[-1])).sum() / w.sum().clamp_min(1e-6))
+
+
+def test_actions_change_the_prediction(tmp_path):
+    """Trained a little, RIGHT puts the dot to the right of where LEFT puts it (a family
+    that ignored its actions would draw the same frame for both)."""
+    store = FrameStore(dot_game(tmp_path / "data"))
+    torch.manual_seed(0)
+    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 1})
+    model = models.build("playable", cfg)
+    hist = torch.from_numpy(np.stack([dot(8, 7), dot(8, 8)])).permute(0, 3, 1, 2).float().div(255)[None]
+    opt, rng = model.configure_optimizers(), np.random.default_rng(0)
+    for _ in range(250):
+        model.train_step(model.sample_batch(store, rng), opt)
+    with torch.no_grad():
+        right, left = (model.predict(hist, torch.tensor([[k]]))[0] for k in (2, 3))
+    assert x_of(right) - x_of(left) > 1.0, (x_of(right), x_of(left))
+
+
+def test_the_family_takes_actions_of_every_form_and_refuses_bad_ones():
+    model = models.build("playable", models.make_config("playable", "tiny")).eval()
+    clip = torch.rand(2, 2, 3, 16, 16)
+    state = model.start(2, seed_clip=clip)
+    nothing, noop = model.advance(state), model.advance(state, action=0)
+    assert torch.equal(nothing[0], noop[0])  # None is NOOP
+    assert torch.equal(model.advance(state, action=torch.tensor([3, 3]))[0], model.advance(state, action=3)[0])
+    with pytest.raises(Exception, match="actions must be 0 to 8"):
+        model.advance(state, action=9)
+
+
+def test_keys_map_to_the_games_actions():
+    pac = ["NOOP", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT"]
+    assert action_for(set(), pac) == 0
+    assert action_for({"UP"}, pac) == 1 and action_for({"LEFT"}, pac) == 3
+    assert action_for({"UP", "RIGHT"}, pac) == 5 and action_for({"DOWN", "LEFT"}, pac) == 8
+    assert action_for({"UP", "DOWN"}, pac) == 0  # opposite keys cancel
+    assert action_for({"UP", "FIRE"}, pac) == 1  # no FIRE in Ms. Pac-Man: the direction stays
+    assert action_for({"UP", "RIGHT"}, MEANINGS) == 1  # no diagonals: the vertical part
+    assert action_for({"FIRE"}, ["NOOP", "FIRE", "UP"]) == 1
+
+
+@pytest.fixture
+def dot_run(tmp_path):
+    data = dot_game(tmp_path / "dots")
+    return train(TrainArgs(data=str(data), out=str(tmp_path / "dotrun"), family="playable", preset="tiny",
+                           overrides={"n_actions": "5"}, steps=3, sample_every=0, progress=False,
+                           precision="fp32"))
+
+
+def test_scripted_play_is_deterministic_and_needs_no_pygame(dot_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pygame", None)  # importing pygame now fails
+    np.save(tmp_path / "keys.npy", np.array([2, 2, 1, 0, 4, 3, 3, 3], np.int64))
+    outs = [tmp_path / f"{name}.png" for name in "ab"]
+    for out in outs:
+        code = main(["play", str(dot_run), "--actions", str(tmp_path / "keys.npy"), "--out", str(out), "--seed", "3"])
+        assert code == 0, capsys.readouterr().err
+    assert "wrote" in capsys.readouterr().out and outs[0].read_bytes() == outs[1].read_bytes()
+    game = Game(dot_run, seed=3)
+    frames = []
+
+    class Sink:
+        def write(self, chunk):
+            frames.append(chunk[0])
+    play_scripted(game, np.array([2, 2, 1]), Sink(), episode=0)
+    assert len(frames) == 4 and frames[0].shape == (16, 16, 3)
+    assert game.restart(0).tobytes() == frames[0].tobytes()  # the same real start
+
+
+def test_play_refuses_what_it_cannot_play(dot_run, tmp_path, capsys, tiny_run):
+    np.save(tmp_path / "bad.npy", np.array([0, 7]))
+    code = main(["play", str(dot_run), "--actions", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "x.mp4")])
+    assert code == 2 and "actions must be 0 to 4" in capsys.readouterr().err
+    code = main(["play", str(dot_run), "--actions", str(tmp_path / "bad.npy")])
+    assert code == 2 and "--actions and --out go together" in capsys.readouterr().err
+    np.save(tmp_path / "ok.npy", np.array([0]))
+    code = main(["play", str(tiny_run), "--actions", str(tmp_path / "ok.npy"), "--out", str(tmp_path / "y.mp4")])
+    assert code == 2 and "takes no actions" in capsys.readouterr().err
+
+
+def test_the_window_plays_keys_and_quits(dot_run, monkeypatch):
+    pygame = pytest.importorskip("pygame", reason="pygame not installed (pip install 'everloop[live]')")
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # a window without a screen
+    game = Game(dot_run)
+    pressed, real_step = [], game.step
+
+    def step(action):
+        pressed.append(action)
+        if len(pressed) == 2:
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_r))  # restart
+        if len(pressed) == 4:
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE))
+        return real_step(action)
+    monkeypatch.setattr(game, "step", step)
+    assert play_window(game, fps=1000, zoom=1) == 4
+    assert pressed == [0, 0, 0, 0]  # no key down: NOOP
+    assert checkpoint.read_config(dot_run)["family"] == "playable"
