@@ -77,10 +77,12 @@ def _keep_previous(run: Path) -> None:
     atomic_write(previous, link)
 
 
-def save_run(run: Path, model, meta: dict, train_state: dict | None = None) -> None:
+def save_run(run: Path, model, meta: dict, train_state: dict | None = None, cfg=None) -> None:
     """A family's run folder: the weights generation needs to model.safetensors, the
-    training-only ones into train_state.pt (dropped when there is no train_state)."""
-    config = {"family": model.family, "config": config_to_dict(model.cfg), **meta}
+    training-only ones into train_state.pt (dropped when there is no train_state). `cfg`:
+    the config to record, if not model.cfg (under torch.distributed a process trains with
+    its share of the batch; the run keeps the global one)."""
+    config = {"family": model.family, "config": config_to_dict(model.cfg if cfg is None else cfg), **meta}
     only = model.training_only()
     weights, training = {}, {}
     for key, tensor in model.state_dict().items():

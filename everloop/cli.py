@@ -69,6 +69,9 @@ def cmd_train(a) -> None:
     opts = given(a, TrainArgs)
     opts["overrides"] = {**_overrides(opts.get("overrides")), **({"adversarial": False} if a.no_adversarial else {})}
     run = train(TrainArgs(**opts, given=tuple(k for k in opts if k != "overrides")))
+    from .distributed import launched_rank
+    if launched_rank() != 0:  # under torchrun: one line per run, from the process that wrote it
+        return
     from .models import FAMILIES
     family = FAMILIES[json.loads((Path(run) / "config.json").read_text())["family"]][2]
     seed = f" --seed-clip {a.data}" if family.requires_seed_clip else ""  # it continues real frames

@@ -11,15 +11,22 @@ checkpoint (or saves, where no handler could be installed).
 
 `step_fn(progress)` does one optimisation step and returns its logs (floats); `progress`
 in [0, 1] is how far through the budget it is (by steps, or by time in this call), for
-learning-rate schedules (cosine_lr). `save()` writes a checkpoint of `loop.step`."""
+learning-rate schedules (cosine_lr). `save()` writes a checkpoint of `loop.step`.
+
+Under torch.distributed (distributed.py) every process runs this loop in step: what a
+clock or a signal decides (stop, --minutes, a save every --save-every) is agreed after each
+step (distributed.agree: any process's stop, rank 0's clock), so all take the same steps
+and save together; only rank 0 shows the bar and prints. At world size 1 nothing changes."""
 from __future__ import annotations
 
 import math
+import signal
 import time
 from typing import Self
 
 from tqdm import tqdm
 
+from . import distributed
 from .errors import EverloopError
 from .stopping import Stopped, StopSignals
 
@@ -40,6 +47,7 @@ class TrainLoop:
             raise EverloopError("give --steps N or --minutes M")
         self.step, self.steps, self.save_fn, self.where = step, steps, save, where
         self.budget = None if minutes is None else minutes * 60
+        progress = progress and distributed.is_main()  # one bar per run, not one per process
         self.save_every, self.progress = save_every_minutes * 60, progress
         self.bar = tqdm(total=steps if steps is not None else int(self.budget), initial=step if steps else 0,
                         unit="step" if steps else "s", disable=not progress, dynamic_ncols=True, desc=desc,
@@ -47,10 +55,23 @@ class TrainLoop:
         self.stop, self.worked = StopSignals(), False
         self.t0 = self.last_save = time.time()
         self.step0 = step
+        self.together = distributed.active()
+        self._agreed = (False, 0.0, False)  # (stop, seconds, save due) as the processes last agreed
 
     @property
     def stopping(self) -> bool:
-        return self.stop.requested
+        """A stop was asked for (under torch.distributed: by any process, as last agreed)."""
+        return self._agreed[0] if self.together else self.stop.requested
+
+    def _clock(self) -> float:
+        """Seconds of training in this call that decisions use (rank 0's, under torch.distributed)."""
+        return self._agreed[1] if self.together else self.seconds()
+
+    def _agree(self) -> None:
+        """Under torch.distributed: every process learns any one's stop and rank 0's clock."""
+        if self.together:
+            self._agreed = distributed.agree(self.stop.requested, self.seconds(),
+                                             time.time() - self.last_save > self.save_every)
 
     def seconds(self) -> float:
         """Seconds of training in this call."""
@@ -65,8 +86,9 @@ class TrainLoop:
         (default --minutes) or a stop; on_step(logs) after each (logging, sample sheets)."""
         end = self.steps if end is None else end
         limit = self.budget if limit is None else limit
-        while (end is None or self.step < end) and (limit is None or self.seconds() < limit) and not self.stopping:
-            done = self.step / self.steps if self.steps is not None else self.seconds() / self.budget
+        self._agree()
+        while (end is None or self.step < end) and (limit is None or self._clock() < limit) and not self.stopping:
+            done = self.step / self.steps if self.steps is not None else self._clock() / self.budget
             logs = step_fn(min(max(done, 0.0), 1.0))
             bad = [k for k, v in logs.items() if not math.isfinite(v)]
             if bad:
@@ -85,20 +107,27 @@ class TrainLoop:
             shown = {k: f"{v:.3f}" for k, v in list(logs.items())[:3] if k not in ("step", "time")}
             self.bar.set_postfix(step=self.step, sps=f"{(self.step - self.step0) / max(now - self.t0, 1e-9):.2f}",
                                  **shown, refresh=False)
-            if now - self.last_save > self.save_every:
+            self._agree()
+            if (self._agreed[2] if self.together else now - self.last_save > self.save_every):
                 self.save()
 
     def finish(self) -> None:
         """The end of training: save; after a stop signal, say so and raise Stopped."""
         self.bar.close()
+        self._agree()  # a signal since the last step
         if self.stopping:
             if self.worked:  # else the checkpoint on disk (if any) is this state already
                 self.save()
-            print(f"stopped by {self.stop.name()} at step {self.step}; "
-                  + (f"saved {self.where} (continue with --resume)" if self.worked else "nothing new to save"),
-                  flush=True)
-            raise Stopped(self.stop.signum, f"stopped by {self.stop.name()}")
+            if distributed.is_main():
+                print(f"stopped by {self._signal_name()} at step {self.step}; "
+                      + (f"saved {self.where} (continue with --resume)" if self.worked else "nothing new to save"),
+                      flush=True)
+            raise Stopped(self.stop.signum or signal.SIGTERM, f"stopped by {self._signal_name()}")
         self.save()
+
+    def _signal_name(self) -> str:
+        """The signal that stopped training (another process's, if this one got none)."""
+        return self.stop.name() or "a signal to another process"
 
     def __enter__(self) -> Self:
         self.stop.__enter__()
@@ -111,7 +140,9 @@ class TrainLoop:
                 self.bar.close()
             elif kind is not None and issubclass(kind, KeyboardInterrupt) and not issubclass(kind, Stopped):
                 self.bar.close()
-                if self.stopping:  # a second signal, maybe mid-step: the last checkpoint stands
+                if self.stop.requested or self.together:
+                    # a second signal, maybe mid-step, or one process of several (the others
+                    # cannot save with it): the last checkpoint stands
                     print(f"interrupted at step {self.step}; {self.where} keeps its last checkpoint "
                           f"(continue with --resume)", flush=True)
                 else:  # raised by code, or where no handler could be installed: save as Ctrl-C always did

@@ -22,7 +22,14 @@ default of models.base.Family) runs the plain loop, without stage hooks.
 optimizers are made or loaded after the move, so their state follows), and every batch is
 moved as it is drawn; the data order and the checkpoints stay on the CPU (checkpoint.py).
 --resume is bit-exact on the CPU. On a GPU it restores the CUDA RNG too, but GPU kernels
-need not be deterministic, so a resumed GPU run is the same run only up to float noise."""
+need not be deterministic, so a resumed GPU run is the same run only up to float noise.
+
+Under torchrun (`torchrun --nproc_per_node N -m everloop train ...`) every process runs
+this file together with the others (distributed.py): the configured batch is the global
+one, each process trains on its share with its own data and noise, gradients are averaged
+before each optimizer steps, and rank 0 alone reads and writes the run folder; the others
+get what it read. A checkpoint keeps every process's RNG state and batch rows, so a run
+resumes at any world size. docs/distributed.md has the details."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,10 +39,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from . import checkpoint, devices, outputs, sheets
+from . import checkpoint, devices, distributed, global_batch, outputs, sheets
 from .data import FrameStore, seed_clips
 from .errors import EverloopError
 from .flags import flag
@@ -133,29 +139,42 @@ def _build_new(args: TrainArgs, store: FrameStore | None = None):
 def _setup(args: TrainArgs, store: FrameStore, device: torch.device):
     out = Path(args.out)
     if args.resume or args.stage is not None:
-        cfg_json = checkpoint.read_config(out)
-        model = checkpoint.model_from_config(cfg_json, out / checkpoint.CONFIG)
-        check_resume(args, cfg_json, model)
-        state = checkpoint.load_train_state(out)  # on the CPU
+        built = []  # rank 0's model, built while it checked the run
+
+        def read():
+            cfg_json = checkpoint.read_config(out)
+            built.append(checkpoint.model_from_config(cfg_json, out / checkpoint.CONFIG))
+            check_resume(args, cfg_json, built[0])
+            state = checkpoint.load_train_state(out)  # on the CPU
+            return cfg_json, state, checkpoint.resume_weights(out, state)
+        cfg_json, state, weights = distributed.from_main(read)
+        model = built[0] if built else checkpoint.model_from_config(cfg_json, out / checkpoint.CONFIG)
         try:
-            model.load_state_dict(checkpoint.resume_weights(out, state))
+            model.load_state_dict(weights)
         except (KeyError, RuntimeError) as e:
             raise EverloopError(f"{out / checkpoint.TRAIN_STATE}: does not match {out / checkpoint.CONFIG} "
                                 f"({type(e).__name__})") from None
         model.to(device)
-        model.load_extra_state(state["extra"])  # a family moves its extra state to its device
+        global_batch.sync_batchnorm(model, device)  # before the optimizers take the parameters
+        # a family moves its extra state to its device; each process takes its rows of the batch
+        model.load_extra_state(distributed.split_batch_state(state["extra"], model.batch_state))
         opt = model.configure_optimizers()  # Optimizer.load_state_dict moves the state to the weights
         for name, o in opt.items():
             o.load_state_dict(state["optim"][name])
         return model, opt, state
+    distributed.from_main(lambda: _claim_new(args, out))
+    torch.manual_seed(args.seed)  # seeds the CUDA RNG too; every process builds the same weights
+    model = _build_new(args, store).to(device)
+    global_batch.sync_batchnorm(model, device)
+    return model, model.configure_optimizers(), None
+
+
+def _claim_new(args: TrainArgs, out: Path) -> None:
     if outputs.kind_of(out) == "run" and not args.force:
         raise EverloopError(f"{out} already holds a run; pass --resume to continue it or --force to start over")
     # --force replaces only a run (outputs.claim), never a dataset, the --data, or a folder
     # everloop did not make.
     outputs.claim(out, "run", force=args.force, inputs={"--data": args.data})
-    torch.manual_seed(args.seed)  # seeds the CUDA RNG too
-    model = _build_new(args, store).to(device)
-    return model, model.configure_optimizers(), None
 
 
 
@@ -193,19 +212,27 @@ def train(args: TrainArgs) -> Path:
     store = FrameStore(args.data)
     device = devices.resolve(args.device)
     out = Path(args.out)
-    made_out = not out.exists()  # removed again if the run fails before its first save
+    main = distributed.launched_rank() == 0  # the one process that writes the run folder
+    made_out = main and not out.exists()  # removed again if the run fails before its first save
     try:
-        model, opt, state = _setup(args, store, device)
-        out.mkdir(parents=True, exist_ok=True)
-        lock = lock_run(out)  # one writer per run folder, until this call returns
-        try:
-            return _train(args, store, device, model, opt, state)
-        finally:
-            os.close(lock)
+        with distributed.session(device, str(out)) as device:
+            model, opt, state = _setup(args, store, device)
+            locks = []  # one writer per run folder, until this call returns
+            distributed.from_main(lambda: locks.append(_lock(out)))
+            try:
+                return _train(args, store, device, model, opt, state)
+            finally:
+                for fd in locks:
+                    os.close(fd)
     except BaseException as e:
         if made_out and not isinstance(e, KeyboardInterrupt) and not (out / checkpoint.CONFIG).exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _lock(out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    return lock_run(out)
 
 
 def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt, state) -> Path:
@@ -213,51 +240,59 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
     if size is not None and (store.height, store.width) != (size, size):
         raise EverloopError(f"{args.data}: frames are {store.height}x{store.width} but the model wants "
                             f"{size}x{size}; prepare with --size {size} or --set size=...")
-    out = Path(args.out)
-    if state is None:  # a fresh start: nothing of an older run may linger in the folder
+    out, main = Path(args.out), distributed.is_main()
+    if state is None and main:  # a fresh start: nothing of an older run may linger in the folder
         for old in [out / "log.jsonl", out / checkpoint.TRAIN_STATE, out / checkpoint.PREVIOUS,
                     *(out / "samples").glob("step_*.png")]:
             old.unlink(missing_ok=True)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
+    if main:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
     bf16 = use_bf16(args.precision, device)
-    rng = np.random.default_rng(args.seed)
+    rng = distributed.rank_generator(args.seed)  # rank 0's is world size 1's
     elapsed_before = 0.0
     if state is not None:
         elapsed_before = state["elapsed"]
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        distributed.resume_rngs(rng, state, args.seed, device)
+    else:
+        distributed.seed_noise(args.seed)  # after every process built the same weights
     stages = model.stages()
     names, shares = [n for n, _ in stages], [max(float(s), 0.0) for _, s in stages]
     multi = len(stages) > 1  # log lines name their stage
     first, fresh_first, stage_starts, step, opt = _first_stage(args, model, opt, state, names, device)
     current, stage_done = names[first], False
-    if args.stage is not None:
+    global_batch.sync_batchnorm(model, device)  # for modules --stage made afresh
+    distributed.broadcast_module(model)  # every process starts from rank 0's weights
+    distributed.average_gradients(model.parameters(), opt)
+    global_cfg, model.cfg = model.cfg, distributed.share_batch(model.cfg, model.batch_fields())
+    if args.stage is not None and main:
         rewind(out, step, redo=tuple(names[first:]))
-    elif state is not None:
+    elif state is not None and main:
         rewind(out, step, state.get("log_bytes"))
-    run_train = ((checkpoint.read_config(out).get("train") or {}) if state is not None else {})
+    run_train = distributed.from_main(lambda: (checkpoint.read_config(out).get("train") or {})
+                                      if state is not None else {})
     meta = {"data": {"path": str(args.data), **{k: store.meta.get(k) for k in ("height", "width", "fps", "source")}},
             "train": {"preset": run_train.get("preset", args.preset), "seed": run_train.get("seed", args.seed),
                       "precision": "bf16" if bf16 else "fp32"}}
-    if run_train.get("precision") not in (None, meta["train"]["precision"]):  # may change on resume
+    if run_train.get("precision") not in (None, meta["train"]["precision"]) and main:  # may change on resume
         print(f"resume: precision {meta['train']['precision']} (the run used {run_train['precision']})")
 
     def save() -> None:
-        model.prepare_sampling()
-        ts = {"extra": model.extra_state(),  # save_run adds the training-only weights
+        model.prepare_sampling()  # on every process: the weights stay the same everywhere
+        extra = distributed.gather_batch_state(model.extra_state(), model.batch_state)
+        ts = {"extra": extra,  # save_run adds the training-only weights
               "optim": {k: o.state_dict() for k, o in opt.items()}, "step": loop.step,
               "stage": current, "stage_done": stage_done, "stage_starts": stage_starts,
               "elapsed": elapsed_before + loop.seconds(), "log_bytes": flushed_log(),
               "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         if device.type == "cuda":  # training noise is drawn on the device (devices.randn)
             ts["cuda_rng"] = torch.cuda.get_rng_state(device)
-        checkpoint.save_run(out, model, {**meta, "step": loop.step}, ts)
+        ts.update(distributed.other_rng_states(rng, device))  # ranks 1, 2, ...: resume at any world size
+        if main:
+            checkpoint.save_run(out, model, {**meta, "step": loop.step}, ts, cfg=global_cfg)
 
     # Next-frame families continue real clips in their sample sheets: the same 4 every time.
     sheet_clip = None
-    if model.requires_seed_clip:
+    if model.requires_seed_clip and main:
         sheet_clip = seed_clips(store, model.context_frames, model.clip_spec()[2], 4, args.seed)
 
     def sample(prepared: bool = False) -> None:
@@ -271,23 +306,24 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
             sheets.stream_sheet(model, path)
         model.train()
 
-    log = (out / "log.jsonl").open("a")
+    log = (out / "log.jsonl" if main else Path(os.devnull)).open("a")  # only rank 0 logs
 
     def flushed_log() -> int:
         """Bytes of log.jsonl that belong to the checkpoint being saved (rewind cuts there)."""
         if not log.closed:
             log.flush()
-        return (out / "log.jsonl").stat().st_size
+        return (out / "log.jsonl").stat().st_size if main else 0
 
     def stage_event(event: str, info: dict | None) -> None:
         if info:
             log.write(json.dumps({"stage": current, "event": event, **info, "step": loop.step}) + "\n")
-            if args.progress:
+            if args.progress and main:
                 loop.bar.write(f"{current} {event}: " + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
 
     def train_step(progress: float) -> dict:
         try:  # a family may draw its own batches (crops, latents, ...); the default is clips
-            return model.train_step(model.sample_batch(store, rng).to(device, non_blocking=True), opt, autocast=bf16)
+            logs = model.train_step(model.sample_batch(store, rng).to(device, non_blocking=True), opt, autocast=bf16)
+            return distributed.mean_logs(logs)  # the global batch's, the same on every process
         except (MemoryError, RuntimeError) as e:
             if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
                 raise
@@ -298,7 +334,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
         logs.update(step=loop.step, time=round(elapsed_before + loop.seconds(), 2))
         log.write(json.dumps({**logs, "stage": current} if multi else logs) + "\n")
         log.flush()  # on disk before a sheet of this step can be: a kill never orphans a sheet
-        if args.sample_every and loop.step % args.sample_every == 0:
+        if args.sample_every and loop.step % args.sample_every == 0 and main:
             sample()
 
     def share(lo: int, hi: int) -> float:
@@ -322,9 +358,11 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                         stage_starts[current] = loop.step
                     loop.bar.set_description(f"train {model.family} {current}")
                     loop.worked = True
-                    saved = checkpoint.read_artifacts(out, model.artifact_files)
+                    saved = distributed.from_main(lambda: checkpoint.read_artifacts(out, model.artifact_files))
                     stage_event("begin", model.begin_stage(current, store, saved, i > first or fresh_first))
-                    checkpoint.write_artifacts(out, model.take_artifacts())  # models do no file I/O
+                    made = model.take_artifacts()  # models do no file I/O
+                    if main:
+                        checkpoint.write_artifacts(out, made)
                 if last or shares[i] > 0:
                     loop.run(train_step, end, limit, on_step=logged)
                 if loop.stopping:  # the stage is not over: a resume continues inside it
@@ -338,5 +376,6 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
             loop.finish()
     finally:
         log.close()
-    sample(prepared=True)
+    if main:
+        sample(prepared=True)
     return out

@@ -22,6 +22,7 @@ parameter (step counters, EMA statistics), saved with the run to resume exactly.
 train_state.pt, the rest to model.safetensors, each weight in one file."""
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import numpy as np
@@ -52,6 +53,10 @@ class Family(nn.Module):
     (NOOP) when None; generic code passes one only where n_actions > 0 (`everloop play`)."""
     temperature: float = 1.0
     """Sampling temperature, where has_temperature."""
+    batch_state: ClassVar[tuple[str, ...]] = ()
+    """Keys of `extra_state` that hold one row per clip of the batch (duralava's persistent
+    latents): under torch.distributed each process holds the rows of its share; a
+    checkpoint keeps every process's, and a resume at any world size hands out the shares."""
     artifact_files: ClassVar[tuple[str, ...]] = ()
     """Files of the run folder a stage makes (e.g. latents.safetensors): not parameters, too
     dear to remake on every resume. The trainer reads and writes them (checkpoint.py)."""
@@ -124,6 +129,12 @@ class Family(nn.Module):
     def sample_batch(self, store, rng: np.random.Generator) -> torch.Tensor:
         """A training batch: clips float [B, T, C, H, W] per clip_spec()."""
         return to_float(store.sample_clips(*self.clip_spec(), rng))
+
+    def batch_fields(self) -> tuple[str, ...]:
+        """Config fields that count what one training step draws (clips, frames, windows): the
+        global batch, which torch.distributed splits over the processes. Default: every field
+        named batch_size or ending in _batch."""
+        return tuple(f.name for f in dataclasses.fields(self.cfg) if f.name == "batch_size" or f.name.endswith("_batch"))
 
     def prepare_sampling(self) -> None:
         """Make the weights ready to sample (e.g. recalibrate statistics) before a save."""

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .. import devices
+from .. import devices, global_batch
 from ..errors import EverloopError
 from ..rollout import nlerp
 from .base import Family
@@ -152,7 +152,7 @@ class Discriminator(nn.Module):
             x = torch.cat([clip, d], dim=2)
         feats = self.encoder(x.flatten(0, 1)).view(b, t, -1).float()
         if self.batch_std:  # one scalar per step: how different the batch's samples are
-            spread = feats.std(dim=0, unbiased=False).mean(dim=1)  # [t]
+            spread = global_batch.gather_rows(feats).std(dim=0, unbiased=False).mean(dim=1)  # [t], global batch
             feats = torch.cat([feats, spread[None, :, None].expand(b, t, 1)], dim=2)
         h, _ = self.rnn(feats)
         return self.head(h).squeeze(-1).float()
@@ -168,9 +168,10 @@ def gan_losses(kind: str, real: torch.Tensor, fake_d: torch.Tensor, fake_g: torc
 
 
 def spread_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Squared log-ratio of fake to real mean |x_b - x_{b+1}| across the batch, same step."""
-    f = (fake - fake.roll(1, dims=0)).abs().mean().float()
-    r = (real - real.roll(1, dims=0)).abs().mean().float()
+    """Squared log-ratio of fake to real mean |x_b - x_{b+1}| across the batch, same step
+    (the global batch, under torch.distributed)."""
+    f = global_batch.mean_rows((fake - global_batch.roll_rows(fake)).abs()).float()
+    r = global_batch.mean_rows((real - global_batch.roll_rows(real)).abs()).float()
     return (torch.log(f + 1e-3) - torch.log(r + 1e-3)) ** 2
 
 
@@ -179,13 +180,15 @@ def motion_loss(fake: torch.Tensor, real: torch.Tensor, lags, mask: torch.Tensor
 
     Per clip and in log space: a batch mean of raw differences is met by a few clips that
     move a lot (a fresh latent settling in) while the rest stand still, and a model trained
-    that way has streams that stand still. `mask` [B] picks the fake clips that count."""
+    that way has streams that stand still. `mask` [B] picks the fake clips that count.
+    Means over the global batch, under torch.distributed."""
     loss = fake.new_zeros(())
+    mask = global_batch.gather_rows(mask) if mask is not None else None
     for k in lags:
         if k >= fake.shape[1]:
             continue
-        f = torch.log((fake[:, k:] - fake[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3)
-        r = torch.log((real[:, k:] - real[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3)
+        f = global_batch.gather_rows(torch.log((fake[:, k:] - fake[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3))
+        r = global_batch.gather_rows(torch.log((real[:, k:] - real[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3))
         f = f[mask] if mask is not None and bool(mask.any()) else f
         loss = loss + (f.mean() - r.mean()) ** 2
     return loss
@@ -195,6 +198,7 @@ class Duralava(Family):
     """The family: G, the latent step R, D, and EMA copies of G and R for sampling."""
 
     family = "duralava"
+    batch_state = ("carry", "carried")  # one persistent latent per clip of the batch
     interpolate = staticmethod(nlerp)  # the latents live on the prior's shell: stay on it
 
     def __init__(self, cfg: DuralavaConfig):
@@ -270,10 +274,10 @@ class Duralava(Family):
                 zs.append(z)
                 u = self.step(z, self.noise(b))
                 z = standardize(u)
-                penalty = penalty + normality_penalty(u)
+                penalty = penalty + normality_penalty(global_batch.gather_rows(u))  # the global batch's moments
             penalty = penalty / t
             lat = torch.stack(zs, 1)
-            spread_z = per_dim_penalty(torch.cat([lat[:, 1:], z[:, None]], 1).flatten(0, 1))
+            spread_z = per_dim_penalty(global_batch.gather_rows(torch.cat([lat[:, 1:], z[:, None]], 1)).flatten(0, 1))
             fake = self.generator(lat.flatten(0, 1)).float().view_as(real)
             d_real, d_fake = self.discriminator(real), self.discriminator(fake)
             loss_d, adv = gan_losses(c.loss, d_real, d_fake, d_fake)
