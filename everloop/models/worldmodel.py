@@ -34,7 +34,7 @@ from .. import devices
 from ..data import to_float, window_starts
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
-from . import colour
+from . import calibration
 from .base import Family
 from .mdn import MDNRNN, mixture_nll, mixture_sample
 from .multiscale import gdl_loss
@@ -78,8 +78,11 @@ class WorldModel(Family):
             self.disc = PatchDiscriminator(cfg.disc_width)
         if cfg.colour_table == 1:
             raise EverloopError("colour_table 1: use 0 (off) or a table side >= 2 (default 33)")
-        if cfg.colour_table > 0:  # identity until the encode stage fits it (colour.py)
-            self.register_buffer("colour_lut", colour.identity_table(cfg.colour_table))
+        if cfg.colour_table > 0:  # identity until the encode stage fits it (calibration.py)
+            self.register_buffer("colour_lut", calibration.identity_table(cfg.colour_table))
+        if cfg.still_snap > 0:  # nothing still until the encode stage finds the plate
+            self.register_buffer("still_plate", torch.zeros(3, cfg.size, cfg.size))
+            self.register_buffer("stillness", torch.zeros(1, cfg.size, cfg.size))
         self.vae_steps = 0  # counts towards adv_start; kept in the training state
         self.context_frames = cfg.seed_frames
         self.temperature = 1.0  # sampling only; `generate --temperature` sets it
@@ -114,10 +117,14 @@ class WorldModel(Family):
         return mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator), hidden
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents [N, L] -> frames (rollout.latent_of takes a state's latent), in the colours
-        of the footage when the run has a colour table."""
+        """Latents [N, L] -> frames (rollout.latent_of takes a state's latent), calibrated to
+        the footage: its colours, its still background (calibration.py)."""
         x = self.vae.decode(z).float()
-        return colour.apply_table(x, self.colour_lut) if self.cfg.colour_table > 0 else x
+        if self.cfg.colour_table > 0:
+            x = calibration.apply_table(x, self.colour_lut)
+        if self.cfg.still_snap > 0:
+            x = calibration.snap_to_plate(x, self.still_plate, self.stillness, self.cfg.still_snap)
+        return x
 
     @staticmethod
     def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -138,7 +145,9 @@ class WorldModel(Family):
             if self.cfg.adv_weight > 0:
                 self.disc = PatchDiscriminator(self.cfg.disc_width)
             if self.cfg.colour_table > 0:
-                self.colour_lut = colour.identity_table(self.cfg.colour_table).to(devices.of(self))
+                self.colour_lut = calibration.identity_table(self.cfg.colour_table).to(devices.of(self))
+            if self.cfg.still_snap > 0:
+                self.stillness = torch.zeros_like(self.stillness)
         elif name == "encode":
             self.latents = None
         elif name == "rnn":
@@ -200,27 +209,34 @@ class WorldModel(Family):
                 idx = idx[np.linspace(0, len(idx) - 1, min(256, len(idx))).astype(np.int64)]
                 real = to_float(store.frames[idx]).to(mu.device)
                 logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
-        if self.cfg.colour_table > 0:
-            logs.update(self._fit_colours(store, mu))
+        logs.update(self._fit_calibration(store, mu))
         return logs
 
     @torch.no_grad()
-    def _fit_colours(self, store, mu: torch.Tensor, frames: int = 512, pixels: int = 300_000) -> dict:
-        """Fit the colour table on up to `frames` training frames spread evenly: the decoder's
-        reconstructions (posterior means) against the real frames, `pixels` of each drawn
-        at the same places (a fixed seed). Logs the joint colour histograms' L1 before/after."""
+    def _fit_calibration(self, store, mu: torch.Tensor, frames: int = 512, pixels: int = 300_000) -> dict:
+        """Fit the decoder's calibration on up to `frames` training frames spread evenly: the
+        still plate from the real frames; the colour table from the decoder's reconstructions
+        (posterior means) against the real frames, `pixels` of each drawn at the same places
+        (a fixed seed). Logs the joint colour histograms' L1 before/after the table."""
         idx = np.concatenate([np.arange(s, e) for s, e in self.ranges[0]])
         idx = idx[np.linspace(0, len(idx) - 1, min(frames, len(idx))).astype(np.int64)]
-        real = to_float(store.frames[idx]).permute(0, 2, 3, 1).reshape(-1, 3)
-        drawn = self.vae.decode(mu[torch.from_numpy(idx).to(mu.device)]).float().cpu()
-        drawn = drawn.permute(0, 2, 3, 1).reshape(-1, 3)
-        pick = np.random.default_rng(0).permutation(len(real))[:pixels]
-        real, drawn = real[pick].numpy(), drawn[pick].numpy()
-        table = colour.fit_table(drawn, real, grid=self.cfg.colour_table)
-        self.colour_lut = table.to(devices.of(self))
-        mapped = colour.apply_pixels(torch.from_numpy(drawn), table).numpy()
-        return {"colour_l1_before": colour.histogram_l1(drawn, real),
-                "colour_l1_after": colour.histogram_l1(mapped, real)}
+        real = to_float(store.frames[idx])
+        logs = {}
+        if self.cfg.still_snap > 0:
+            plate, stillness = calibration.still_plate(real)
+            self.still_plate, self.stillness = plate.to(devices.of(self)), stillness.to(devices.of(self))
+            logs["still_share"] = stillness.mean().item()
+        if self.cfg.colour_table > 0:
+            drawn = self.vae.decode(mu[torch.from_numpy(idx).to(mu.device)]).float().cpu()
+            drawn, real = (t.permute(0, 2, 3, 1).reshape(-1, 3) for t in (drawn, real))
+            pick = np.random.default_rng(0).permutation(len(real))[:pixels]
+            real, drawn = real[pick].numpy(), drawn[pick].numpy()
+            table = calibration.fit_table(drawn, real, grid=self.cfg.colour_table)
+            self.colour_lut = table.to(devices.of(self))
+            mapped = calibration.apply_pixels(torch.from_numpy(drawn), table).numpy()
+            logs.update(colour_l1_before=calibration.histogram_l1(drawn, real),
+                        colour_l1_after=calibration.histogram_l1(mapped, real))
+        return logs
 
     @torch.no_grad()
     def heldout_nll(self, windows: int = 64) -> dict | None:

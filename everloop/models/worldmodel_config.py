@@ -12,7 +12,8 @@ class WorldModelConfig:
     # which reproduce what such a run did (models.config_from_dict), whatever today's default.
     LEGACY: ClassVar[dict] = {"recon_loss": "l2", "decoder_upsample": "transposed", "decoder_blocks": 0,
                               "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0, "clip_weight": 0.0,
-                              "foreground_weight": 0.0, "colour_table": 0}
+                              "foreground_weight": 0.0, "colour_table": 0,
+                              "still_snap": 0.0}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -75,13 +76,20 @@ class WorldModelConfig:
     tank (collapse, diff_energy 16x the band); with 10 the dream swims (1.0-1.5x on four of
     the five metrics). On the lava lamp it cost a little (one seed each; docs/fidelity.md)."""
     colour_table: int = 33
-    """Side of the decoder's colour calibration table (models/colour.py; 0 = off): after
+    """Side of the decoder's colour calibration table (models/calibration.py; 0 = off): after
     the VAE stage, a G x G x G colour lookup fitted so that the decoder's reconstructions of
     training frames take the colours of those frames, applied to every decoded frame. The
     decoder's blur mixes colours the footage never shows. Fitted on four trained runs'
     VAEs, 1,000-step dreams: color_hist 2.5x -> 1.8x the real band (lava), 3.6x -> 2.2x
     (eruption), 2.5x -> 1.3x (goop), 2.6x -> 1.4x (interference), unchanged on the
     aquarium (the identity kept); other metrics within noise (docs/fidelity.md)."""
+    still_snap: float = 0.08
+    """Tolerance of the still background (models/calibration.py; 0 = off): on pixels where
+    the training footage leaves its median frame in under 5% of frames, a decoded colour
+    within this of the median frame becomes it. A decoder redraws the whole frame every
+    step, so the room around a lava lamp shimmers: on the lamp's reconstructions flow_hist
+    went from 2.9x to 2.0x the band and color_hist from 1.4x to 1.1x; the fire, the blobs,
+    the waves (no still pixels) unchanged, the aquarium a little better (docs/fidelity.md)."""
     free_bits: float = 0.5
     """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
     without it the KL pushes unused dims onto the prior and the VAE blurs details away."""

@@ -1,11 +1,11 @@
-"""The decoder's colour table (models/colour.py): identity, a fit that moves colours
-towards the footage's, and the same table after a save and load."""
+"""The decoder's calibration (models/calibration.py): the colour table (identity, a fit that
+moves colours towards the footage's, kept only where it helps) and the still background."""
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from everloop.models import colour
+from everloop.models import calibration as colour
 
 
 def test_identity_table_maps_every_colour_to_itself():
@@ -51,6 +51,22 @@ def test_a_table_that_does_not_help_is_not_kept():
     assert torch.equal(table, colour.identity_table(9))
 
 
+def test_still_plate_snaps_only_still_pixels_near_it():
+    """Left half of the footage never moves, the right half flickers: a decoded frame a
+    little off the plate is put back on it on the left only; far off, it is kept."""
+    g = torch.Generator().manual_seed(0)
+    frames = torch.full((40, 3, 4, 8), 0.5)
+    frames[:, :, :, 4:] = torch.rand(40, 3, 4, 4, generator=g)
+    plate, stillness = colour.still_plate(frames)
+    assert stillness[0, :, :4].eq(1).all() and stillness[0, :, 4:].eq(0).all()
+    near = (plate + 0.03)[None]
+    out = colour.snap_to_plate(near, plate, stillness, 0.08)
+    assert torch.equal(out[..., :4], plate[None, ..., :4])
+    assert torch.allclose(out[..., 4:], near[..., 4:])
+    far = (plate + 0.3)[None]
+    assert torch.allclose(colour.snap_to_plate(far, plate, stillness, 0.08), far)
+
+
 def test_training_fits_the_table_and_generation_uses_it(tmp_path, tiny_data):
     """The encode stage fits the table (logged before/after, never worse on its check
     pixels), it is saved with the run, and a loaded run decodes through it."""
@@ -68,4 +84,5 @@ def test_training_fits_the_table_and_generation_uses_it(tmp_path, tiny_data):
     z = torch.randn(2, model.cfg.z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = colour.apply_table(model.vae.decode(z).float(), model.colour_lut)
+        want = colour.snap_to_plate(want, model.still_plate, model.stillness, model.cfg.still_snap)
         assert torch.equal(model.decode(z), want)

@@ -1,5 +1,8 @@
-"""A decoder's colour calibration: a 3-D lookup table that moves the colours a decoder
-draws onto the colours of the footage it learned.
+"""A decoder's calibration to the footage it learned, fitted once after the VAE stage and
+applied to every decoded frame: a colour table, and the still background.
+
+**Colour table**: a 3-D lookup table that moves the colours a decoder draws onto the
+colours of the footage.
 
 A small decoder blurs: where the real frame has a red blob on a yellow ground it draws
 a band of orange between them, and its colours drift by a few grey levels. Both are
@@ -14,13 +17,22 @@ composition of those monotone 1-D maps is evaluated on a regular grid of colours
 applied to every decoded pixel by trilinear interpolation. It is a fixed per-pixel colour
 map, like a film grade: it cannot add detail, only put the decoder's colours where the
 footage has its colours (the same histogram step Heeger & Bergen's texture synthesis
-uses)."""
+uses).
+
+**Still background**: where the real footage never moves (the room around a lava lamp),
+a decoder still shimmers: every latent step redraws the whole frame, and the optical flow
+of a reconstructed lamp has 15% fewer still pixels than the real one (flow_hist 2.9x the
+band). `still_plate` finds the pixels that depart from the footage's median frame in
+under `STILL_SHARE` of the frames; `snap_to_plate` puts a decoded pixel there back on the
+median frame when it is within a tolerance of it (a cinemagraph's still plate)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+STILL_SHARE = 0.05  # a pixel off its median (by > OFF) in fewer frames than this is still background
+OFF = 0.1  # the foreground threshold of worldmodel's foreground_weight
 GRID = 33  # table side: 33^3 colours, 1/32 of the range apart (trilinear in between)
 
 
@@ -113,3 +125,21 @@ def histogram_l1(a: np.ndarray, b: np.ndarray, levels: int = 8) -> float:
         h = np.bincount((q[:, 0] * levels + q[:, 1]) * levels + q[:, 2], minlength=levels ** 3).astype(np.float64)
         return h / max(h.sum(), 1)
     return float(np.abs(hist(a) - hist(b)).sum())
+
+
+def still_plate(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training frames [N, 3, H, W] -> (median frame [3, H, W], stillness [1, H, W]): 1 where
+    the frames leave the median (by more than OFF in some channel) in none of the frames,
+    falling linearly to 0 at STILL_SHARE of them. On the five dev processes: 77% of the lava
+    lamp's pixels still, 62% of the aquarium's, 4% of the fire's, none of the blobs' or
+    the waves'."""
+    plate = frames.median(0).values
+    off = ((frames - plate).abs().amax(1) > OFF).float().mean(0, keepdim=True)
+    return plate, (1 - off / STILL_SHARE).clamp(0, 1)
+
+
+def snap_to_plate(x: torch.Tensor, plate: torch.Tensor, stillness: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Frames [N, 3, H, W]: on still pixels, a colour within `tolerance` of the plate (max
+    over channels) becomes the plate's, blending back to the decoded colour by 2 x tolerance."""
+    near = ((x - plate).abs().amax(1, keepdim=True) / tolerance - 1).clamp(0, 1)  # 0 = on the plate
+    return plate + (1 - stillness * (1 - near)) * (x - plate)
