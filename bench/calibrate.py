@@ -40,7 +40,7 @@ def main() -> None:
     src, out = Path(a.run), Path(a.out)
     if out.exists():
         raise SystemExit(f"{out} exists")
-    shutil.copytree(src, out)
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("eval-*"))  # only what training wrote
     config = json.loads((out / "config.json").read_text())
     config["config"].update(colour_table=WorldModelConfig.colour_table, still_snap=WorldModelConfig.still_snap)
     (out / "config.json").write_text(json.dumps(config, indent=2))
