@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import warnings
 
 import numpy as np
@@ -128,8 +129,10 @@ def session(device: torch.device, where: str = "the run"):
 
 
 def _first_line(e: BaseException) -> str:
+    """The gist of a collective's error: its first sentence, without gloo's source location."""
     text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
+    line = re.sub(r"^\[[^\]]*\]\s*", "", text[0]) if text else type(e).__name__
+    return line.split(". ")[0][:300]
 
 
 def _is_collective_error(e: RuntimeError) -> bool:
@@ -139,7 +142,7 @@ def _is_collective_error(e: RuntimeError) -> bool:
 
 def _lost(e: BaseException, where: str) -> EverloopError:
     return EverloopError(f"rank {_place.rank} of {_place.world}: another process of this run died or stopped "
-                         f"answering ({_first_line(e)}); {where} keeps its last checkpoint "
+                         f"answering ({_first_line(e)}); the last checkpoint in {where}, if any, stands "
                          f"(continue with --resume)")
 
 
@@ -188,6 +191,10 @@ def rank_generator(seed: int, step: int | None = None) -> np.random.Generator:
     """This process's stream of data draws. Rank 0's is default_rng(seed), world size 1's;
     rank r's is seeded by (seed, r), and by the step too when a resume gives a rank a stream
     for the first time (so it does not replay one a run already drew)."""
+    return _stream(seed, step)
+
+
+def _stream(seed: int, step: int | None) -> np.random.Generator:
     if _place.rank == 0 and step is None:
         return np.random.default_rng(seed)
     key = (_place.rank,) if step is None else (_place.rank, step)
@@ -200,7 +207,7 @@ def seed_noise(seed: int, step: int | None = None) -> None:
     same initial weights from the seed."""
     if _place.rank == 0 and step is None:
         return
-    torch.manual_seed(int(rank_generator(seed, step).integers(2 ** 63)))
+    torch.manual_seed(int(_stream(seed, step).integers(2 ** 63)))
 
 
 def rng_state(rng: np.random.Generator, device: torch.device) -> dict:
@@ -237,12 +244,12 @@ def resume_rngs(rng: np.random.Generator, state: dict, seed: int, device: torch.
     if _place.rank <= len(saved):
         set_rng_state(rng, saved[_place.rank - 1], device)
         return
-    fresh = rank_generator(seed, state["step"])
+    fresh = _stream(seed, state["step"])
     rng.bit_generator.state = fresh.bit_generator.state
     seed_noise(seed, state["step"])
 
 
-def share_batch(cfg, fields, what: str = "--set"):
+def share_batch(cfg, fields):
     """The config a process trains with: each of `fields` (counts per step of the global
     batch) divided by the world size; a count that does not divide is a one-line error."""
     if not active():
@@ -250,7 +257,7 @@ def share_batch(cfg, fields, what: str = "--set"):
     for name in fields:
         value = getattr(cfg, name)
         if value % world():
-            raise EverloopError(f"{what} {name}={value}: the batch is split over the {world()} processes; "
+            raise EverloopError(f"{name} {value}: the batch is split over the {world()} processes; "
                                 f"give a multiple of {world()}")
     return dataclasses.replace(cfg, **{name: getattr(cfg, name) // world() for name in fields})
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..loop import cosine_lr
 from . import runs, targets
 from .env import ACTION_DIM, PaintEnv
@@ -183,17 +183,35 @@ def agent_step(agent: Painter, renderer, opt, target: torch.Tensor, cfg: AgentCo
 
 def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = None, *, steps=None, minutes=None,
                 seed=0, resume=False, force=False, progress=True) -> dict:
+    """Train (or --resume) an agent into `out`; returns the held-out metrics it saved. Under
+    torchrun the processes train it together (distributed.py; `batch` and `refresh_batch`
+    are global), every process reading the targets, rank 0 alone the run and the renderer."""
     out = Path(out)
+    with distributed.session(torch.device("cpu"), str(out)):
+        return _train_agent(renderer_dir, target_spec, out, cfg, steps, minutes, seed, resume, force, progress)
+
+
+def _read(renderer_dir, target_spec, out: Path, cfg, resume: bool, force: bool):
+    """What an agent run starts from (rank 0 reads it): (cfg, renderer_dir, target_spec,
+    renderer source, train state, the agent's weights, the renderer (net, cfg, config))."""
     runs.check_out(out, resume, force)
-    state, source = None, str(renderer_dir)
+    state, weights, source = None, None, str(renderer_dir)
     if resume:
         config = runs.read_folder(out, KIND)
         cfg = runs.config_from(AgentConfig, config["config"], str(out / "config.json"))
         renderer_dir, target_spec = out / "renderer", config["targets"]
         source = config.get("renderer_source", str(renderer_dir))
         state = checkpoint.load_train_state(out)
+    renderer = load_renderer(renderer_dir)
+    if state is not None:
+        weights = checkpoint.resume_weights(out, state)
+    return cfg, target_spec, source, state, weights, renderer
+
+
+def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed, resume, force, progress) -> dict:
+    cfg, target_spec, source, state, weights, (renderer, rcfg, rconfig) = distributed.from_main(
+        lambda: _read(renderer_dir, target_spec, out, cfg, resume, force))
     cfg = cfg or AgentConfig()
-    renderer, rcfg, rconfig = load_renderer(renderer_dir)
     renderer.train()
     env = PaintEnv(rcfg.size, rcfg.backend)
     ropt = torch.optim.Adam(renderer.parameters(), lr=cfg.refresh_lr)
@@ -203,18 +221,26 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr, betas=(0.5, 0.9) if cfg.critic else (0.9, 0.999))
     critic = Critic(rcfg.size) if cfg.critic else None
     copt = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9)) if critic else None
-    rng = np.random.default_rng(seed)
+    rng = distributed.rank_generator(seed)  # rank 0's is world size 1's
     step, elapsed = 0, 0.0
     if state is not None:
-        agent.load_state_dict(checkpoint.resume_weights(out, state))
+        agent.load_state_dict(weights)
         opt.load_state_dict(state["optim"])
         if critic:
             critic.load_state_dict(state["critic"])
             copt.load_state_dict(state["critic_optim"])
         ropt.load_state_dict(state["renderer_optim"])
         step, elapsed = state["step"], state["elapsed"]
-        runs.set_rng_state(rng, state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        distributed.resume_rngs(rng, state, seed, torch.device("cpu"))
+    else:
+        distributed.seed_noise(seed)
+    nets = [agent, renderer] + ([critic] if critic else [])
+    for net in nets:
+        distributed.broadcast_module(net)
+    distributed.average_gradients([p for net in nets for p in net.parameters()],
+                                  {"agent": opt, "renderer": ropt, **({"critic": copt} if critic else {})})
+    share = distributed.share_batch(cfg, ("batch", "refresh_batch"))  # this process's part of a step
+    main = distributed.is_main()
     counter = [step]
     train_t = torch.from_numpy(train_set)
     quick_test = test_set[:: max(1, len(test_set) // 100)][:100]  # spread: MNIST's split is in class order
@@ -222,24 +248,27 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
 
     def refresh(actions):  # the agent's own latest strokes, drawn by the real program
         a = actions.detach().reshape(-1, ACTION_DIM)
-        a = a[torch.from_numpy(rng.choice(len(a), min(cfg.refresh_batch, len(a)), replace=False))]
+        a = a[torch.from_numpy(rng.choice(len(a), min(share.refresh_batch, len(a)), replace=False))]
         return renderer_step(renderer, ropt, a, torch.from_numpy(env.strokes(a.numpy())))
 
     def step_fn(progress: float):
         cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
-        target = shifted(train_t[torch.from_numpy(rng.integers(0, len(train_t), cfg.batch))], cfg.shift, rng)
+        target = shifted(train_t[torch.from_numpy(rng.integers(0, len(train_t), share.batch))], cfg.shift, rng)
         logs, actions = agent_step(agent, renderer, opt, target, cfg, critic, copt)
         counter[0] += 1
         if cfg.refresh_every and counter[0] % cfg.refresh_every == 0:
             logs["refresh_bce"] = refresh(actions)
-        return logs
+        return distributed.mean_logs(logs)
 
     def save(at: int, seconds: float):
-        metrics.clear()
-        metrics.update(score(agent, renderer, quick_test, env), step=at)
         ts = {"optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
               "renderer_optim": ropt.state_dict(),
-              "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
+              "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state(),
+              **distributed.other_rng_states(rng, torch.device("cpu"))}
+        if not main:  # rank 0 alone scores and writes
+            return
+        metrics.clear()
+        metrics.update(score(agent, renderer, quick_test, env), step=at)
         if critic:
             ts.update(critic=critic.state_dict(), critic_optim=copt.state_dict())
         # The agent folder carries the world model it was trained through (refreshed, if so);
@@ -253,7 +282,7 @@ def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = N
 
     runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train agent", progress=progress,
               where=out)
-    return metrics
+    return distributed.from_main(lambda: metrics)
 
 
 def load_agent(run):

@@ -24,16 +24,19 @@ def _seed(a) -> dict:
 
 
 def cmd_train_renderer(a) -> None:
+    from ..distributed import launched_rank
     from .renderer import RendererConfig, train_renderer
     _threads(a)
     cfg = RendererConfig(**given(a, RendererConfig))  # flags not given keep the config's defaults
     m = train_renderer(a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes, **_seed(a),
                        resume=a.resume, force=a.force, progress=not a.quiet)
-    print(f"saved {a.out} at step {m['step']}: held-out strokes PSNR {m['val_psnr']:.2f} dB "
-          f"(blank layer {m['blank_psnr']:.2f} dB), BCE {m['val_bce']:.4f}, MSE {m['val_mse']:.5f}")
+    if launched_rank() == 0:  # under torchrun: one line per run
+        print(f"saved {a.out} at step {m['step']}: held-out strokes PSNR {m['val_psnr']:.2f} dB "
+              f"(blank layer {m['blank_psnr']:.2f} dB), BCE {m['val_bce']:.4f}, MSE {m['val_mse']:.5f}")
 
 
 def cmd_train_agent(a) -> None:
+    from ..distributed import launched_rank
     from .agent import AgentConfig, train_agent
     _threads(a)
     if not a.resume and not a.renderer:
@@ -41,8 +44,9 @@ def cmd_train_agent(a) -> None:
     cfg = AgentConfig(**given(a, AgentConfig))
     m = train_agent(a.renderer, a.targets, a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes,
                     **_seed(a), resume=a.resume, force=a.force, progress=not a.quiet)
-    print(f"saved {a.out} at step {m['step']}: {m['targets']} held-out targets, MSE real {m['mse_real']:.4f}, "
-          f"dream {m['mse_dream']:.4f}, blank {m['mse_blank']:.4f} (try `everloop paint eval {a.out}`)")
+    if launched_rank() == 0:
+        print(f"saved {a.out} at step {m['step']}: {m['targets']} held-out targets, MSE real {m['mse_real']:.4f}, "
+              f"dream {m['mse_dream']:.4f}, blank {m['mse_blank']:.4f} (try `everloop paint eval {a.out}`)")
 
 
 def _target(spec: str, agent_config: dict, size: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..errors import EverloopError
 from ..loop import cosine_lr
 from ..metrics import psnr_of_mse
@@ -134,41 +134,58 @@ def load_renderer(run) -> tuple[StrokeNet, RendererConfig, dict]:
 
 def train_renderer(out, cfg: RendererConfig | None = None, *, steps=None, minutes=None, seed=0,
                    resume=False, force=False, progress=True) -> dict:
-    """Train (or --resume) a renderer into `out`; returns the held-out metrics it saved."""
+    """Train (or --resume) a renderer into `out`; returns the held-out metrics it saved.
+    Under torchrun the processes train it together (distributed.py; `batch` is the global
+    batch), and each returns rank 0's metrics."""
     out = Path(out)
-    runs.check_out(out, resume, force)
-    state = None
-    if resume:
+    with distributed.session(torch.device("cpu"), str(out)):
+        return _train_renderer(out, cfg, steps, minutes, seed, resume, force, progress)
+
+
+def _train_renderer(out: Path, cfg, steps, minutes, seed, resume, force, progress) -> dict:
+    def read():  # rank 0 alone reads the run folder
+        runs.check_out(out, resume, force)
+        if not resume:
+            return cfg, None, None
         config = runs.read_folder(out, KIND)
-        cfg = runs.config_from(RendererConfig, config["config"], str(out / "config.json"))
+        saved = runs.config_from(RendererConfig, config["config"], str(out / "config.json"))
         state = checkpoint.load_train_state(out)
+        return saved, state, checkpoint.resume_weights(out, state)
+    cfg, state, weights = distributed.from_main(read)
     cfg = cfg or RendererConfig()
     env = PaintEnv(cfg.size, cfg.backend)
     torch.manual_seed(seed)
     net = StrokeNet(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    rng = np.random.default_rng(seed)
+    rng = distributed.rank_generator(seed)  # rank 0's is world size 1's
     step, elapsed = 0, 0.0
     if state is not None:
-        net.load_state_dict(checkpoint.resume_weights(out, state))
+        net.load_state_dict(weights)
         opt.load_state_dict(state["optim"])
         step, elapsed = state["step"], state["elapsed"]
-        runs.set_rng_state(rng, state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
-    val = real_batch(env, np.random.default_rng(10_000 + seed), cfg.val_strokes)  # never a training stroke
+        distributed.resume_rngs(rng, state, seed, torch.device("cpu"))
+    else:
+        distributed.seed_noise(seed)
+    distributed.broadcast_module(net)
+    distributed.average_gradients(net.parameters(), {"renderer": opt})
+    share = distributed.share_batch(cfg, ("batch",))  # this process's strokes per step
+    main = distributed.is_main()
+    val = real_batch(env, np.random.default_rng(10_000 + seed), cfg.val_strokes) if main else None  # never trained on
     metrics = {}
 
     def step_fn(progress: float):
         cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
-        return {"bce": renderer_step(net, opt, *real_batch(env, rng, cfg.batch))}
+        return distributed.mean_logs({"bce": renderer_step(net, opt, *real_batch(env, rng, share.batch))})
 
     def save(at: int, seconds: float):
-        metrics.clear()
-        metrics.update(evaluate(net, *val), step=at)
         ts = {"optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
-              "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state()}
-        runs.save_folder(out, KIND, cfg, net.state_dict(), {"seed": seed, "metrics": dict(metrics)}, ts)
+              "numpy_rng": runs.rng_state(rng), "torch_rng": torch.get_rng_state(),
+              **distributed.other_rng_states(rng, torch.device("cpu"))}
+        if main:
+            metrics.clear()
+            metrics.update(evaluate(net, *val), step=at)
+            runs.save_folder(out, KIND, cfg, net.state_dict(), {"seed": seed, "metrics": dict(metrics)}, ts)
 
     runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train renderer",
               progress=progress, where=out)
-    return metrics
+    return distributed.from_main(lambda: metrics)
