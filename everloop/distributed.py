@@ -366,6 +366,17 @@ def average_gradients(params, optimizers: dict) -> None:
         opt.register_step_pre_hook(_before_step)
 
 
+def mean_over_processes(t: torch.Tensor) -> torch.Tensor:
+    """A copy of `t` averaged over the processes, for a family that reads a gradient of its
+    loss itself (autograd.grad of a mean over its share; the mean of those is the global
+    batch's); `t` itself at world size 1."""
+    if not active():
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t)
+    return t.div_(world())
+
+
 def mean_logs(logs: dict) -> dict:
     """A step's logs averaged over the processes (the global batch's, for means; a NaN on
     one process is a NaN on all, so they all stop on it)."""
