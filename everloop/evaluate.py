@@ -219,6 +219,13 @@ class EvalArgs:
     """Next-frame families: recursion steps scored against the real continuation."""
     pred_clips: int = flag(8, type=positive("--pred-clips"))
     """Next-frame families: held-out seed clips to average over."""
+    control_starts: int = flag(100, type=positive("--control-starts"))
+    """Action-conditioned runs: held-out starts rolled out with the true and the shuffled
+    actions (report.json `control`, docs/play.md)."""
+    control_steps: int = flag(1000, type=positive("--control-steps"))
+    """Action-conditioned runs: steps of random-key play before the maze is compared."""
+    control_streams: int = flag(8, type=positive("--control-streams", hi=1024))
+    """Action-conditioned runs: streams of random-key play."""
     device: str = "cpu"
     """cpu, cuda, cuda:N or auto (cuda if torch sees one, else cpu)."""
     progress: bool = flag(True, invert="--quiet")
@@ -296,6 +303,13 @@ def evaluate(run: str | None, data: str, frames: int, out: str, **options) -> di
     if model is not None and model.context_frames > 0 and pred_steps > 0:
         from .prediction import evaluate_prediction
         rep.update(evaluate_prediction(model, store, stride, pred_steps, pred_clips, seed))
+    if model is not None and model.n_actions > 0:  # a world model: does it obey the keys?
+        if store.actions is None:
+            rep["notes"].append(f"no control scores: {data} has no actions")
+        else:
+            from .control import evaluate_control
+            rep["control"] = evaluate_control(model, store, a.control_starts, a.control_steps,
+                                              a.control_streams, seed)
     report.write_outputs(rep, ev, out)
     return rep
 

@@ -85,6 +85,8 @@ def _markdown(rep: dict, hz: list[int]) -> str:
         lines.append(f"| {k} | {x['threshold']:.3g} | {x['min_run']} | {x['longest_run']} | {x['first_at']} |")
     if rep.get("prediction"):
         lines += ["", _prediction_markdown(rep)]
+    if rep.get("control"):
+        lines += ["", _control_markdown(rep["control"])]
     lines += [""] + [f"- {n}" for n in rep["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -100,4 +102,26 @@ def _prediction_markdown(rep: dict) -> str:
         a, b = pred[s], base[s]
         lines.append(f"| {s} | " + " | ".join(f"{a[k]:.2f} / {b[k]:.2f}" if k != "ssim" else f"{a[k]:.3f} / {b[k]:.3f}"
                                              for k in ("psnr", "ssim", "sharp_diff", "psnr_moving")) + " |")
+    return "\n".join(lines)
+
+
+def _control_markdown(c: dict) -> str:
+    """The world-model table (everloop.control; names in docs/play.md)."""
+    setup, maze = c["setup"], c["maze"]
+    lines = [f"Control: {setup['starts']} held-out starts, true actions / the same actions shuffled in time:", ""]
+    if "position" in c:
+        lines += ["| step | within a tile (8 px) | median error (px) | found |", "|---|---|---|---|"]
+        for t, true in c["position"]["true"].items():
+            other = c["position"]["shuffled"][t]
+            lines.append(f"| {t} | {true['within_tile']:.2f} / {other['within_tile']:.2f} | "
+                         f"{true['median_px']:.1f} / {other['median_px']:.1f} | "
+                         f"{true['found']:.2f} / {other['found']:.2f} |")
+        lines.append("")
+    p = c["psnr_moving"]
+    lines += ["| step | moving-pixel PSNR: true | shuffled | copy last |", "|---|---|---|---|"]
+    lines += [f"| {t} | {p['true'][t]:.2f} | {p['shuffled'][t]:.2f} | {p['copy_last'][t]:.2f} |" for t in p["true"]]
+    iou = f"maze IoU {maze['iou_mean']:.3f} (min {maze['iou_min']:.3f}); " if "iou_mean" in maze else ""
+    lines += ["", (f"Random keys, {maze['streams']} streams x {maze['steps']} steps: {iou}longest still "
+              f"{maze['longest_still']} steps (real {maze['real_longest_still']}); frozen: {maze['frozen']}; "
+              f"NaN: {c['nan'] or maze['nan']}")]
     return "\n".join(lines)

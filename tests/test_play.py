@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from everloop import checkpoint, models
+from everloop import checkpoint, control, models
 from everloop.cli import main
 from everloop.data import ACTION_NONE, ACTIONS_FILE, FrameStore
 from everloop.play import Game, action_for, play_scripted, play_window
@@ -18,12 +18,15 @@ MOVES = {0: (0, 0), 1: (-1, 0), 2: (0, 1), 3: (0, -1), 4: (1, 0)}
 
 
 def dot(y: int, x: int, size: int = 16) -> np.ndarray:
-    f = np.full((size, size, 3), 20, np.uint8)
-    f[y - 1:y + 1, x - 1:x + 1] = (230, 200, 40)  # a 2x2 yellow dot
+    """Ms. Pac-Man's colours: a blue maze with a wall along the top, her as a 2x2 dot."""
+    f = np.empty((size, size, 3), np.uint8)
+    f[:] = (0, 28, 136)
+    f[0] = (228, 111, 111)
+    f[y - 1:y + 1, x - 1:x + 1] = (210, 164, 74)
     return f
 
 
-def dot_game(path, episodes: int = 6, steps: int = 60, seed: int = 0):
+def dot_game(path, episodes: int = 6, steps: int = 80, seed: int = 0):
     """A dataset with actions: each episode a random walk of the dot, steered by the actions."""
     rng = np.random.default_rng(seed)
     frames, actions, eps = [], [], []
@@ -42,13 +45,14 @@ def dot_game(path, episodes: int = 6, steps: int = 60, seed: int = 0):
     (path / "meta.json").write_text(json.dumps({
         "frames": len(frames), "height": 16, "width": 16, "fps": 15.0, "episodes": eps,
         "splits": {"train": list(range(episodes - 1)), "test": [episodes - 1]},
-        "actions": {"count": 5, "meanings": MEANINGS}}))
+        "actions": {"count": 5, "meanings": MEANINGS},
+        "recorded": {"game": "MsPacman", "native_height": 32, "native_width": 16, "crop": [0, 0, 16, 32]}}))
     return path
 
 
 def x_of(frame: torch.Tensor) -> float:
-    """Centroid column of the dot's yellow (red minus blue) in a float frame [3, H, W]."""
-    w = (frame[0] - frame[2]).clamp_min(0)
+    """Centroid column of the dot's yellow (red minus blue, below the wall) in a float frame [3, H, W]."""
+    w = (frame[0, 1:] - frame[2, 1:]).clamp_min(0)
     return float((w.sum(0) * torch.arange(frame.shape[-1])).sum() / w.sum().clamp_min(1e-6))
 
 
@@ -145,3 +149,32 @@ def test_the_window_plays_keys_and_quits(dot_run, monkeypatch):
     assert play_window(game, fps=1000, zoom=1) == 4
     assert pressed == [0, 0, 0, 0]  # no key down: NOOP
     assert checkpoint.read_config(dot_run)["family"] == "playable"
+
+
+def test_her_position_and_the_maze_are_read_from_colour_mixtures(tmp_path):
+    store = FrameStore(dot_game(tmp_path / "dots"))
+    geo = control.Geometry(store)  # 16x16 from a 16x32 native screen: a pixel is 1 x 2 native
+    frames = np.stack([dot(5, 9), dot(12, 3)])
+    np.testing.assert_allclose(control.positions(frames, geo), [[5 * 2, 9], [12 * 2, 3]], atol=1e-4)
+    mixed = frames[:1].astype(float)
+    mixed[0, 4:6, 8:10] = 0.3 * np.array([210, 164, 74]) + 0.7 * np.array([0, 28, 136])  # a third of her
+    shares = control.colour_shares(mixed.round().astype(np.uint8), control.GAMES["MsPacman"]["palette"],
+                                   [(210, 164, 74), (228, 111, 111)])
+    assert abs(shares[0, 0, 4, 8] - 0.3) < 0.02 and shares[1, 0, 0, 3] == 1.0
+    empty = frames[:1].copy()
+    empty[0, 1:] = (0, 28, 136)
+    assert np.isnan(control.positions(empty, geo)).all()  # she is not there
+    assert control.iou(control.wall_mask(frames[:1], geo), control.wall_mask(empty, geo))[0] == 1.0
+
+
+def test_eval_of_a_world_model_has_a_control_section(dot_run, tmp_path, capsys):
+    code = main(["eval", str(dot_run), "--frames", "16", "--streams", "1", "--pred-steps", "4", "--pred-clips", "2",
+                 "--control-starts", "3", "--control-steps", "20", "--control-streams", "2",
+                 "--out", str(tmp_path / "report"), "--quiet", "--data", str(tmp_path / "dots")])
+    assert code == 0, capsys.readouterr().err
+    rep = json.loads((tmp_path / "report" / "report.json").read_text())["control"]
+    assert set(rep["position"]) == {"true", "shuffled"} and set(rep["position"]["true"]) == {"1", "4", "16", "64"}
+    assert rep["position"]["true"]["1"]["counted"] == 3 and 0 <= rep["maze"]["iou_mean"] <= 1
+    assert set(rep["psnr_moving"]) == {"true", "shuffled", "copy_last"} and rep["nan"] is False
+    assert rep["maze"]["steps"] == 20 and isinstance(rep["maze"]["frozen"], bool)
+    assert "Control:" in (tmp_path / "report" / "report.md").read_text()
