@@ -6,7 +6,9 @@ quits. One model step per tick at the recording's rate (15 steps/s at --ale-v5).
 
 `--actions FILE.npy --out FILE.mp4` plays a scripted action sequence without a window (for
 tests and evaluation; pygame is not needed then): the same run, seed and actions give the
-same frames, and the steps per second the model ran at are printed.
+same frames, and the steps per second the model ran at are printed. `--beside-real --out
+FILE.gif` plays the actions recorded in the held-out episode instead and shows the model's
+frames on the left of the real ones (docs/play.md's GIF).
 
 Starts are real: the first `context` frames of a held-out episode of the run's dataset
 (the Test split: frames the model never trained on), drawn by --seed, or --episode K."""
@@ -95,6 +97,18 @@ class Game:
             self.state = self.model.advance(self.state, self.generator, action=torch.tensor([action]))
         return self.frame()
 
+    def recorded(self, episode: int, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The real continuation of held-out episode `episode` from where restart() begins
+        it, and the actions recorded there: (uint8 frames [T + 1, H, W, 3], actions [T])."""
+        k, start = self.model.context_frames, self.starts[episode]
+        end = next(e for s, e in self.store.split()[1] if s == start)
+        first = start + self.stride * (k - 1)  # the frame restart() shows
+        n = (end - 1 - first) // self.stride
+        n = n if steps is None else min(n, steps)
+        idx = first + self.stride * np.arange(n + 1)
+        acts = np.asarray(self.store.actions[idx[:-1]], dtype=np.int64)  # the first of each stride's actions
+        return np.asarray(self.store.frames[idx]), acts
+
     def frame(self) -> np.ndarray:
         from .rollout import latent_of
         with torch.inference_mode():
@@ -121,13 +135,19 @@ def read_actions(path, n_actions: int) -> np.ndarray:
     return actions.astype(np.int64)
 
 
-def play_scripted(game: Game, actions: np.ndarray, sink, episode: int | None = None) -> float:
-    """Write the start frame and one frame per action into `sink`; returns model steps/s."""
-    sink.write(game.restart(episode)[None])
-    t0 = time.perf_counter()
-    for a in actions:
-        sink.write(game.step(int(a))[None])
-    return len(actions) / max(time.perf_counter() - t0, 1e-9)
+def play_scripted(game: Game, actions: np.ndarray, sink, episode: int | None = None,
+                  beside: np.ndarray | None = None) -> float:
+    """Write the start frame and one frame per action into `sink` (with the frames of
+    `beside` on their right, if given); returns model steps/s."""
+    def show(t, frame):
+        sink.write((frame if beside is None else np.concatenate([frame, beside[t]], 1))[None])
+    show(0, game.restart(episode))
+    t0, spent = time.perf_counter(), 0.0
+    for t, a in enumerate(actions):
+        frame = game.step(int(a))
+        spent = time.perf_counter() - t0
+        show(t + 1, frame)
+    return len(actions) / max(spent, 1e-9)
 
 
 def play_window(game: Game, fps: float, zoom: int, episode: int | None = None) -> int:
@@ -164,8 +184,10 @@ def play_window(game: Game, fps: float, zoom: int, episode: int | None = None) -
 
 def cmd_play(a) -> None:
     from .outputs import claim
-    if (a.actions is None) != (a.out is None):
-        raise EverloopError("--actions and --out go together (a scripted game written to a file)")
+    if a.beside_real and a.actions is not None:
+        raise EverloopError("--beside-real plays the recorded actions; leave out --actions")
+    if (a.actions is None and not a.beside_real) != (a.out is None):
+        raise EverloopError("--actions (or --beside-real) and --out go together (a scripted game written to a file)")
     if a.out is not None:
         from .sinks import output_kind
         claim(a.out, output_kind(a.out), force=a.force, inputs={"RUN": a.run, "--actions": a.actions})
@@ -181,10 +203,17 @@ def cmd_play(a) -> None:
         print(f"played {steps} steps")
         return
     from .sinks import open_sink
-    actions = read_actions(a.actions, len(game.meanings))
+    real = None
+    if a.beside_real:
+        episode = a.episode if a.episode is not None else int(game.rng.integers(len(game.starts)))
+        game.restart(episode)  # checks the index
+        real, actions = game.recorded(episode, a.steps)
+        a.episode = episode
+    else:
+        actions = read_actions(a.actions, len(game.meanings))[:a.steps]
     with open_sink(a.out, fps=fps, frames=len(actions) + 1, force=a.force,
                    inputs={"RUN": a.run, "--actions": a.actions}) as sink:
-        rate = play_scripted(game, actions, sink, a.episode)
+        rate = play_scripted(game, actions, sink, a.episode, beside=real)
     print(f"wrote {a.out}: {len(actions) + 1} frames from held-out episode {game.episode} "
           f"({rate:.1f} model steps/s at batch 1)")
 
@@ -198,6 +227,9 @@ def add_play_parser(subparsers) -> None:
     s.add_argument("--data", help="dataset to start from (default: the one the run trained on)")
     s.add_argument("--actions", metavar="FILE.npy", help="play these actions (integers [T]) without a window")
     s.add_argument("--out", help="with --actions: the video to write (.mp4, .png APNG, .gif or a folder/)")
+    s.add_argument("--beside-real", action="store_true",
+                   help="play the held-out episode's recorded actions; the real frames on the right")
+    s.add_argument("--steps", type=positive("--steps"), help="play at most this many actions")
     s.add_argument("--seed", type=SEED, default=0, help="draws the held-out start episodes (default 0)")
     s.add_argument("--episode", type=number("--episode", int, lo=0),
                    help="start from this held-out episode (default: one drawn by --seed)")

@@ -119,6 +119,16 @@ def test_scripted_play_is_deterministic_and_needs_no_pygame(dot_run, tmp_path, m
     play_scripted(game, np.array([2, 2, 1]), Sink(), episode=0)
     assert len(frames) == 4 and frames[0].shape == (16, 16, 3)
     assert game.restart(0).tobytes() == frames[0].tobytes()  # the same real start
+    code = main(["play", str(dot_run), "--beside-real", "--steps", "5", "--episode", "0",
+                 "--out", str(tmp_path / "cmp.png")])
+    assert code == 0, capsys.readouterr().err
+    from PIL import Image
+    with Image.open(tmp_path / "cmp.png") as im:  # the model's frames, the real ones on the right
+        assert im.size == (32, 16) and im.n_frames == 6
+        real, acts = game.recorded(0, 5)
+        im.seek(5)
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB"))[:, 16:], real[5])
+    assert len(acts) == 5
 
 
 def test_play_refuses_what_it_cannot_play(dot_run, tmp_path, capsys, tiny_run):
