@@ -81,6 +81,10 @@ def test_the_family_takes_actions_of_every_form_and_refuses_bad_ones():
     assert torch.equal(model.advance(state, action=torch.tensor([3, 3]))[0], model.advance(state, action=3)[0])
     with pytest.raises(Exception, match="actions must be 0 to 8"):
         model.advance(state, action=9)
+    # the keys pressed before are part of the state: the same key now, after other keys, differs
+    after_right = model.advance(model.advance(state, action=2), action=0)[2]
+    assert after_right[:, -1].eq(0).all() and model.advance(state, action=2)[2][:, -1].eq(2).all()
+    assert models.config_from_dict("playable", {}).action_history == 1  # runs saved before it: one key
 
 
 def test_keys_map_to_the_games_actions():
@@ -136,7 +140,7 @@ def test_play_refuses_what_it_cannot_play(dot_run, tmp_path, capsys, tiny_run):
     code = main(["play", str(dot_run), "--actions", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "x.mp4")])
     assert code == 2 and "actions must be 0 to 4" in capsys.readouterr().err
     code = main(["play", str(dot_run), "--actions", str(tmp_path / "bad.npy")])
-    assert code == 2 and "--actions and --out go together" in capsys.readouterr().err
+    assert code == 2 and "and --out go together" in capsys.readouterr().err
     np.save(tmp_path / "ok.npy", np.array([0]))
     code = main(["play", str(tiny_run), "--actions", str(tmp_path / "ok.npy"), "--out", str(tmp_path / "y.mp4")])
     assert code == 2 and "takes no actions" in capsys.readouterr().err

@@ -1,8 +1,10 @@
 """playable: an action-conditioned next-frame predictor, a game a person can play inside the
 model (`everloop play`, docs/play.md).
 
-The last `context` frames and the action pressed at the last of them go in; the next frame
-comes out, as a correction to the last frame (most pixels of a game do not move from one
+The last `context` frames and the actions pressed at each of them go in (the last one is
+the key pressed now; the earlier ones tell what the game may still be answering: the
+console reads its input on its own frames, and sticky actions delay a key's effect); the
+next frame comes out, as a correction to the last frame (most pixels of a game do not move from one
 step to the next). A small U-Net at 64x64 draws the correction; the action, and the noise
 level of the context (below), reach every residual block as a FiLM scale and shift, so
 one global key press can move one small sprite.
@@ -25,6 +27,7 @@ a 0.5 GMAC net (docs/play.md has the measurements)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,6 +42,10 @@ from .base import Family
 
 @dataclass
 class PlayableConfig:
+    # Options added after runs were saved: a config.json without them loads with these,
+    # which reproduce what such a run did (models.config_from_dict).
+    LEGACY: ClassVar[dict] = {"action_history": 1}
+
     size: int = 64
     """Frame height = width in pixels, a multiple of 2^(levels - 1) (DIAMOND: 64)."""
     context: int = 4
@@ -46,6 +53,13 @@ class PlayableConfig:
     n_actions: int = 18
     """Size of the action vocabulary; a dataset's action count must not exceed it (ALE's
     full action set is 18; Ms. Pac-Man uses the first 9). Action 0 is NOOP."""
+    action_history: int = 4
+    """Actions the predictor sees: the key pressed now and the ones before it (at most
+    `context`: the ones that led between the context frames). A rollout starts with NOOPs
+    for the actions before its first frame."""
+    history_dropout: float = 0.1
+    """Share of training samples whose earlier actions are replaced by NOOP, as at the
+    start of a rollout (the key pressed now is always the real one)."""
     widths: tuple = (32, 64, 96, 128)
     """Channels of the U-Net per level, fine to coarse; each level halves the side
     (64x64: 64, 32, 16, 8)."""
@@ -81,7 +95,7 @@ class PlayableConfig:
 
 PRESETS = {
     "default": {},
-    "tiny": {"size": 16, "context": 2, "n_actions": 9, "widths": (8, 16), "blocks": (1,),
+    "tiny": {"size": 16, "context": 2, "action_history": 2, "n_actions": 9, "widths": (8, 16), "blocks": (1,),
              "cond_dim": 16, "batch_size": 4, "rollout_steps": 2},
 }
 
@@ -139,8 +153,9 @@ class UNet(nn.Module):
 
 
 class Playable(Family):
-    """Sampling state: (frame [B, 3, H, W], history [B, context, 3, H, W]) in [0, 1], as
-    multiscale's; decode is the identity. advance() takes the action pressed now."""
+    """Sampling state: (frame [B, 3, H, W], history [B, context, 3, H, W] in [0, 1], the
+    keys pressed before [B, action_history - 1, clip_stride]); decode is the identity, as
+    multiscale's. advance() takes the action pressed now."""
 
     family = "playable"
     requires_seed_clip = True  # a game continues from real frames (a start screen, a moment of play)
@@ -150,15 +165,17 @@ class Playable(Family):
         if len(cfg.widths) != len(cfg.blocks) + 1:
             raise EverloopError(f"playable: {len(cfg.widths)} widths need {len(cfg.widths) - 1} blocks "
                                 "(one per level below the finest)")
-        if not 0 <= cfg.noise_prob <= 1:
-            raise EverloopError(f"playable: noise_prob must be in [0, 1], got {cfg.noise_prob}")
+        if not (0 <= cfg.noise_prob <= 1 and 0 <= cfg.history_dropout <= 1):
+            raise EverloopError("playable: noise_prob and history_dropout must be in [0, 1]")
+        if not 1 <= cfg.action_history <= cfg.context:
+            raise EverloopError(f"playable: action_history must be 1 to context ({cfg.context})")
         if cfg.size % 2 ** (len(cfg.widths) - 1):
             raise EverloopError(f"playable: size {cfg.size} must be a multiple of {2 ** (len(cfg.widths) - 1)} "
                                 f"for {len(cfg.widths)} levels")
         if not 1 <= cfg.n_actions < 255 or cfg.context < 1 or cfg.rollout_steps < 1 or cfg.clip_stride < 1:
             raise EverloopError("playable: n_actions must be 1..254, context, rollout_steps and clip_stride >= 1")
         self.cfg, self.context_frames, self.n_actions = cfg, cfg.context, cfg.n_actions
-        self.action_emb = nn.Embedding(cfg.n_actions * cfg.clip_stride, cfg.cond_dim)
+        self.action_emb = nn.Embedding(cfg.n_actions * cfg.clip_stride * cfg.action_history, cfg.cond_dim)
         self.cond = nn.Sequential(nn.Linear(cfg.cond_dim + 1, cfg.cond_dim), nn.SiLU(),
                                   nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.net = UNet(3 * cfg.context, cfg)
@@ -167,10 +184,13 @@ class Playable(Family):
     # ------------------------------------------------------------------ prediction
     def predict(self, hist: torch.Tensor, action: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """The next frame (unclamped) from history [B, k, 3, H, W] in [0, 1], actions
-        [B, clip_stride] and the context's noise level [B] (None: clean)."""
-        b = hist.shape[0]
-        # each sub-step of the stride has its own rows of the embedding table
-        slots = action + self.cfg.n_actions * torch.arange(action.shape[1], device=action.device)
+        [B, action_history, clip_stride] (oldest first, the last pressed now; [B, stride]:
+        the one pressed now after NOOPs) and the context's noise level [B] (None: clean)."""
+        b, c = hist.shape[0], self.cfg
+        if action.ndim == 2:
+            action = F.pad(action[:, None], (0, 0, c.action_history - 1, 0))
+        # each (history position, sub-step of the stride) has its own rows of the table
+        slots = action.flatten(1) + c.n_actions * torch.arange(action[0].numel(), device=action.device)
         level = torch.zeros(b, device=hist.device) if noise is None else noise
         cond = self.cond(torch.cat([self.action_emb(slots).sum(1), 10 * level[:, None]], 1))
         return hist[:, -1] + self.net(hist.flatten(1, 2) * 2 - 1, cond)
@@ -201,15 +221,17 @@ class Playable(Family):
         hist = seed_clip[:, -k:].float()
         if hist.shape[0] != batch:
             hist = hist.expand(batch, *hist.shape[1:]) if hist.shape[0] == 1 else hist[:batch]
-        return hist[:, -1], hist.contiguous()
+        past = torch.zeros(batch, self.cfg.action_history - 1, self.cfg.clip_stride, dtype=torch.long,
+                           device=hist.device)  # the keys before the first frame: NOOP
+        return hist[:, -1], hist.contiguous(), past
 
     def advance(self, state, generator: torch.Generator | None = None, action=None):
         """One step with `action` pressed (None: NOOP); the frame is rounded to 8 bits, as
         the real frames the model learned from."""
-        _, hist = state
-        a = self._actions(action, hist.shape[0], hist.device)
-        frame = quantize(self.predict(hist, a))
-        return frame, torch.cat([hist[:, 1:], frame[:, None]], 1)
+        _, hist, past = state
+        acts = torch.cat([past, self._actions(action, hist.shape[0], hist.device)[:, None]], 1)
+        frame = quantize(self.predict(hist, acts))
+        return frame, torch.cat([hist[:, 1:], frame[:, None]], 1), acts[:, 1:]
 
     def decode(self, frame: torch.Tensor) -> torch.Tensor:
         return frame
@@ -242,14 +264,18 @@ class Playable(Family):
 
     def train_step(self, batch: ActionClips, opt: dict, autocast: bool = False) -> dict[str, float]:
         c, x, acts = self.cfg, batch.frames, batch.actions
-        b, k = x.shape[0], c.context
+        b, k, n = x.shape[0], c.context, c.action_history
         hist, loss, mse = x[:, :k], 0.0, 0.0
+        forget = torch.rand(b, device=x.device) < c.history_dropout  # earlier keys unknown, as at a start
+        earlier = torch.arange(n, device=x.device) < n - 1
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             for r in range(c.rollout_steps):
                 noisy = torch.rand(b, device=x.device) < c.noise_prob
                 level = torch.rand(b, device=x.device) * c.noise_max * noisy
                 ctx = hist + level[:, None, None, None, None] * torch.randn_like(hist)
-                pred = self.predict(ctx, acts[:, k - 1 + r], level).float()
+                a = acts[:, k - n + r:k + r]  # the n keys up to the one pressed now
+                a = a.masked_fill(forget[:, None, None] & earlier[None, :, None], 0)
+                pred = self.predict(ctx, a, level).float()
                 target, before = x[:, k + r], x[:, k - 1 + r]
                 moving = ((target - before).abs().amax(1, keepdim=True) > MOVING).float()
                 err = pred - target
