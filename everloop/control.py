@@ -202,6 +202,8 @@ def evaluate_control(model, store: FrameStore, starts: int = 100, maze_steps: in
     if geo.game is not None:
         where = positions(real, geo)
         rep["position"] = {name: _position_table(positions(f, geo), where) for name, f in gen.items()}
+        still = np.repeat(positions(to_uint8(last), geo)[:, None], horizon, 1)  # she stays where she was
+        rep["position"]["copy_last"] = _position_table(still, where)
     rep["maze"] = _maze(model, store, geo, maze_steps, maze_streams, seed)
     return rep
 

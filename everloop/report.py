@@ -110,12 +110,13 @@ def _control_markdown(c: dict) -> str:
     setup, maze = c["setup"], c["maze"]
     lines = [f"Control: {setup['starts']} held-out starts, true actions / the same actions shuffled in time:", ""]
     if "position" in c:
-        lines += ["| step | within a tile (8 px) | median error (px) | found |", "|---|---|---|---|"]
+        lines += ["| step | within a tile (8 px) | median error (px) | found | copy last: within a tile |",
+                  "|---|---|---|---|---|"]
         for t, true in c["position"]["true"].items():
-            other = c["position"]["shuffled"][t]
+            other, still = c["position"]["shuffled"][t], c["position"]["copy_last"][t]
             lines.append(f"| {t} | {true['within_tile']:.2f} / {other['within_tile']:.2f} | "
                          f"{true['median_px']:.1f} / {other['median_px']:.1f} | "
-                         f"{true['found']:.2f} / {other['found']:.2f} |")
+                         f"{true['found']:.2f} / {other['found']:.2f} | {still['within_tile']:.2f} |")
         lines.append("")
     p = c["psnr_moving"]
     lines += ["| step | moving-pixel PSNR: true | shuffled | copy last |", "|---|---|---|---|"]

@@ -187,7 +187,7 @@ def test_eval_of_a_world_model_has_a_control_section(dot_run, tmp_path, capsys):
                  "--out", str(tmp_path / "report"), "--quiet", "--data", str(tmp_path / "dots")])
     assert code == 0, capsys.readouterr().err
     rep = json.loads((tmp_path / "report" / "report.json").read_text())["control"]
-    assert set(rep["position"]) == {"true", "shuffled"} and set(rep["position"]["true"]) == {"1", "4", "16", "64"}
+    assert set(rep["position"]) == {"true", "shuffled", "copy_last"} and set(rep["position"]["true"]) == {"1", "4", "16", "64"}
     assert rep["position"]["true"]["1"]["counted"] == 3 and 0 <= rep["maze"]["iou_mean"] <= 1
     assert set(rep["psnr_moving"]) == {"true", "shuffled", "copy_last"} and rep["nan"] is False
     assert rep["maze"]["steps"] == 20 and isinstance(rep["maze"]["frozen"], bool)
