@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import gc
 import json
 import os
 import re
@@ -113,8 +114,13 @@ def session(device: torch.device, where: str = "the run"):
                                 f"({_first_line(e)}); check MASTER_ADDR / MASTER_PORT and that every "
                                 f"node was started") from None
     _place.rank, _place.world, _place.local_rank = dist.get_rank(), dist.get_world_size(), local
+    finished = False
     try:
         yield device
+        if started:  # leave together: no process tears its connections down under another's feet
+            gc.collect()  # nothing left that holds a collective's tensors (an old autograd graph)
+            dist.barrier()
+        finished = True
     except dist.DistError as e:
         raise _lost(e, where) from None
     except RuntimeError as e:
@@ -124,7 +130,9 @@ def session(device: torch.device, where: str = "the run"):
     finally:
         _place.rank, _place.world, _place.local_rank = 0, 1, 0
         _touched.clear()
-        if started:
+        # After a failure NCCL's teardown can wait on the process that failed (torchtitan
+        # destroys only after success); gloo's returns, and leaves nothing running at exit.
+        if started and (finished or dist.get_backend() == "gloo"):
             dist.destroy_process_group()
 
 
