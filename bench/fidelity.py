@@ -35,7 +35,7 @@ SHARED = ROOT.parent / "shared" / "data"
 PROCESSES = {"lava": SHARED / "lavalamp" / "lavalite-classic.mp4",
              **{p: SHARED / "processes" / f"{p}.mp4" for p in ("glschool", "goop", "eruption", "interference")}}
 FIVE = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
-FLAGS = ("frozen", "flicker", "loop", "collapse", "nan", "saturation")
+FLAGS = ("frozen", "flicker", "loop", "collapse", "twins", "nan", "saturation")
 PASS = 1.5  # the acceptance line: within 1.5x of the real-vs-real band
 NOTES = "\n## Notes"  # docs/fidelity.md from this heading on is written by people, and kept
 

@@ -26,6 +26,8 @@ frames at the same stride ("a second" = round(fps / stride) model steps):
   loop;
 * collapse -- (>= 2 streams) at some horizon the streams' mean pairwise RMS distance is below
   the 1st percentile of the RMS distance between two random real frames;
+* twins -- (>= 2 streams) at some horizon the two closest streams are that close: two
+  seeds fell onto one trajectory (the rest may still differ, so collapse does not see it);
 * saturation -- a horizon window's fraction of channel values at 0 or 255 exceeds the real
   99th percentile + 0.1;
 * nan -- a latent or a decoded value is not finite (model runs only).
@@ -109,7 +111,7 @@ class Evaluator:
         band = ref.band(k, seed)
         drift_r = {m: {} for m in ref.metrics}
         dist = {m: {} for m in ref.metrics}
-        sat, spread, latent = {}, {}, {}
+        sat, spread, closest, latent = {}, {}, {}, {}
         for t in self.horizons:
             gen = [drift.summarise(self.win[t][s]) for s in range(k)]
             for m in ref.metrics:
@@ -120,6 +122,7 @@ class Evaluator:
                 ds = drift.downsample(self.win[t].reshape(-1, *ref.shape)).reshape(k, ref.window, -1)
                 pairs = [np.sqrt(((ds[i] - ds[j]) ** 2).mean(1)) for i in range(k) for j in range(i + 1, k)]
                 spread[str(t)] = float(np.mean(pairs))
+                closest[str(t)] = float(np.min(np.mean(pairs, 1)))
             if t in self.lat:
                 from .models.duralava import latent_moments
                 latent[str(t)] = {n: float(v) for n, v in latent_moments(torch.from_numpy(self.lat[t])).items()}
@@ -138,9 +141,11 @@ class Evaluator:
                "latent": latent, "prediction": {}, "notes": list(self.notes)}
         if k > 1:
             rep["collapse"] = min(spread.values()) < ref.spread_thr
+            rep["twins"] = min(closest.values()) < ref.spread_thr
         det.update(nan={"first_at": self.nan_at},
                    saturation={"fraction": sat, "real_p99": ref.saturation_p99},
-                   collapse={"spread": spread, "threshold": ref.spread_thr} if k > 1 else None,
+                   collapse={"spread": spread, "closest_pair": closest, "threshold": ref.spread_thr}
+                   if k > 1 else None,
                    real_frozen_fraction=ref.frozen_fraction)
         rep["detectors"] = det
         if ref.real_longest["frozen"] >= ref.min_run["frozen"]:

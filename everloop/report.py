@@ -63,7 +63,7 @@ def write_outputs(rep: dict, ev, out) -> Path:
 
 
 def _markdown(rep: dict, hz: list[int]) -> str:
-    flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
+    flags = [k for k in ("frozen", "flicker", "loop", "collapse", "twins", "nan", "saturation") if rep.get(k)]
     lines = [f"# everloop eval: {rep['frames']} frames x {rep['streams']} stream(s)", "",
              f"Failures: **{', '.join(flags) if flags else 'none'}**", "",
              "Drift: distance to real half A / real-vs-real band (1 = as far as real footage is from itself).",

@@ -45,7 +45,7 @@ def test_real_footage_against_itself_scores_about_one(golden):
         assert list(by_t) == ["16", "128"]
         for t, r in by_t.items():
             assert 0.2 < r < 2, (m, t, r)
-    for flag in ("frozen", "flicker", "loop", "collapse", "nan", "saturation"):
+    for flag in ("frozen", "flicker", "loop", "collapse", "twins", "nan", "saturation"):
         assert golden[flag] is False, flag
     assert golden["prediction"] == {} and golden["latent"] == {}
 
@@ -112,6 +112,13 @@ def test_shuffled_time_keeps_appearance_but_fails_motion():
 def test_identical_streams_collapse():
     rep = run(np.repeat(HELD_OUT[:1], 3, 0))
     assert rep["collapse"] and not rep["frozen"]
+
+
+def test_two_streams_on_one_trajectory_are_twins_not_a_collapse():
+    gen = np.concatenate([HELD_OUT, HELD_OUT[:1]])  # 5 streams, the last a copy of the first
+    rep = run(gen)
+    assert rep["twins"] and not rep["collapse"]
+    assert min(rep["detectors"]["collapse"]["closest_pair"].values()) == 0
 
 
 def test_stream_windows_and_long_runs_at_constant_memory():
