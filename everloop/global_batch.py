@@ -20,6 +20,15 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     return gather(x) if active() else x
 
 
+def gather_each(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """gather_rows of each of several tensors of one shape, in one collective (each costs a
+    round trip to every process); `xs` itself at world size 1."""
+    if not active():
+        return xs
+    rows = gather(torch.stack(xs)).view(world(), len(xs), *xs[0].shape)
+    return [torch.cat(list(rows[:, i])) for i in range(len(xs))]
+
+
 def roll_rows(x: torch.Tensor) -> torch.Tensor:
     """This process's rows of the global batch rolled by one row (x.roll(1, 0) of the whole
     batch): row 0 gets the previous process's last row."""

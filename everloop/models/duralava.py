@@ -184,11 +184,12 @@ def motion_loss(fake: torch.Tensor, real: torch.Tensor, lags, mask: torch.Tensor
     Means over the global batch, under torch.distributed."""
     loss = fake.new_zeros(())
     mask = global_batch.gather_rows(mask) if mask is not None else None
-    for k in lags:
-        if k >= fake.shape[1]:
-            continue
-        f = global_batch.gather_rows(torch.log((fake[:, k:] - fake[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3))
-        r = global_batch.gather_rows(torch.log((real[:, k:] - real[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3))
+    lags = [k for k in lags if k < fake.shape[1]]
+    per_clip = [torch.log((x[:, k:] - x[:, :-k]).abs().float().mean(dim=(1, 2, 3, 4)) + 1e-3)
+                for k in lags for x in (fake, real)]
+    per_clip = global_batch.gather_each(per_clip)  # [B] each, of the global batch
+    for i in range(len(lags)):
+        f, r = per_clip[2 * i], per_clip[2 * i + 1]
         f = f[mask] if mask is not None and bool(mask.any()) else f
         loss = loss + (f.mean() - r.mean()) ** 2
     return loss
@@ -268,13 +269,15 @@ class Duralava(Family):
         b, t = real.shape[:2]
         if self.carry.shape[0] != b:
             self.carry, self.carried = self.reset(b), torch.zeros(b, dtype=torch.bool, device=real.device)
-        z, zs, penalty = self.carry, [], 0.0
+        z, zs, us, penalty = self.carry, [], [], 0.0
         with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=autocast):
             for _ in range(t):  # truncated BPTT through the t steps of this clip
                 zs.append(z)
                 u = self.step(z, self.noise(b))
                 z = standardize(u)
-                penalty = penalty + normality_penalty(global_batch.gather_rows(u))  # the global batch's moments
+                us.append(u)
+            for u in global_batch.gather_each(us):  # the global batch's moments at each step
+                penalty = penalty + normality_penalty(u)
             penalty = penalty / t
             lat = torch.stack(zs, 1)
             spread_z = per_dim_penalty(global_batch.gather_rows(torch.cat([lat[:, 1:], z[:, None]], 1)).flatten(0, 1))
