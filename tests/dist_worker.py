@@ -33,14 +33,16 @@ FAMILIES = {  # name: (steps, --set overrides, blocks of the global batch)
     # process's share (docs/distributed.md): off here, so the two sizes can be compared.
     "worldmodel": (6, {"free_bits": 0.0}, 1),
     "multiscale": (4, {}, 2),  # D's clips, then G's
+    "playable": (4, {}, 1),  # clips with their actions (NOOP: the test data has none)
 }
 
 
-def _mine(rows: torch.Tensor, blocks: int = 1) -> torch.Tensor:
-    """This rank's rows of a global batch made of `blocks` equal blocks."""
-    parts = rows.chunk(blocks)
-    share = len(parts[0]) // WORLD
-    return torch.cat([p[RANK * share:(RANK + 1) * share] for p in parts])
+def _mine(rows, blocks: int = 1):
+    """This rank's rows of a global batch (a tensor, or ActionClips) of `blocks` equal blocks."""
+    size = len(rows) // blocks
+    share = size // WORLD
+    return rows[torch.cat([torch.arange(k * size + RANK * share, k * size + (RANK + 1) * share)
+                           for k in range(blocks)])]
 
 
 class RowsGenerator:

@@ -33,8 +33,12 @@ from PIL import Image
 from everloop.cli import main
 
 WORKER = Path(__file__).with_name("dist_worker.py")
-NAMES = ("duralava", "worldmodel", "multiscale", "renderer", "agent")
+NAMES = ("duralava", "worldmodel", "multiscale", "playable", "renderer", "agent")
 TOLERANCE = 1e-5
+# Weights whose gradient is zero in exact arithmetic: a GroupNorm of one channel per group
+# right after them takes away any constant a channel gets, so what they get is rounding,
+# which Adam turns into steps of +-lr either way at either world size. Checked across ranks.
+ROUNDING_ONLY = {"playable": ("net.unpool.0.bias", "net.merge.0.bias")}
 
 
 def _port() -> int:
@@ -93,6 +97,8 @@ def test_two_processes_train_as_one(tmp_path, tiny_data):
             assert ref.keys() == a.keys() == b.keys()
             for key in ref:
                 assert torch.equal(a[key], b[key]), f"{name} {key}: the ranks' weights differ"
+                if key in ROUNDING_ONLY.get(name, ()):
+                    continue
                 if ref[key].dtype.is_floating_point:
                     err = (ref[key] - a[key]).abs().max().item()
                     assert err <= TOLERANCE, f"{name} {key}: world size 2 is {err:.2g} off world size 1"
