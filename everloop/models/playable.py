@@ -21,9 +21,9 @@ The loss is L1 + L2 per pixel, with `motion_weight` extra weight where the real 
 changes: on a still maze the plain loss is won by copying the last frame.
 
 Why not DIAMOND's diffusion model itself: at 3 denoising steps its U-Net costs ~5 GMAC per
-64x64 frame, 1.8-28 frames/s at batch 1 on this machine's 2 cores (seed-systems.md), below
-play's 15 steps/s, and too slow to train in 60 CPU minutes; this predictor is one pass of
-a 0.5 GMAC net (docs/play.md has the measurements)."""
+64x64 frame, 1.8-28 frames/s at batch 1 on this machine's 2 cores (seed-systems.md), mostly
+below play's 15 steps/s, and too dear to train in 60 CPU minutes; this predictor is one
+pass of a 0.5 GMAC net (docs/play.md has the measurements)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
