@@ -175,12 +175,14 @@ def from_main(fn):
 
 
 def broadcast_module(module: nn.Module) -> None:
-    """Every parameter and buffer as rank 0 has it: the same start on every process, even
-    where two machines' kernels would draw a seeded init a bit differently."""
+    """Every parameter and saved buffer (the state_dict) as rank 0 has it: the same start on
+    every process, even where two machines' kernels would draw a seeded init a bit
+    differently. Buffers left out of the state_dict are each process's own (duralava's
+    carried latents: its rows of the batch)."""
     if not active():
         return
     with torch.no_grad():
-        for t in [*module.parameters(), *module.buffers()]:
+        for t in module.state_dict(keep_vars=True).values():
             dist.broadcast(t.data, src=0)
 
 

@@ -3,6 +3,7 @@ them, with torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
 
     python tests/dist_worker.py equivalence OUT DATA DIGITS  # every family, global draws
     python tests/dist_worker.py die|hang DATA RUN     # rank 1 dies / stops answering at step 3
+    python tests/dist_worker.py cli ARGS...           # everloop's CLI, as torchrun would start it
 
 `equivalence`: each rank draws the *global* batch's data and noise (the same stream on
 every rank) and keeps its own rows, so world size 2 sees exactly the data and noise that
@@ -160,6 +161,8 @@ def failing(kind: str, data: str, run: str) -> int:
 
 if __name__ == "__main__":
     job = sys.argv[1]
+    if job == "cli":
+        sys.exit(main(sys.argv[2:]))
     if job == "equivalence":
         equivalence(Path(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:

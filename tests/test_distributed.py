@@ -6,7 +6,8 @@
   both ranks end with bit-identical weights.
 - `torchrun ... -m everloop train` at world size 2, resumed at 1, resumed by two
   `torchrun --nnodes 2 --node_rank {0,1}` on 127.0.0.1: one run, every step logged once,
-  the global batch's carried latents saved, and `generate` takes it.
+  the global batch's carried latents saved, and `generate` takes it; stopped and resumed
+  at world size 2 it is the same run bit for bit.
 - A process that dies, or stops answering, makes the other exit with a one-line error
   within the timeout instead of hanging.
 
@@ -29,6 +30,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from everloop.cli import main
 
@@ -106,15 +108,25 @@ def test_two_processes_train_as_one(tmp_path, tiny_data):
                     assert torch.equal(ref[key], a[key]), f"{name} {key}"
 
 
+def _weights(run: Path) -> dict:
+    state = torch.load(run / "train_state.pt")
+    return {**load_file(run / "model.safetensors"), **state["training_weights"], **state["extra"]}
+
+
 def test_torchrun_resumes_across_world_sizes_and_nodes(tmp_path, tiny_data, capsys):
-    run = tmp_path / "run"
+    run, cut = tmp_path / "run", tmp_path / "cut"
     flags = ["-m", "everloop", "train", "--data", tiny_data, "--out", run, "--family", "duralava", "--preset",
              "tiny", "--sample-every", "0", "--quiet", "--precision", "fp32"]
     p = _torchrun("--nproc_per_node", 2, *flags, "--steps", 4)
+    same = ["cli", *flags[2:6], cut, *flags[7:]]  # the same run, stopped at step 2 and resumed at world size 2
+    for rc, text in _wait(_start(2, [*same, "--steps", 2])) + _wait(_start(2, [*same, "--resume", "--steps", 4])):
+        assert rc == 0, text[-3000:]
     text, _ = p.communicate(timeout=240)
     assert p.returncode == 0, text[-3000:]
     assert text.count(f"saved {run}") == 1  # only rank 0 speaks
     assert torch.load(run / "train_state.pt")["extra"]["carry"].shape[0] == 4  # the global batch's rows
+    whole, resumed = _weights(run), _weights(cut)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # a resume at the same size is exact
 
     assert main(["train", "--data", str(tiny_data), "--out", str(run), "--resume", "--steps", "6", "--quiet"]) == 0
 
