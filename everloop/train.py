@@ -41,7 +41,15 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, devices, distributed, global_batch, outputs, sheets
+from . import (
+    checkpoint,
+    devices,
+    distributed,
+    global_batch,
+    grad_average,
+    outputs,
+    sheets,
+)
 from .data import FrameStore, seed_clips
 from .errors import EverloopError
 from .flags import flag
@@ -262,7 +270,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
     current, stage_done = names[first], False
     global_batch.sync_batchnorm(model, device)  # for modules --stage made afresh
     distributed.broadcast_module(model)  # every process starts from rank 0's weights
-    distributed.average_gradients(model.parameters(), opt)
+    grad_average.average_gradients(model.parameters(), opt)
     global_cfg, model.cfg = model.cfg, distributed.share_batch(model.cfg, model.batch_fields())
     if args.stage is not None and main:
         rewind(out, step, redo=tuple(names[first:]))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import mean_over_processes
+from ..grad_average import mean_over_processes
 
 
 class PatchDiscriminator(nn.Module):
@@ -57,5 +57,5 @@ def adaptive_weight(recon: torch.Tensor, adv: torch.Tensor, last: torch.Tensor,
     decoder's last layer is scaled to the reconstruction's, then `adv_weight` sets the ratio."""
     g_rec = torch.autograd.grad(recon, last, retain_graph=True)[0]
     g_adv = torch.autograd.grad(adv, last, retain_graph=True)[0]
-    g_rec, g_adv = mean_over_processes(g_rec), mean_over_processes(g_adv)  # the global batch's (distributed.py)
+    g_rec, g_adv = mean_over_processes(g_rec), mean_over_processes(g_adv)  # the global batch's (grad_average.py)
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, cap).detach()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoint, distributed
+from .. import checkpoint, distributed, grad_average
 from ..loop import cosine_lr
 from . import runs, targets
 from .env import ACTION_DIM, PaintEnv
@@ -237,7 +237,7 @@ def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed
     nets = [agent, renderer] + ([critic] if critic else [])
     for net in nets:
         distributed.broadcast_module(net)
-    distributed.average_gradients([p for net in nets for p in net.parameters()],
+    grad_average.average_gradients([p for net in nets for p in net.parameters()],
                                   {"agent": opt, "renderer": ropt, **({"critic": copt} if critic else {})})
     share = distributed.share_batch(cfg, ("batch", "refresh_batch"))  # this process's part of a step
     main = distributed.is_main()

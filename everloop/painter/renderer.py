@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoint, distributed
+from .. import checkpoint, distributed, grad_average
 from ..errors import EverloopError
 from ..loop import cosine_lr
 from ..metrics import psnr_of_mse
@@ -167,7 +167,7 @@ def _train_renderer(out: Path, cfg, steps, minutes, seed, resume, force, progres
     else:
         distributed.seed_noise(seed)
     distributed.broadcast_module(net)
-    distributed.average_gradients(net.parameters(), {"renderer": opt})
+    grad_average.average_gradients(net.parameters(), {"renderer": opt})
     share = distributed.share_batch(cfg, ("batch",))  # this process's strokes per step
     main = distributed.is_main()
     val = real_batch(env, np.random.default_rng(10_000 + seed), cfg.val_strokes) if main else None  # never trained on
