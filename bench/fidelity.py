@@ -41,7 +41,7 @@ NOTES = "\n## Notes"  # docs/fidelity.md from this heading on is written by peop
 
 
 def everloop(*args: str, log: Path | None = None) -> None:
-    cmd = [sys.executable, "-m", "everloop.cli", *args]  # the package has no __main__
+    cmd = [sys.executable, "-m", "everloop.cli", *args]
     print("$ everloop " + " ".join(args), flush=True)
     with open(log, "w") if log else open(os.devnull, "w") as out:
         code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT)

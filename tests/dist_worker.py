@@ -30,9 +30,7 @@ RANK, WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE",
 
 FAMILIES = {  # name: (steps, --set overrides, blocks of the global batch)
     "duralava": (4, {}, 1),
-    # free bits act on the batch mean of the KL, which worldmodel.py computes over each
-    # process's share (docs/distributed.md): off here, so the two sizes can be compared.
-    "worldmodel": (6, {"free_bits": 0.0}, 1),
+    "worldmodel": (6, {}, 1),  # free bits clamp the global batch's KL mean (gather_rows)
     "multiscale": (4, {}, 2),  # D's clips, then G's
     "playable": (4, {}, 1),  # clips with their actions (NOOP: the test data has none)
 }

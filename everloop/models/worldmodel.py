@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import devices
+from .. import devices, global_batch
 from ..data import to_float, window_starts
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
@@ -294,7 +294,8 @@ class WorldModel(Family):
         recon = per_pixel.flatten(1).sum(1).mean()  # summed over pixels, as World Models
         if c.gdl_weight:
             recon = recon + c.gdl_weight * gdl_loss(y, x, 2.0) * x[0].numel()
-        kl_dim = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).float().mean(0)  # [L], batch mean
+        # [L], the global batch's mean: free bits clamp it, so each process's half would differ
+        kl_dim = global_batch.gather_rows(-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).float().mean(0)
         kl = torch.clamp(kl_dim, min=c.free_bits).sum() if c.free_bits > 0 else kl_dim.sum()
         loss = recon + c.kl_weight * kl
         if c.decoder_output == "clip" and c.clip_weight > 0:  # no pixel may hide past the clip for good
