@@ -132,8 +132,8 @@ def write_doc(results: list[dict], a, path: Path) -> None:
               f"`everloop eval RUN --data DATA --frames {a.frames} --streams 8`. "
               f"Cells: drift ratio to the real-vs-real band at t = {', '.join(map(str, horizons))}; "
               f"**bold** = above {PASS}x. The acceptance is the five metrics before brightness."
-              + (" Each run was trained before the decoder calibration existed and has it fitted after "
-                 "training (`bench/calibrate.py`, the family's own encode-stage fit on the same VAE): "
+              + (" Each run has the decoder calibration fitted after training (`bench/calibrate.py`, "
+                 "the family's own encode-stage fit on the same VAE; a refit for runs trained with it): "
                  "the evals are of RUN-cal." if a.calibrated else "")), ""]
     head = "| run | steps | " + " | ".join(metrics) + " | flags | pass |"
     lines += [head, "|---|---|" + "---|" * len(metrics) + "---|---|"]
