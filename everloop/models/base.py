@@ -159,3 +159,17 @@ class Family(nn.Module):
 
     def load_extra_state(self, state: dict) -> None:
         """Restore extra_state() (moving it to the model's device)."""
+
+
+class FramesAreStates:
+    """Mixin (before Family) for families whose state's latent is the frame itself
+    (multiscale, playable): decoding is the identity, and a frame between two steps is
+    their cross-fade, written as (1 - w) a + w b so old runs' --interp stays bit-identical."""
+
+    def decode(self, frame: torch.Tensor) -> torch.Tensor:
+        return frame
+
+    @staticmethod
+    def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+        return (1 - w) * a + w * b
+

@@ -35,7 +35,7 @@ from torch import nn
 from ..data import moving_crop, to_float
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
-from .base import Family
+from .base import Family, FramesAreStates
 
 # Per scale, coarse to fine: G kernels and hidden widths (x g_width / 128), D convs
 # (channels x d_width / 64, kernels) and FC widths (x d_width / 64): the paper's tables.
@@ -176,7 +176,7 @@ class ScaleDiscriminator(nn.Module):
         return self.net(x).squeeze(1)
 
 
-class Multiscale(Family):
+class Multiscale(FramesAreStates, Family):
     """The family: one generator (and, when adversarial, one discriminator) per scale.
 
     Sampling state: (frame [B, 3, H, W], history [B, T, 3, H, W]) in [0, 1]; rollout.py
@@ -242,13 +242,6 @@ class Multiscale(Family):
         _, hist = state
         frame = self.next_frame(hist)
         return frame, torch.cat([hist[:, 1:], frame[:, None]], 1)
-
-    def decode(self, frame: torch.Tensor) -> torch.Tensor:
-        return frame
-
-    @staticmethod
-    def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
-        return (1 - w) * a + w * b
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -37,7 +37,7 @@ from torch import nn
 from ..data import ActionClips
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
-from .base import Family
+from .base import Family, FramesAreStates
 
 
 @dataclass
@@ -152,7 +152,7 @@ class UNet(nn.Module):
         return self.out(h)
 
 
-class Playable(Family):
+class Playable(FramesAreStates, Family):
     """Sampling state: (frame [B, 3, H, W], history [B, context, 3, H, W] in [0, 1], the
     keys pressed before [B, action_history - 1, clip_stride]); decode is the identity, as
     multiscale's. advance() takes the action pressed now."""
@@ -232,13 +232,6 @@ class Playable(Family):
         acts = torch.cat([past, self._actions(action, hist.shape[0], hist.device)[:, None]], 1)
         frame = quantize(self.predict(hist, acts))
         return frame, torch.cat([hist[:, 1:], frame[:, None]], 1), acts[:, 1:]
-
-    def decode(self, frame: torch.Tensor) -> torch.Tensor:
-        return frame
-
-    @staticmethod
-    def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
-        return (1 - w) * a + w * b
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
