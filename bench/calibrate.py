@@ -5,9 +5,9 @@ stage, in a copy: what the calibration alone changes, on the same weights.
     .venv/bin/python bench/calibrate.py RUN --data DATA --out CALIBRATED_RUN
 
 The copy's config.json gets colour_table and still_snap at the family defaults and its
-model.safetensors the fitted buffers; the fit is the family's own
-(`WorldModel._fit_calibration`) on the run's saved posterior means, so it is what a
-training run with the same VAE would have."""
+model.safetensors the fitted buffers; the fit is the family's own encode stage
+(`begin_stage("encode")`: every frame encoded again, then the calibration), so it is what
+a training run with the same VAE would have."""
 from __future__ import annotations
 
 import argparse
@@ -50,10 +50,7 @@ def main() -> None:
                    still_plate=torch.zeros(3, size, size), stillness=torch.zeros(1, size, size))
     save(weights, out)
     model, _ = load_run(str(out))
-    store = FrameStore(a.data)
-    model.ranges = store.split(model.cfg.holdout) if model.cfg.holdout > 0 else ([list(e) for e in store.episodes], [])
-    mu = load_file(out / "latents.safetensors")["mu"]
-    logs = model._fit_calibration(store, mu)
+    logs = model.begin_stage("encode", FrameStore(a.data), {})
     weights.update({k: model.state_dict()[k].contiguous() for k in ("colour_lut", "still_plate", "stillness")})
     save(weights, out)
     print(f"{out}: calibrated; still pixels {logs['still_share']:.1%}; joint colour histogram L1 on the "

@@ -13,25 +13,19 @@ import argparse
 
 import numpy as np
 import torch
+from worldmodel_ceiling import autoencode, held_out_streams, print_table
 
 from everloop import rollout
 from everloop.checkpoint import load_run
-from everloop.data import FrameStore, to_float, to_uint8
-from everloop.evaluate import evaluate_frames
-
-METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
-
-
-@torch.no_grad()
-def reconstruct(model, frames: np.ndarray) -> np.ndarray:
-    return np.concatenate([to_uint8(model.decode(model.vae.encode(to_float(frames[i:i + 200]))[0]))
-                           for i in range(0, len(frames), 200)])
+from everloop.data import FrameStore, to_uint8
 
 
 @torch.no_grad()
 def dream(model, streams: int, steps: int) -> np.ndarray:
+    """`streams` dreams of `steps` steps from the prior, uint8 [streams, steps, H, W, 3]."""
     lat = next(rollout.latents(model, streams, seed=0, chunk=steps))
-    return to_uint8(model.decode(lat.flatten(0, 1))).reshape(streams, steps, *model.decode(lat[:1, 0]).shape[2:], 3)
+    frames = to_uint8(model.decode(lat.flatten(0, 1)))
+    return frames.reshape(streams, steps, *frames.shape[1:])
 
 
 def main() -> None:
@@ -45,24 +39,15 @@ def main() -> None:
     store = FrameStore(a.data)
     models = {"": load_run(a.run)[0].eval(), " + calibration": load_run(a.calibrated)[0].eval()}
     stride = models[""].cfg.clip_stride
-    x = np.asarray(store.frames[::stride])
-    ref, held = x[:len(x) // 2], x[len(x) // 2:]
-    n = min(600, len(held) - 30)
-    step = max(1, (len(held) - n) // 3)
-    streams = [held[i * step:i * step + n] for i in range(4)]
+    steps = -(-len(store) // stride)  # the data at the model's stride; its second half is held out
+    ref, streams = held_out_streams(store, stride, min(600, steps - steps // 2 - 30))
     rows = {"real held-out footage": np.stack(streams)}
     for suffix, model in models.items():
-        rows["reconstructions" + suffix] = np.stack([reconstruct(model, s) for s in streams])
+        rows["reconstructions" + suffix] = np.stack([autoencode(model, s) for s in streams])
     for suffix, model in models.items():
         rows[f"dream, {a.steps} steps" + suffix] = dream(model, 4, a.steps)
     print(f"{a.run}: largest ratio to the real band over the horizons, 4 streams, stride {stride}\n")
-    print("| frames | " + " | ".join(METRICS) + " |")
-    print("|---|" + "---:|" * len(METRICS))
-    for name, frames in rows.items():
-        horizons = tuple(sorted({16, 128, frames.shape[1]}))
-        rep = evaluate_frames(frames, [ref], steps_per_second=store.fps / stride, horizons=horizons)
-        print(f"| {name} | " + " | ".join(f"{max(rep['drift'][m].values()):.2f}" for m in METRICS) + " |",
-              flush=True)
+    print_table(rows, ref, store.fps / stride)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,38 @@ METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spe
 
 
 @torch.no_grad()
-def autoencode(model, frames: np.ndarray, noise: float, gen: torch.Generator, batch: int = 256) -> np.ndarray:
+def autoencode(model, frames: np.ndarray, noise: float = 0.0, gen: torch.Generator | None = None,
+               batch: int = 256) -> np.ndarray:
+    """Frames through the VAE's encoder and the family's decode (with its calibration)."""
     out = []
     for i in range(0, len(frames), batch):
         mu, logvar = model.vae.encode(to_float(frames[i:i + batch]))
         z = mu + noise * torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen) if noise else mu
-        out.append(to_uint8(model.vae.decode(z)))
+        out.append(to_uint8(model.decode(z)))
     return np.concatenate(out)
+
+
+def held_out_streams(store: FrameStore, stride: int, frames: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(the first half of DATA at `stride`: the reference, 4 streams of up to `frames` steps
+    spread over the second half; they overlap where the recording is short)."""
+    x = np.asarray(store.frames[::stride])
+    ref, held = x[:len(x) // 2], x[len(x) // 2:]
+    step = max(1, (len(held) - frames) // 3)
+    streams = [held[i * step:i * step + frames] for i in range(4)]
+    if len(streams[-1]) < frames:
+        raise SystemExit(f"{len(held)} held-out frames at stride {stride}; use a smaller --frames")
+    return ref, streams
+
+
+def print_table(rows: dict[str, np.ndarray], ref: np.ndarray, steps_per_second: float) -> None:
+    """A markdown row per set of streams [4, T, H, W, 3]: the largest ratio to the real band
+    over the horizons 16, 128 and T."""
+    print("| frames | " + " | ".join(METRICS) + " |")
+    print("|---|" + "---:|" * len(METRICS))
+    for name, gen in rows.items():
+        horizons = tuple(sorted({16, 128, gen.shape[1]}))
+        rep = evaluate_frames(gen, [ref], steps_per_second=steps_per_second, horizons=horizons)
+        print(f"| {name} | " + " | ".join(f"{max(rep['drift'][m].values()):.2f}" for m in METRICS) + " |", flush=True)
 
 
 def main() -> None:
@@ -43,14 +68,7 @@ def main() -> None:
     model, config = load_run(a.run)
     stride = int(config["config"].get("clip_stride", 1))
     store = FrameStore(a.data)
-    x = np.asarray(store.frames[::stride])
-    half = len(x) // 2
-    ref, held = x[:half], x[half:]
-    step = max(1, (len(held) - a.frames) // 3)
-    streams = [held[i * step:i * step + a.frames] for i in range(4)]
-    if len(streams[-1]) < a.frames:
-        raise SystemExit(f"{a.data}: {len(held)} held-out frames at stride {stride}; use a smaller --frames")
-    horizons = (16, 128, a.frames)
+    ref, streams = held_out_streams(store, stride, a.frames)
     rows = {"real footage": np.stack(streams)}
     try:  # the same footage a little blurred: how much of the gap is sharpness alone
         import cv2
@@ -62,12 +80,8 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
         name = "VAE, posterior mean" if p == 0 else f"VAE, mean + {p:g} x posterior std"
         rows[name] = np.stack([autoencode(model, s, p, gen) for s in streams])
-    print(f"{a.run}: largest ratio to the real band over horizons {horizons}, 4 streams, stride {stride}\n")
-    print("| frames | " + " | ".join(METRICS) + " |")
-    print("|---|" + "---:|" * len(METRICS))
-    for name, gen in rows.items():
-        rep = evaluate_frames(gen, [ref], steps_per_second=store.fps / stride, horizons=horizons)
-        print(f"| {name} | " + " | ".join(f"{max(rep['drift'][m].values()):.2f}" for m in METRICS) + " |", flush=True)
+    print(f"{a.run}: largest ratio to the real band over horizons 16, 128, {a.frames}; 4 streams, stride {stride}\n")
+    print_table(rows, ref, store.fps / stride)
 
 
 if __name__ == "__main__":

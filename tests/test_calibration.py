@@ -3,6 +3,7 @@ moves colours towards the footage's, kept only where it helps) and the still bac
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from everloop.models import calibration as colour
@@ -86,3 +87,20 @@ def test_training_fits_the_table_and_generation_uses_it(tmp_path, tiny_data):
         want = colour.apply_table(model.vae.decode(z).float(), model.colour_lut)
         want = colour.snap_to_plate(want, model.still_plate, model.stillness, model.cfg.still_snap)
         assert torch.equal(model.decode(z), want)
+
+
+@pytest.mark.parametrize("bad", [{"colour_table": 1}, {"colour_table": 200}])
+def test_colour_table_sides_out_of_range_are_refused(bad):
+    from everloop.errors import EverloopError
+    from everloop.models import build, make_config
+    with pytest.raises(EverloopError, match="colour_table"):
+        build("worldmodel", make_config("worldmodel", "tiny", bad))
+
+
+@pytest.mark.parametrize("value", [2.0, -0.1, float("nan")])
+def test_still_snap_out_of_range_is_refused_by_name(value):
+    from everloop.errors import EverloopError
+    from everloop.models.worldmodel_config import WorldModelConfig
+    from everloop.validate import check_values
+    with pytest.raises(EverloopError, match="--set still_snap"):
+        check_values(WorldModelConfig, {"still_snap": value}, "--set", from_set={"still_snap"})

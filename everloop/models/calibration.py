@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-STILL_SHARE = 0.05  # a pixel off its median (by > OFF) in fewer frames than this is still background
-OFF = 0.1  # the foreground threshold of worldmodel's foreground_weight
+FOREGROUND = 0.1  # a pixel this far from the median frame (some channel) shows something that comes and goes
+STILL_SHARE = 0.05  # a pixel in the foreground in fewer frames than this is still background
 GRID = 33  # table side: 33^3 colours, 1/32 of the range apart (trilinear in between)
 
 
@@ -129,12 +129,12 @@ def histogram_l1(a: np.ndarray, b: np.ndarray, levels: int = 8) -> float:
 
 def still_plate(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Training frames [N, 3, H, W] -> (median frame [3, H, W], stillness [1, H, W]): 1 where
-    the frames leave the median (by more than OFF in some channel) in none of the frames,
+    the frames leave the median (by more than FOREGROUND in some channel) in none of the frames,
     falling linearly to 0 at STILL_SHARE of them. On the five dev processes: 77% of the lava
     lamp's pixels still, 62% of the aquarium's, 4% of the fire's, none of the blobs' or
     the waves'."""
     plate = frames.median(0).values
-    off = ((frames - plate).abs().amax(1) > OFF).float().mean(0, keepdim=True)
+    off = ((frames - plate).abs().amax(1) > FOREGROUND).float().mean(0, keepdim=True)
     return plate, (1 - off / STILL_SHARE).clamp(0, 1)
 
 

@@ -60,6 +60,12 @@ def _window_starts(ranges, span: int, n: int, rng: np.random.Generator) -> np.nd
     return first
 
 
+def spread(ranges, n: int) -> np.ndarray:
+    """Up to n frame indices spread evenly over [start, end) ranges (none for no ranges)."""
+    idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
+    return idx[np.linspace(0, len(idx) - 1, min(n, len(idx))).astype(np.int64)]
+
+
 class WorldModel(Family):
     """The family: the VAE and the MDN-RNN, with the stage hooks the trainer calls."""
 
@@ -76,8 +82,9 @@ class WorldModel(Family):
             raise EverloopError(f"recon_loss {cfg.recon_loss!r}: use {', '.join(PIXEL_LOSSES)}")
         if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
             self.disc = PatchDiscriminator(cfg.disc_width)
-        if cfg.colour_table == 1:
-            raise EverloopError("colour_table 1: use 0 (off) or a table side >= 2 (default 33)")
+        if cfg.colour_table == 1 or cfg.colour_table > 129:
+            raise EverloopError(f"colour_table {cfg.colour_table}: use 0 (off) or a table side from 2 to 129 "
+                                f"(default 33)")
         if cfg.colour_table > 0:  # identity until the encode stage fits it (calibration.py)
             self.register_buffer("colour_lut", calibration.identity_table(cfg.colour_table))
         if cfg.still_snap > 0:  # nothing still until the encode stage finds the plate
@@ -172,9 +179,7 @@ class WorldModel(Family):
 
     def _median_frame(self, store, frames: int = 512) -> torch.Tensor:
         """Per-pixel median of up to `frames` training frames spread evenly: the still scene."""
-        idx = np.concatenate([np.arange(s, e) for s, e in self.ranges[0]])
-        idx = idx[np.linspace(0, len(idx) - 1, min(frames, len(idx))).astype(np.int64)]
-        return to_float(store.frames[idx]).median(0).values.to(devices.of(self))
+        return to_float(store.frames[spread(self.ranges[0], frames)]).median(0).values.to(devices.of(self))
 
     def end_stage(self, name: str) -> dict | None:
         """Called by the trainer as a stage completes; its logs go to log.jsonl."""
@@ -204,9 +209,8 @@ class WorldModel(Family):
         self._unsaved = {LATENTS_FILE: {"mu": mu.cpu(), "logvar": logvar.cpu()}}
         logs = {"latent_std": mu.std(0).mean().item()}
         for key, ranges in zip(("train", "heldout"), self.ranges):
-            idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
-            if len(idx):  # up to 256 frames spread over the range
-                idx = idx[np.linspace(0, len(idx) - 1, min(256, len(idx))).astype(np.int64)]
+            idx = spread(ranges, 256)
+            if len(idx):
                 real = to_float(store.frames[idx]).to(mu.device)
                 logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
         logs.update(self._fit_calibration(store, mu))
@@ -218,8 +222,7 @@ class WorldModel(Family):
         still plate from the real frames; the colour table from the decoder's reconstructions
         (posterior means) against the real frames, `pixels` of each drawn at the same places
         (a fixed seed). Logs the joint colour histograms' L1 before/after the table."""
-        idx = np.concatenate([np.arange(s, e) for s, e in self.ranges[0]])
-        idx = idx[np.linspace(0, len(idx) - 1, min(frames, len(idx))).astype(np.int64)]
+        idx = spread(self.ranges[0], frames)
         real = to_float(store.frames[idx])
         logs = {}
         if self.cfg.still_snap > 0:
@@ -289,7 +292,7 @@ class WorldModel(Family):
         y = self.vae.output(raw)
         per_pixel = PIXEL_LOSSES[c.recon_loss](y - x)
         if c.foreground_weight > 0:
-            moving = ((x - self.background).abs().amax(1, keepdim=True) > 0.1).float()
+            moving = ((x - self.background).abs().amax(1, keepdim=True) > calibration.FOREGROUND).float()
             per_pixel = per_pixel * (1 + c.foreground_weight * moving)
         recon = per_pixel.flatten(1).sum(1).mean()  # summed over pixels, as World Models
         if c.gdl_weight:
