@@ -233,9 +233,10 @@ def parser() -> argparse.ArgumentParser:
                    "native size if omitted")
     s.add_argument("--crop", type=_crop, help="X,Y,W,H crop in source pixels (default: none; with --size, the centre square)")
     s.add_argument("--fps", type=FPS, help="frame rate of a frame folder (default 30)")
-    s.add_argument("--max-still", type=_positive("--max-still", float, hi=1e6), metavar="SECONDS",
+    s.add_argument("--max-still", type=number("--max-still", float, lo=0, hi=1e6), metavar="SECONDS",
                    help="a longer run of identical frames is a recorder stall: drop the repeats past "
-                        "SECONDS and cut the episode there (default: keep every frame)")
+                        "SECONDS and cut the episode there; 0 keeps every frame (default: 1 for a video "
+                        "or a frame folder, 0 for an episode tree, whose game may pause)")
     s.add_argument("--force", action="store_true", help="replace an existing DATA folder (only a dataset)")
     s.set_defaults(func=cmd_prepare)
 

@@ -69,6 +69,15 @@ class _NpyWriter:
         self.file.close()
 
 
+STALL_SECONDS = 1.0
+"""The default --max-still of a video or a frame folder. Nothing filmed or simulated stays bit
+for bit the same for a second, but a recorder that stops delivering pictures repeats its
+last one: the shipped lava excerpt freezes for 25 s, and the demo's RNN, trained through
+it, learnt that the lamp can stop for good (8 of 8 dream streams still after 500 steps,
+docs/fidelity.md). An episode tree's repeats are its game's own (Ms. Pac-Man's pause before
+each life): kept unless --max-still is given."""
+
+
 def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=None,
             max_still: float | None = None) -> dict:
     """Turn a video, a frame folder or an episode tree into the dataset folder ``out``.
@@ -79,15 +88,16 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
     ``fps`` overrides the source's rate (frame folders default to 30).  ``max_still``
     (seconds) treats a longer run of bit-identical frames as a stall of the recorder, not the
     process: the repeats past that many seconds are dropped and the episode is cut there
-    (see ``_Stalls``).  Returns the meta.
+    (see ``_Stalls``); 0 keeps every frame; None is STALL_SECONDS for a video or a frame
+    folder and 0 for an episode tree.  Returns the meta.
     """
     source, out = Path(source), Path(out)
     geometry = Geometry(size, crop)
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 1000):
         raise EverloopError(f"--fps must be a number in (0, 1000], got {fps!r}")
     if max_still is not None and not (isinstance(max_still, (int, float)) and math.isfinite(max_still)
-                                      and max_still > 0):
-        raise EverloopError(f"--max-still must be a number of seconds > 0, got {max_still!r}")
+                                      and max_still >= 0):
+        raise EverloopError(f"--max-still must be a number of seconds >= 0, got {max_still!r}")
     # An empty or absent `out` is fine; a dataset needs --force; anything else never (a typo'd
     # path), nor the SOURCE being read (outputs.claim).
     claim(out, "dataset", force=force, inputs={"SOURCE": source})
@@ -97,7 +107,9 @@ def prepare(source, out, size=None, crop=None, progress=True, force=False, fps=N
         tmp.mkdir(parents=True)
         src = open_source(source, geometry, fps)
         writer = _NpyWriter(tmp / FRAMES_FILE, source)
-        stalls = _Stalls(None if max_still is None else max(1, round(max_still * src.fps)))
+        if max_still is None:
+            max_still = STALL_SECONDS if src.episodes is None else 0
+        stalls = _Stalls(max(1, round(max_still * src.fps)) if max_still > 0 else None)
         try:
             with tqdm(total=src.total, unit="frame", desc=f"prepare {source.name}",
                       disable=not progress, dynamic_ncols=True) as bar:

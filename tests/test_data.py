@@ -181,8 +181,12 @@ def test_prepare_episode_tree(tmp_path):
 def test_max_still_drops_recorder_stalls_and_cuts_the_episode(tmp_path):
     values = [1, 2, 2, 2, 2, 2, 3, 4]
     src = write_pngs(tmp_path / "pngs", [const(v) for v in values], [f"f{i}.png" for i in range(8)])
-    meta = prepare(src, tmp_path / "keep", progress=False, fps=10)
+    meta = prepare(src, tmp_path / "keep", progress=False, fps=10)  # the default: repeats up to 1 s stay
     assert meta["frames"] == 8 and meta["episodes"] == [[0, 8]] and "stalls" not in meta
+    meta = prepare(src, tmp_path / "all", progress=False, fps=1, max_still=0)  # 0: keep every frame
+    assert meta["frames"] == 8 and "stalls" not in meta
+    meta = prepare(src, tmp_path / "default", progress=False, fps=2)  # 4 repeats = 2 s: a stall
+    assert meta["episodes"] == [[0, 3], [3, 5]] and meta["stalls"]["dropped_frames"] == 3
     meta = prepare(src, tmp_path / "cut", progress=False, fps=10, max_still=0.2)  # 2 frames may repeat
     assert meta["episodes"] == [[0, 3], [3, 5]] and meta["stalls"] == {"max_still_frames": 2, "dropped_frames": 3}
     assert FrameStore(tmp_path / "cut").frames[:, 0, 0, 0].tolist() == [1, 2, 2, 3, 4]
