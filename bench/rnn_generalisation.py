@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/rnn_generalisation.py RUN --data DATA --steps 3000 --set rnn_dropout=0.2
 
-Retrains RUN's MDN-RNN from scratch on RUN's saved latents (its VAE and calibration kept),
+Retrains RUN's MDN-RNN from scratch (or, with --steps 0, keeps it) on RUN's saved latents (its VAE and calibration kept),
 with `--set` overriding config fields, logging the training NLL beside the held-out NLL
 every `--every` steps; then dreams 8 streams of `--frames` steps from the prior and scores
 them with `everloop eval`'s drift metrics and flags against the dataset at the run's stride.
@@ -31,7 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
     ap.add_argument("--data", required=True)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=3000, help="0: score the run's own RNN")
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--frames", type=int, default=1000, help="dream steps per stream (8 streams)")
     ap.add_argument("--tau", type=float, nargs="+", default=[1.0], help="dream temperatures to score")
@@ -44,7 +44,8 @@ def main() -> None:
     for kv in a.set:
         key, value = kv.split("=", 1)
         setattr(cfg, key, type(getattr(cfg, key))(value))
-    model.reset_stage("rnn")  # fresh MDN-RNN built from the (overridden) config
+    if a.steps > 0:
+        model.reset_stage("rnn")  # fresh MDN-RNN built from the (overridden) config
     store = FrameStore(a.data)
     model.ranges = store.split(cfg.holdout)
     saved = read_artifacts(a.run, [LATENTS_FILE])[LATENTS_FILE]
