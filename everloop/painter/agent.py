@@ -25,9 +25,18 @@ from torch import nn
 
 from .. import checkpoint, distributed, grad_average
 from ..loop import cosine_lr
+from . import colour as col
 from . import runs, targets
-from .env import ACTION_DIM, PaintEnv
-from .renderer import StrokeNet, composite, coords, load_renderer, renderer_step
+from .env import ACTION_DIM
+from .renderer import (
+    StrokeNet,
+    composite,
+    coords,
+    load_renderer,
+    radius_max,
+    real_env,
+    renderer_step,
+)
 
 KIND = "paint-agent"
 
@@ -70,6 +79,10 @@ class AgentConfig:
     """Strokes per refresh step (a random subset of the step's batch x strokes)."""
     refresh_lr: float = 3e-4
     """Adam learning rate of the refresh steps."""
+    colour: bool = False
+    """Paint colour targets with colour strokes (colour.py: shape, opacity and r g b; the
+    renderer, made with `train-renderer --colour`, draws the alpha, colour is composited
+    analytically)."""
 
 
 class ResBlock(nn.Module):
@@ -90,32 +103,46 @@ def _encoder(cin: int, width: int, size: int) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*layers, ResBlock(c), nn.Flatten()), c * 64
 
 
+def channels(x: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] grey or [B, 3, H, W] colour images as [B, C, H, W]."""
+    return x[:, None] if x.dim() == 3 else x
+
+
 class Painter(nn.Module):
     def __init__(self, cfg: AgentConfig, size: int):
         super().__init__()
         self.cfg, self.size = cfg, size
-        self.encoder, feat = _encoder(5, cfg.width, size)
+        self.channels, self.action_dim = (3, col.COLOUR_DIM) if cfg.colour else (1, ACTION_DIM)
+        self.encoder, feat = _encoder(2 * self.channels + 3, cfg.width, size)
         self.fc = nn.Linear(feat, cfg.hidden)
-        self.lstm = nn.LSTMCell(cfg.hidden + ACTION_DIM, cfg.hidden)
-        self.head = nn.Linear(cfg.hidden, ACTION_DIM)
+        self.lstm = nn.LSTMCell(cfg.hidden + self.action_dim, cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, self.action_dim)
 
     def act(self, canvas, target, t: int, prev, state):
         b = canvas.shape[0]
         frac = torch.full((b, 1, self.size, self.size), t / self.cfg.strokes, dtype=canvas.dtype)
-        x = torch.cat([canvas[:, None], target[:, None], coords(self.size, canvas).expand(b, -1, -1, -1), frac], 1)
+        x = torch.cat([channels(canvas), channels(target), coords(self.size, canvas).expand(b, -1, -1, -1), frac], 1)
         h, c = self.lstm(torch.cat([F.relu(self.fc(self.encoder(x))), prev], 1), state)
         return torch.sigmoid(self.head(h)), (h, c)
 
+    def stroke(self, canvas, action, renderer: StrokeNet):
+        """The canvas after one stroke in the dream (colour: alpha from the renderer, colour
+        composited analytically)."""
+        if self.cfg.colour:
+            return col.composite(canvas, renderer(col.shape_actions(action)), action[:, ACTION_DIM - 1:])
+        return composite(canvas, renderer(action))
+
     def paint(self, target: torch.Tensor, renderer: StrokeNet):
-        """Paint [B, H, W] targets in the dream: (actions [B, N, A], canvases [N, B, H, W])."""
+        """Paint [B, H, W] (grey) or [B, 3, H, W] (colour) targets in the dream: (actions
+        [B, N, A], canvases [N, *target.shape])."""
         b = target.shape[0]
         canvas = target.new_zeros(target.shape)
-        prev = target.new_zeros(b, ACTION_DIM)
+        prev = target.new_zeros(b, self.action_dim)
         state = (target.new_zeros(b, self.cfg.hidden), target.new_zeros(b, self.cfg.hidden))
         actions, canvases = [], []
         for t in range(self.cfg.strokes):
             prev, state = self.act(canvas, target, t, prev, state)
-            canvas = composite(canvas, renderer(prev))
+            canvas = self.stroke(canvas, prev, renderer)
             actions.append(prev)
             canvases.append(canvas)
         return torch.stack(actions, 1), torch.stack(canvases)
@@ -124,33 +151,34 @@ class Painter(nn.Module):
 class Critic(nn.Module):
     """Conditional WGAN critic: D(canvas, target) -> score; real pairs are (target, target)."""
 
-    def __init__(self, size: int, width: int = 16):
+    def __init__(self, size: int, width: int = 16, channels: int = 1):
         super().__init__()
-        self.net, feat = _encoder(2, width, size)
+        self.net, feat = _encoder(2 * channels, width, size)
         self.fc = nn.Linear(feat, 1)
 
     def forward(self, canvas, target):
-        return self.fc(self.net(torch.stack([canvas, target], 1)))[:, 0]
+        return self.fc(self.net(torch.cat([channels(canvas), channels(target)], 1)))[:, 0]
 
 
 def recon_loss(canvases: torch.Tensor, target: torch.Tensor, step_loss: float) -> tuple[torch.Tensor, torch.Tensor]:
-    per_step = (canvases - target[None]).pow(2).mean(dim=(1, 2, 3))  # [N]
+    per_step = (canvases - target[None]).pow(2).mean(dim=tuple(range(1, canvases.dim())))  # [N]
     final = per_step[-1]
     return final + step_loss * (per_step[:-1].mean() if len(per_step) > 1 else 0.0), final
 
 
 def shifted(images: torch.Tensor, most: int, rng: np.random.Generator) -> torch.Tensor:
-    """[B, H, W] images, each moved by its own (dy, dx) in -most..most, zeros moving in."""
+    """[B, H, W] (or [B, C, H, W]) images, each moved by its own (dy, dx) in -most..most,
+    zeros moving in."""
     if most <= 0:
         return images
-    h, w = images.shape[1:]
+    h, w = images.shape[-2:]
     padded = F.pad(images, (most, most, most, most))
     d = rng.integers(0, 2 * most + 1, size=(len(images), 2))
-    return torch.stack([p[y:y + h, x:x + w] for p, (y, x) in zip(padded, d.tolist())])
+    return torch.stack([p[..., y:y + h, x:x + w] for p, (y, x) in zip(padded, d.tolist())])
 
 
 def _gradient_penalty(critic, fake, target):
-    eps = torch.rand(fake.shape[0], 1, 1)
+    eps = torch.rand(fake.shape[0], *[1] * (fake.dim() - 1))
     mix = (eps * target + (1 - eps) * fake).requires_grad_(True)
     grad, = torch.autograd.grad(critic(mix, target).sum(), mix, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
@@ -213,13 +241,15 @@ def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed
         lambda: _read(renderer_dir, target_spec, out, cfg, resume, force))
     cfg = cfg or AgentConfig()
     renderer.train()
-    env = PaintEnv(rcfg.size, rcfg.backend)
+    col.check_pair(cfg.colour, rcfg.colour, renderer_dir)
+    env = make_env(cfg, rcfg)
+    grey_env = real_env(rcfg) if cfg.colour else env  # draws the renderer's layers for the refresh
     ropt = torch.optim.Adam(renderer.parameters(), lr=cfg.refresh_lr)
-    train_set, test_set = targets.split(targets.load(target_spec, rcfg.size))
+    train_set, test_set = targets.train_test(target_spec, rcfg.size, cfg.colour)
     torch.manual_seed(seed)
     agent = Painter(cfg, rcfg.size)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr, betas=(0.5, 0.9) if cfg.critic else (0.9, 0.999))
-    critic = Critic(rcfg.size) if cfg.critic else None
+    critic = Critic(rcfg.size, channels=agent.channels) if cfg.critic else None
     copt = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9)) if critic else None
     rng = distributed.rank_generator(seed)  # rank 0's is world size 1's
     step, elapsed = 0, 0.0
@@ -247,9 +277,11 @@ def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed
     metrics = {}
 
     def refresh(actions):  # the agent's own latest strokes, drawn by the real program
-        a = actions.detach().reshape(-1, ACTION_DIM)
+        a = actions.detach().reshape(-1, agent.action_dim)
         a = a[torch.from_numpy(rng.choice(len(a), min(share.refresh_batch, len(a)), replace=False))]
-        return renderer_step(renderer, ropt, a, torch.from_numpy(env.strokes(a.numpy())))
+        if cfg.colour:
+            a = col.shape_actions(a)
+        return renderer_step(renderer, ropt, a, torch.from_numpy(grey_env.strokes(a.numpy())))
 
     def step_fn(progress: float):
         cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
@@ -293,13 +325,18 @@ def load_agent(run):
     renderer, rcfg, _ = load_renderer(run / "renderer")
     agent = Painter(cfg, rcfg.size)
     checkpoint.load_weights(agent, checkpoint.read_weights(run / "model.safetensors"), str(run))
-    return agent.eval(), renderer, config, PaintEnv(rcfg.size, rcfg.backend)
+    return agent.eval(), renderer, config, make_env(cfg, rcfg)
+
+
+def make_env(cfg: AgentConfig, rcfg):
+    """The real program the agent's strokes are scored with: grey (env.PaintEnv) or colour."""
+    return col.ColourPaintEnv(rcfg.size, rcfg.backend, radius_max(rcfg)) if cfg.colour else real_env(rcfg)
 
 
 @torch.no_grad()
-def paint(agent: Painter, renderer: StrokeNet, target: np.ndarray, env: PaintEnv):
-    """Actions [B, N, A], dream canvases and real canvases [N, B, H, W] (numpy), the real ones
-    after each stroke re-rendered by the real program (open loop: the same actions)."""
+def paint(agent: Painter, renderer: StrokeNet, target: np.ndarray, env):
+    """Actions [B, N, A], dream canvases and real canvases [N, *target.shape] (numpy), the
+    real ones after each stroke re-rendered by the real program (open loop: the same actions)."""
     was = agent.training
     agent.eval()
     actions, dream = agent.paint(torch.from_numpy(np.asarray(target, np.float32)), renderer)
@@ -313,7 +350,7 @@ def paint(agent: Painter, renderer: StrokeNet, target: np.ndarray, env: PaintEnv
     return actions, dream.numpy(), real
 
 
-def score(agent, renderer, test: np.ndarray, env: PaintEnv, chunk: int = 100) -> dict:
+def score(agent, renderer, test: np.ndarray, env, chunk: int = 100) -> dict:
     """MSE of the final canvas to the targets, in the dream and with the real program."""
     was = renderer.training
     renderer.eval()

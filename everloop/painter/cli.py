@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import EverloopError
 from ..flags import add_flags, given
 from ..outputs import claim, write_file
-from ..validate import SEED
+from ..validate import SEED, number
 from ..validate import positive as _positive
 
 
@@ -49,18 +49,24 @@ def cmd_train_agent(a) -> None:
               f"dream {m['mse_dream']:.4f}, blank {m['mse_blank']:.4f} (try `everloop paint eval {a.out}`)")
 
 
-def _target(spec: str, agent_config: dict, size: int) -> np.ndarray:
+def _target(spec: str, agent_config: dict, size: int, colour: bool) -> np.ndarray:
     from . import targets
     if spec.startswith("test:"):
         try:
             k = int(spec[5:])
         except ValueError:
             raise EverloopError(f"--target {spec}: use test:K with an integer K") from None
-        _, test = targets.split(targets.load(agent_config["targets"], size))
+        _, test = targets.train_test(agent_config["targets"], size, colour)
         if not 0 <= k < len(test):
             raise EverloopError(f"--target {spec}: the held-out split has {len(test)} targets")
         return test[k]
-    return targets.to_canvas([targets.read_image(spec)], size)[0]
+    return targets.to_canvas([targets.read_image(spec, colour)], size)[0]
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    """A grey [H, W] or colour [3, H, W] image in [0, 1] as uint8 [H, W, 3]."""
+    img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img.transpose(1, 2, 0)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
 def cmd_draw(a) -> None:
@@ -71,14 +77,13 @@ def cmd_draw(a) -> None:
     if a.actions:
         claim(a.actions, "json", force=a.force, flag="--actions", inputs={"AGENT": a.agent})
     agent, renderer, config, env = load_agent(a.agent)
-    target = _target(a.target, config, env.size)
+    target = _target(a.target, config, env.size, agent.cfg.colour)
     actions, dream, real = paint(agent, renderer, target[None], env)
     frames = [np.zeros_like(target), *real[:, 0]]  # blank paper, then one frame per stroke
     with open_sink(a.out, fps=a.fps, frames=len(frames) + 1, force=a.force, inputs={"AGENT": a.agent}) as sink:
         for canvas in frames + [frames[-1]]:  # the finished painting shows for two frames
-            img = np.concatenate([target, np.full((env.size, 2), 0.5, np.float32), canvas], 1)
-            img = np.repeat(np.repeat(img, a.scale, 0), a.scale, 1)
-            sink.write(np.repeat((img * 255).round().astype(np.uint8)[None, ..., None], 3, -1))
+            img = np.concatenate([_rgb(target), np.full((env.size, 2, 3), 128, np.uint8), _rgb(canvas)], 1)
+            sink.write(np.repeat(np.repeat(img, a.scale, 0), a.scale, 1)[None])
     mse = float(((real[-1, 0] - target) ** 2).mean())
     print(f"wrote {a.out}: target | real paint program, {len(actions[0])} strokes, MSE {mse:.4f} "
           f"(dream {float(((dream[-1, 0] - target) ** 2).mean()):.4f}, blank {float((target ** 2).mean()):.4f})")
@@ -96,13 +101,15 @@ def cmd_sheet(a) -> None:
         raise EverloopError(f"--out {a.out}: a sheet is a PNG image; give a name ending in .png")
     claim(a.out, "image", force=a.force, inputs={"AGENT": a.agent})
     agent, renderer, config, env = load_agent(a.agent)
-    _, test = targets.split(targets.load(config["targets"], env.size))
+    _, test = targets.train_test(config["targets"], env.size, agent.cfg.colour)
     test = test[np.unique(np.linspace(0, len(test) - 1, a.count).round().astype(int))]  # spread over the split
     _, dream, real = paint(agent, renderer, test, env)
     rows = [test, real[-1]] + ([dream[-1]] if a.dream else [])
-    pad = lambda x: np.pad(x, 1, constant_values=0.5)
+    pad = lambda x: np.pad(_rgb(x), ((1, 1), (1, 1), (0, 0)), constant_values=128)
     grid = np.concatenate([np.concatenate([pad(img) for img in row], 1) for row in rows], 0)
-    grid = np.repeat(np.repeat((grid * 255).round().astype(np.uint8), a.scale, 0), a.scale, 1)
+    grid = np.repeat(np.repeat(grid, a.scale, 0), a.scale, 1)
+    if not agent.cfg.colour:
+        grid = np.ascontiguousarray(grid[..., 0])  # grey sheets stay single-channel PNGs
     write_file(Path(a.out), lambda p: Image.fromarray(grid).save(p, format="PNG"))
     print(f"wrote {a.out}: rows = held-out targets, real paint program" + (", dream" if a.dream else ""))
 
@@ -114,7 +121,7 @@ def cmd_eval(a) -> None:
     if a.json:
         claim(a.json, "json", force=a.force, flag="--json", inputs={"AGENT": a.agent})
     agent, renderer, config, env = load_agent(a.agent)
-    _, test = targets.split(targets.load(a.targets or config["targets"], env.size))
+    _, test = targets.train_test(a.targets or config["targets"], env.size, agent.cfg.colour)
     if a.limit:
         test = test[:a.limit]
     m = score(agent, renderer, test, env)
@@ -151,16 +158,19 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--out", required=True, help="renderer folder to write")
     from .renderer import RendererConfig
     add_flags(s, RendererConfig, only={"size": {"type": _positive("--size", hi=1024)}, "backend": {},
-                                       "batch": {"type": _positive("--batch", hi=65536)}})
+                                       "batch": {"type": _positive("--batch", hi=65536)}, "colour": {},
+                                       "r_max": {"type": number("--r-max", float, lo=0, hi=0.5)}})
     _budget(s)
     s.set_defaults(func=cmd_train_renderer)
 
     s = ps.add_parser("train-agent", help="train the painting agent through the frozen renderer")
     s.add_argument("--renderer", help="renderer folder (from train-renderer)")
-    s.add_argument("--targets", default="mnist", help="mnist, an MNIST IDX image file, or a folder of images")
+    s.add_argument("--targets", default="mnist", help="mnist, colour-bench (--colour), an MNIST IDX image file, "
+                   "a folder of images or an `everloop prepare` dataset folder (--colour)")
     from .agent import AgentConfig
     add_flags(s, AgentConfig, only={"strokes": {"type": _positive("--strokes", hi=1000)}, "critic": {},
-                                    "batch": {"type": _positive("--batch", hi=65536)}})
+                                    "batch": {"type": _positive("--batch", hi=65536)}, "colour": {},
+                                    "shift": {"type": number("--shift", int, lo=0, hi=64)}})
     s.add_argument("--out", required=True, help="agent folder to write")
     _budget(s)
     s.set_defaults(func=cmd_train_agent)

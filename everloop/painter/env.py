@@ -30,14 +30,14 @@ R_MIN, R_MAX = 0.008, 0.08
 64x64 are about 2-3 px in radius)."""
 
 
-def radius_px(r, size: int):
-    return size * (R_MIN + (R_MAX - R_MIN) * np.asarray(r, dtype=np.float64))
+def radius_px(r, size: int, r_max: float = R_MAX):
+    return size * (R_MIN + (r_max - R_MIN) * np.asarray(r, dtype=np.float64))
 
 
-def _dabs(a: np.ndarray, size: int):
+def _dabs(a: np.ndarray, size: int, r_max: float = R_MAX):
     """Dab centres (pixels) and radii along the curve of one clamped action."""
     p0, p1, p2 = a[0:2] * size, a[2:4] * size, a[4:6] * size
-    r0, r2 = radius_px(a[6], size), radius_px(a[7], size)
+    r0, r2 = radius_px(a[6], size, r_max), radius_px(a[7], size, r_max)
     # Control polygon length bounds the curve length. Dabs half a radius apart (at least
     # 0.5 px) leave edge scallops of 3% of the radius (0.15 px at the largest radius).
     length = np.hypot(*(p1 - p0)) + np.hypot(*(p2 - p1))
@@ -51,12 +51,12 @@ class SkiaBackend:
     """Draws stroke layers with skia-python (a wheel; CPU raster, 8-bit coverage)."""
     name = "skia"
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, r_max: float = R_MAX):
         try:
             import skia
         except ImportError:
             raise EverloopError("the painter needs skia-python: pip install 'everloop[paint]'") from None
-        self.skia, self.size = skia, size
+        self.skia, self.size, self.r_max = skia, size, r_max
         self.surface = skia.Surface(size, size)
         self.paint = skia.Paint(AntiAlias=True, Color=skia.ColorWHITE, Style=skia.Paint.kFill_Style)
 
@@ -65,20 +65,20 @@ class SkiaBackend:
         canvas = self.surface.getCanvas()
         canvas.clear(skia.ColorBLACK)
         path = skia.Path()
-        pts, radii = _dabs(a, self.size)
+        pts, radii = _dabs(a, self.size, self.r_max)
         for (x, y), r in zip(pts.tolist(), radii.tolist()):  # Python floats: 20% faster than numpy scalars
             path.addCircle(x, y, r)  # same direction: nonzero fill = union
         canvas.drawPath(path, self.paint)
         return self.surface.makeImageSnapshot().toarray()[..., 0].astype(np.float32) / 255.0
 
 
-BACKENDS = {"skia": SkiaBackend}  # a backend is a class with .coverage(action) -> [H, W]
+BACKENDS = {"skia": SkiaBackend}  # a class (size, r_max) with .coverage(action) -> [H, W]
 
 
-def make_backend(name: str, size: int):
+def make_backend(name: str, size: int, r_max: float = R_MAX):
     if name not in BACKENDS:
         raise EverloopError(f"--backend {name!r}: use one of {', '.join(BACKENDS)}")
-    return BACKENDS[name](size)
+    return BACKENDS[name](size, r_max)
 
 
 class PaintEnv:
@@ -86,8 +86,8 @@ class PaintEnv:
 
     Deterministic: the canvas depends only on the actions since reset."""
 
-    def __init__(self, size: int = 64, backend: str = "skia"):
-        self.size, self.backend = size, make_backend(backend, size)
+    def __init__(self, size: int = 64, backend: str = "skia", r_max: float = R_MAX):
+        self.size, self.backend = size, make_backend(backend, size, r_max)
         self.canvas = np.zeros((size, size), np.float32)
 
     def stroke(self, action) -> np.ndarray:

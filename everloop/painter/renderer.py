@@ -52,6 +52,23 @@ class RendererConfig:
     """Real paint program that draws the training strokes (see env.BACKENDS)."""
     val_strokes: int = 512
     """Held-out strokes (seeded apart from training) for the reported PSNR / BCE."""
+    colour: bool = False
+    """A renderer for colour strokes (colour.py): trained on grey-1 strokes only, as its layer
+    is the stroke's alpha (coverage x opacity), and with wider strokes by default (r_max)."""
+    r_max: float = 0.0
+    """Largest stroke radius as a fraction of the canvas side; 0 = the kind's default,
+    env.R_MAX (0.08) for grey strokes, colour.R_MAX (0.25) for colour ones."""
+
+
+def radius_max(cfg: RendererConfig) -> float:
+    """The radius range the renderer (and its real program) draws with."""
+    from . import colour, env
+    return cfg.r_max or (colour.R_MAX if cfg.colour else env.R_MAX)
+
+
+def real_env(cfg: RendererConfig) -> PaintEnv:
+    """The real program drawing this renderer's stroke layers."""
+    return PaintEnv(cfg.size, cfg.backend, radius_max(cfg))
 
 
 def coords(size: int, like: torch.Tensor) -> torch.Tensor:
@@ -98,8 +115,10 @@ def composite(canvas: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
     return torch.maximum(canvas, layer)
 
 
-def real_batch(env: PaintEnv, rng: np.random.Generator, n: int):
+def real_batch(env: PaintEnv, rng: np.random.Generator, n: int, colour: bool = False):
     a = random_actions(rng, n)
+    if colour:
+        a[:, -1] = 1.0  # grey 1: the layer is the alpha a colour stroke composites with
     return torch.from_numpy(a), torch.from_numpy(env.strokes(a))
 
 
@@ -153,7 +172,7 @@ def _train_renderer(out: Path, cfg, steps, minutes, seed, resume, force, progres
         return saved, state, checkpoint.resume_weights(out, state)
     cfg, state, weights = distributed.from_main(read)
     cfg = cfg or RendererConfig()
-    env = PaintEnv(cfg.size, cfg.backend)
+    env = real_env(cfg)
     torch.manual_seed(seed)
     net = StrokeNet(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -170,12 +189,12 @@ def _train_renderer(out: Path, cfg, steps, minutes, seed, resume, force, progres
     grad_average.average_gradients(net.parameters(), {"renderer": opt})
     share = distributed.share_batch(cfg, ("batch",))  # this process's strokes per step
     main = distributed.is_main()
-    val = real_batch(env, np.random.default_rng(10_000 + seed), cfg.val_strokes) if main else None  # never trained on
+    val = real_batch(env, np.random.default_rng(10_000 + seed), cfg.val_strokes, cfg.colour) if main else None  # never trained on
     metrics = {}
 
     def step_fn(progress: float):
         cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
-        return distributed.mean_logs({"bce": renderer_step(net, opt, *real_batch(env, rng, share.batch))})
+        return distributed.mean_logs({"bce": renderer_step(net, opt, *real_batch(env, rng, share.batch, cfg.colour))})
 
     def save(at: int, seconds: float):
         ts = {"optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,

@@ -1,0 +1,197 @@
+"""The painter in colour (issue 18) on tiny canvases (16x16): seconds, 1 thread."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("skia", reason="the painter's real paint program needs skia-python (pip install 'everloop[paint]')")
+
+from everloop.cli import main
+from everloop.errors import EverloopError
+from everloop.painter import colour, targets
+from everloop.painter.agent import (
+    AgentConfig,
+    Painter,
+    load_agent,
+    recon_loss,
+    score,
+    train_agent,
+)
+from everloop.painter.colour import COLOUR_DIM, ColourPaintEnv, random_colour_actions
+from everloop.painter.renderer import (
+    RendererConfig,
+    StrokeNet,
+    train_renderer,
+)
+
+SIZE = 16
+TINY_R = RendererConfig(size=SIZE, width=8, hidden=64, batch=16, val_strokes=32, colour=True)
+TINY_A = AgentConfig(strokes=3, width=8, hidden=32, batch=4, colour=True, shift=0)
+
+
+def colour_folder(path, n=10):
+    """Little RGB pictures, wider than tall (centre-cropped to squares)."""
+    from PIL import Image
+    path.mkdir()
+    for i in range(n):
+        img = np.zeros((20, 30, 3), np.uint8)
+        img[2 + i:8 + i, 8:22] = (255, 40 * (i % 6), 200)
+        Image.fromarray(img).save(path / f"{i}.png")
+    return path
+
+
+def test_colour_actions_render_deterministically_as_skia_paints_them():
+    a = random_colour_actions(np.random.default_rng(3), 6)
+    e1, e2 = ColourPaintEnv(SIZE), ColourPaintEnv(SIZE)
+    canvas = e1.render(a)
+    assert canvas.shape == (3, SIZE, SIZE) and np.array_equal(canvas, e1.render(a))
+    e2.reset()
+    for x in a:
+        last = e2.step(x)
+    assert np.array_equal(last, canvas)  # step by step == render, across instances
+    assert np.abs(canvas - colour.skia_over(a, SIZE)).max() < 4 / 255  # skia's own kSrcOver, 8-bit
+    full = np.array([0.0, 0.5, 0.5, 0.5, 1.0, 0.5, 1, 1, 1, 0.9, 0.2, 0.4])  # one wide opaque stroke
+    assert e1.render(full)[:, SIZE // 2, SIZE // 2] == pytest.approx([0.9, 0.2, 0.4], abs=0.01)
+    off = a.copy()
+    off[:, 8] = 0  # opacity 0 paints nothing
+    assert e1.render(off).max() == 0.0
+    with pytest.raises(EverloopError, match="12 numbers"):
+        e1.step(np.zeros(10))
+
+
+def test_renderer_overfits_a_fixed_colour_batch():
+    """Colour decoupled: the renderer learns the alpha, the colour canvas follows."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    acts = torch.from_numpy(random_colour_actions(rng, 16))
+    env = ColourPaintEnv(SIZE, r_max=colour.R_MAX)
+    real = torch.from_numpy(np.stack([env.render(a) for a in acts.numpy()]))  # one stroke each on black
+    layers = torch.from_numpy(env.grey.strokes(colour.shape_actions(acts.numpy())))
+    net = StrokeNet(TINY_R)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+
+    def dream_mse():
+        with torch.no_grad():
+            canvas = colour.composite(torch.zeros(16, 3, SIZE, SIZE), net(colour.shape_actions(acts)), acts[:, 9:])
+        return float((canvas - real).pow(2).mean())
+    before = dream_mse()
+    for _ in range(250):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net.logits(colour.shape_actions(acts)), layers)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert dream_mse() < 0.25 * before and dream_mse() < 0.3 * float(real.pow(2).mean())
+
+
+def test_gradients_reach_the_colour_parameters():
+    torch.manual_seed(0)
+    renderer = StrokeNet(TINY_R).requires_grad_(False)
+    agent = Painter(TINY_A, SIZE)
+    target = torch.rand(2, 3, SIZE, SIZE)
+    actions, canvases = agent.paint(target, renderer)
+    assert actions.shape == (2, 3, COLOUR_DIM) and canvases.shape == (3, 2, 3, SIZE, SIZE)
+    loss, _ = recon_loss(canvases, target, 0.2)
+    loss.backward()
+    head = agent.head.weight.grad.abs().sum(1)
+    assert (head[9:] > 0).all() and (head[:9] > 0).all()  # the outputs r g b, and shape via the renderer
+    rgb = torch.rand(2, 3, requires_grad=True)  # the analytic composite: d canvas / d rgb = alpha
+    alpha = torch.rand(2, SIZE, SIZE)
+    grad, = torch.autograd.grad(colour.composite(torch.rand(2, 3, SIZE, SIZE), alpha, rgb).sum(), rgb)
+    assert torch.allclose(grad, alpha.sum((1, 2))[:, None].expand(2, 3))
+    for name, p in agent.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in renderer.parameters())
+
+
+def test_a_grey_target_painted_in_colour_scores_as_the_grey_agent(tmp_path):
+    """The grey agent's strokes as colour strokes (r = g = b = grey, lighten) on the same
+    targets in three channels: the real program's score is the grey one."""
+    from PIL import Image
+    from test_painter import TINY_A as GREY_A
+    from test_painter import TINY_R as GREY_R
+    train_renderer(tmp_path / "R", GREY_R, steps=2, progress=False)
+    (tmp_path / "d").mkdir()
+    for i in range(30):  # grey bars, light on black
+        img = np.zeros((20, 20), np.uint8)
+        img[2 + i % 14:6 + i % 14, 3 + i % 5:15] = 80 + 5 * i
+        Image.fromarray(img).save(tmp_path / "d" / f"{i}.png")
+    folder = str(tmp_path / "d")
+    train_agent(tmp_path / "R", folder, tmp_path / "A", GREY_A, steps=2, progress=False)
+    agent, renderer, _, env = load_agent(tmp_path / "A")
+    _, test = targets.split(targets.load(folder, SIZE))
+    grey = score(agent, renderer, test, env)
+    from everloop.painter.agent import paint
+    actions, _, real = paint(agent, renderer, test, env)
+    cenv = ColourPaintEnv(SIZE, r_max=env.backend.r_max, blend="lighten")
+    _, test3 = targets.train_test(folder, SIZE, colour=True)
+    assert np.array_equal(test3[:, 1], test)  # a grey target in colour: three equal channels
+    painted = np.stack([cenv.render(colour.from_grey(a)) for a in actions])
+    assert np.abs(painted - real[-1][:, None]).max() < 1e-6
+    assert float(((painted - test3) ** 2).mean()) == pytest.approx(grey["mse_real"], rel=1e-5)
+    assert float((test3 ** 2).mean()) == pytest.approx(grey["mse_blank"], rel=1e-5)
+
+
+def test_colour_targets_folders_and_datasets(tmp_path):
+    imgs = targets.load(str(colour_folder(tmp_path / "c")), SIZE, colour=True)
+    assert imgs.shape == (10, 3, SIZE, SIZE) and imgs[:, 0].max() == pytest.approx(1.0)
+    assert targets.load(str(tmp_path / "c"), SIZE).shape == (10, SIZE, SIZE)  # grey as before
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    frames = np.repeat(np.arange(50, dtype=np.uint8)[:, None, None, None] * 5, 3, -1) * np.ones((1, 8, 8, 3), np.uint8)
+    np.save(ds / "frames.npy", frames)
+    train, test = targets.train_test(str(ds), SIZE, colour=True)
+    assert train.shape[1:] == (3, SIZE, SIZE) and len(test) == 10 and len(train) == 40
+    assert train.max() < test.min()  # the held-out frames are the last 20%, later than any training one
+    with pytest.raises(EverloopError, match="--colour"):
+        targets.train_test(str(ds), SIZE)
+    with pytest.raises(EverloopError, match="missing"):
+        targets.colour_bench(SIZE, root=tmp_path / "nowhere")
+
+
+def test_colour_bench_cuts_videos_in_time(tmp_path):
+    from everloop.sinks import open_sink
+    for name in ("a/one.mp4", "b/two.mp4"):
+        (tmp_path / name).parent.mkdir()
+        with open_sink(tmp_path / name, fps=10) as sink:  # brightness grows with time
+            sink.write(np.repeat(np.arange(40, dtype=np.uint8)[:, None, None, None] * 6, 32, 1)
+                       .repeat(32, 2).repeat(3, 3))
+    train, test = targets.colour_bench(SIZE, root=tmp_path, videos=("a/one.mp4", "b/two.mp4"), per_video=(8, 2))
+    assert train.shape == (16, 3, SIZE, SIZE) and test.shape == (4, 3, SIZE, SIZE)
+    assert train[:8].mean() < test[:2].mean() and train[:8].mean((1, 2, 3)).max() < test[:2].mean((1, 2, 3)).min()
+
+
+def test_colour_bench_reads_the_shared_videos():
+    goop = targets.SHARED_DATA / "processes/goop.mp4"
+    if not goop.is_file():
+        pytest.skip(f"{goop} is missing (../shared/data is not beside this checkout)")
+    train, test = targets.colour_bench(SIZE, videos=("processes/goop.mp4",), per_video=(20, 5))
+    assert train.shape == (20, 3, SIZE, SIZE) and test.shape == (5, 3, SIZE, SIZE) and train.std() > 0.05
+
+
+def test_colour_train_resume_eval_draw_sheet(tmp_path, capsys):
+    r = tmp_path / "R"
+    m = train_renderer(r, TINY_R, steps=2, progress=False)
+    assert np.isfinite(m["val_psnr"])
+    folder = str(colour_folder(tmp_path / "c"))
+    a = tmp_path / "A"
+    m = train_agent(r, folder, a, TINY_A, steps=2, progress=False)
+    assert m["targets"] == 1 and np.isfinite(m["mse_real"])
+    assert train_agent(None, None, a, steps=3, resume=True, progress=False)["step"] == 3
+    env = load_agent(a)[3]
+    assert isinstance(env, ColourPaintEnv) and env.grey.backend.r_max == colour.R_MAX
+    assert main(["paint", "eval", str(a), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["strokes"] == 3
+    assert main(["paint", "draw", str(a), "--target", "test:0", "--out", str(tmp_path / "s.gif")]) == 0
+    from PIL import Image
+    with Image.open(tmp_path / "s.gif") as gif:
+        assert gif.n_frames == 5
+        gif.seek(4)
+        rgb = np.asarray(gif.convert("RGB"))
+        assert (rgb[..., 0] != rgb[..., 2]).any()  # in colour
+    assert main(["paint", "sheet", str(a), "--out", str(tmp_path / "g.png"), "--dream", "--scale", "1"]) == 0
+    with Image.open(tmp_path / "g.png") as sheet:
+        assert sheet.mode == "RGB" and sheet.size == (SIZE + 2, 3 * (SIZE + 2))
+    assert main(["paint", "train-agent", "--renderer", str(r), "--targets", folder, "--out", str(tmp_path / "G"),
+                 "--steps", "1"]) == 2  # a grey agent cannot use a colour renderer
+    assert "--colour" in capsys.readouterr().err
