@@ -195,3 +195,36 @@ def test_colour_train_resume_eval_draw_sheet(tmp_path, capsys):
     assert main(["paint", "train-agent", "--renderer", str(r), "--targets", folder, "--out", str(tmp_path / "G"),
                  "--steps", "1"]) == 2  # a grey agent cannot use a colour renderer
     assert "--colour" in capsys.readouterr().err
+
+
+def _mypaint_or_skip():
+    from everloop.painter.env import make_backend
+    try:
+        return make_backend("mypaint", 32)
+    except EverloopError as e:
+        pytest.skip(str(e))
+
+
+def test_mypaint_backend_draws_the_same_strokes():
+    from everloop.painter.env import PaintEnv, random_actions
+    _mypaint_or_skip()
+    a = random_actions(np.random.default_rng(1), 8)
+    a[:, 8:] = 1
+    mp, sk = PaintEnv(32, "mypaint"), PaintEnv(32)
+    layers, ref = mp.strokes(a), sk.strokes(a)
+    assert np.array_equal(layers, mp.strokes(a))  # deterministic
+    for m, s in zip(layers, ref):  # the same stroke, drawn by another brush engine
+        inter, union = np.minimum(m, s).sum(), np.maximum(m, s).sum()
+        assert m.max() > 0.5 and inter / union > 0.5
+    canvas = ColourPaintEnv(32, "mypaint").render(random_colour_actions(np.random.default_rng(2), 4))
+    assert canvas.shape == (3, 32, 32) and canvas.max() > 0.1
+
+
+def test_an_agent_is_scored_with_either_program(tmp_path, capsys):
+    _mypaint_or_skip()
+    train_renderer(tmp_path / "R", TINY_R, steps=1, progress=False)
+    train_agent(tmp_path / "R", str(colour_folder(tmp_path / "c")), tmp_path / "A", TINY_A, steps=1, progress=False)
+    for backend in ("skia", "mypaint"):
+        out = tmp_path / f"{backend}.json"
+        assert main(["paint", "eval", str(tmp_path / "A"), "--backend", backend, "--json", str(out)]) == 0
+        assert json.loads(out.read_text())["backend"] == backend

@@ -15,7 +15,7 @@ the number that counts is the real program's (eval re-renders every action with 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -317,15 +317,16 @@ def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed
     return distributed.from_main(lambda: metrics)
 
 
-def load_agent(run):
-    """(agent, renderer, config dict, env) of an agent folder, in eval mode."""
+def load_agent(run, backend: str | None = None):
+    """(agent, renderer, config dict, env) of an agent folder, in eval mode; `backend` scores
+    it with another real program than the one its renderer learned (env.BACKENDS)."""
     run = Path(run)
     config = runs.read_folder(run, KIND)
     cfg = runs.config_from(AgentConfig, config["config"], str(run / "config.json"))
     renderer, rcfg, _ = load_renderer(run / "renderer")
     agent = Painter(cfg, rcfg.size)
     checkpoint.load_weights(agent, checkpoint.read_weights(run / "model.safetensors"), str(run))
-    return agent.eval(), renderer, config, make_env(cfg, rcfg)
+    return agent.eval(), renderer, config, make_env(cfg, replace(rcfg, backend=backend or rcfg.backend))
 
 
 def make_env(cfg: AgentConfig, rcfg):

@@ -11,6 +11,7 @@ from ..flags import add_flags, given
 from ..outputs import claim, write_file
 from ..validate import SEED, number
 from ..validate import positive as _positive
+from .env import BACKENDS
 
 
 def _threads(a) -> None:
@@ -120,12 +121,13 @@ def cmd_eval(a) -> None:
     _threads(a)
     if a.json:
         claim(a.json, "json", force=a.force, flag="--json", inputs={"AGENT": a.agent})
-    agent, renderer, config, env = load_agent(a.agent)
+    agent, renderer, config, env = load_agent(a.agent, a.backend)
     _, test = targets.train_test(a.targets or config["targets"], env.size, agent.cfg.colour)
     if a.limit:
         test = test[:a.limit]
     m = score(agent, renderer, test, env)
-    m.update(agent=str(a.agent), strokes=agent.cfg.strokes, step=config.get("step") or config["metrics"].get("step"))
+    m.update(agent=str(a.agent), strokes=agent.cfg.strokes, step=config.get("step") or config["metrics"].get("step"),
+             backend=env.backend.name)
     print(f"{m['targets']} held-out targets, {m['strokes']} strokes: MSE real {m['mse_real']:.4f} "
           f"({m['real_over_blank']:.3f} of blank), dream {m['mse_dream']:.4f} ({m['dream_over_blank']:.3f} of blank), "
           f"gap {m['gap']:+.4f}, blank {m['mse_blank']:.4f}")
@@ -197,4 +199,6 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--targets", help="another target source (default: the agent's own, held-out split)")
     s.add_argument("--limit", type=_positive("--limit"), help="only the first N held-out targets")
     s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    s.add_argument("--backend", choices=sorted(BACKENDS), help="score with this real program (default: the one "
+                   "the agent's renderer learned)")
     _output_flags(s, cmd_eval, replaces="an existing --json file")

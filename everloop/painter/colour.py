@@ -66,6 +66,10 @@ class ColourPaintEnv:
         self.grey, self.size, self.blend = PaintEnv(size, backend, r_max), size, blend
         self.canvas = self.reset()
 
+    @property
+    def backend(self):
+        return self.grey.backend
+
     def _check(self, action) -> np.ndarray:
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), 0.0, 1.0)
         if a.shape != (COLOUR_DIM,):

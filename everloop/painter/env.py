@@ -72,7 +72,12 @@ class SkiaBackend:
         return self.surface.makeImageSnapshot().toarray()[..., 0].astype(np.float32) / 255.0
 
 
-BACKENDS = {"skia": SkiaBackend}  # a class (size, r_max) with .coverage(action) -> [H, W]
+def _mypaint(size: int, r_max: float = R_MAX):
+    from .mypaint import MyPaintBackend  # libmypaint through ctypes (mypaint.py)
+    return MyPaintBackend(size, r_max)
+
+
+BACKENDS = {"skia": SkiaBackend, "mypaint": _mypaint}  # (size, r_max) -> an object with .coverage(action) -> [H, W]
 
 
 def make_backend(name: str, size: int, r_max: float = R_MAX):
