@@ -146,26 +146,37 @@ def test_colour_targets_folders_and_datasets(tmp_path):
     with pytest.raises(EverloopError, match="--colour"):
         targets.train_test(str(ds), SIZE)
     with pytest.raises(EverloopError, match="missing"):
-        targets.colour_bench(SIZE, root=tmp_path / "nowhere")
+        targets.colour_bench(SIZE, root=tmp_path / "nowhere", cache=False)
 
 
-def test_colour_bench_cuts_videos_in_time(tmp_path):
+def test_colour_bench_cuts_videos_in_time(tmp_path, monkeypatch):
     from everloop.sinks import open_sink
     for name in ("a/one.mp4", "b/two.mp4"):
         (tmp_path / name).parent.mkdir()
         with open_sink(tmp_path / name, fps=10) as sink:  # brightness grows with time
             sink.write(np.repeat(np.arange(40, dtype=np.uint8)[:, None, None, None] * 6, 32, 1)
                        .repeat(32, 2).repeat(3, 3))
-    train, test = targets.colour_bench(SIZE, root=tmp_path, videos=("a/one.mp4", "b/two.mp4"), per_video=(8, 2))
+    train, test = targets.colour_bench(SIZE, root=tmp_path, videos=("a/one.mp4", "b/two.mp4"), per_video=(8, 2),
+                                          cache=False)
     assert train.shape == (16, 3, SIZE, SIZE) and test.shape == (4, 3, SIZE, SIZE)
     assert train[:8].mean() < test[:2].mean() and train[:8].mean((1, 2, 3)).max() < test[:2].mean((1, 2, 3)).min()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    kw = {"root": tmp_path, "videos": ("a/one.mp4", "b/two.mp4"), "per_video": (8, 2)}
+    first = targets.colour_bench(SIZE, **kw)
+    assert len(list((tmp_path / "cache" / "everloop").glob("colour-bench-16-*.npz"))) == 1
+    (tmp_path / "a/one.mp4").rename(tmp_path / "a/gone.mp4")
+    with pytest.raises(EverloopError, match="missing"):  # the cache never stands in for a missing video
+        targets.colour_bench(SIZE, **kw)
+    (tmp_path / "a/gone.mp4").rename(tmp_path / "a/one.mp4")
+    again = targets.colour_bench(SIZE, **kw)  # from the cache
+    assert all(np.array_equal(x, y) and np.array_equal(x, z) for x, y, z in zip(first, again, (train, test)))
 
 
 def test_colour_bench_reads_the_shared_videos():
     goop = targets.SHARED_DATA / "processes/goop.mp4"
     if not goop.is_file():
         pytest.skip(f"{goop} is missing (../shared/data is not beside this checkout)")
-    train, test = targets.colour_bench(SIZE, videos=("processes/goop.mp4",), per_video=(20, 5))
+    train, test = targets.colour_bench(SIZE, videos=("processes/goop.mp4",), per_video=(20, 5), cache=False)
     assert train.shape == (20, 3, SIZE, SIZE) and test.shape == (5, 3, SIZE, SIZE) and train.std() > 0.05
 
 

@@ -18,11 +18,15 @@ frame)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..checkpoint import atomic_write
 from ..errors import EverloopError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -136,21 +140,45 @@ def _cut(frames, size: int, per_video=PER_VIDEO) -> tuple[np.ndarray, np.ndarray
     return train, test
 
 
-def colour_bench(size: int, root: Path = SHARED_DATA, videos=BENCH_VIDEOS, per_video=PER_VIDEO):
+def cache_dir() -> Path:
+    """Where colour-bench keeps its cut frames ($XDG_CACHE_HOME/everloop or ~/.cache/everloop)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "everloop"
+
+
+def colour_bench(size: int, root: Path = SHARED_DATA, videos=BENCH_VIDEOS, per_video=PER_VIDEO, cache=True):
     """colour-bench: (train, test) float32 [N, 3, size, size] cut from each video of `root`
-    (PyAV through everloop.sources; every k-th frame kept while decoding, ~2,000 a video)."""
+    (PyAV through everloop.sources; every k-th frame kept while decoding, ~2,000 a video).
+    Decoding takes ~40 s, so the cut frames are cached (uint8, keyed by the videos' sizes and
+    times, the size and the cut) in cache_dir(); `cache=False` neither reads nor writes it."""
+    paths = [Path(root) / name for name in videos]
+    for path in paths:
+        if not path.is_file():
+            raise EverloopError(f"--targets {BENCH} reads {path}, which is missing (the videos of ../shared/data)")
+    key = json.dumps([size, list(per_video), HELD_OUT] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths])
+    file = cache_dir() / f"{BENCH}-{size}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+    if cache and file.is_file():
+        with np.load(file) as z:
+            return _to_float((z["train"], z["test"]))
+    pair = _decode_bench(paths, size, per_video)
+    if cache:
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, train=pair[0], test=pair[1])
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(file, write)
+    return _to_float(pair)
+
+
+def _decode_bench(paths, size: int, per_video) -> tuple[np.ndarray, np.ndarray]:
     from ..data import Geometry
     from ..sources import open_source
     parts = []
-    for name in videos:
-        path = Path(root) / name
-        if not path.is_file():
-            raise EverloopError(f"--targets {BENCH} reads {path}, which is missing (the videos of ../shared/data)")
+    for path in paths:
         source = open_source(path, Geometry(size=size))
         every = max(1, (source.total or 0) // (2 * sum(per_video)))
         kept = np.stack([f for i, f in enumerate(source.frames) if i % every == 0])
         parts.append(_cut(kept, size, per_video))
-    return _to_float((np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def split(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
