@@ -10,25 +10,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ipaddress
 import json
 import math
 import os
-import re
 import signal
-import socket
 import threading
 import time
 from importlib import resources
 from pathlib import Path
 
 from .errors import EverloopError
+from .hosts import allowed_hosts, host_refusal
 from .validate import number, positive
 
 STALL_S = 60.0  # a viewer that cannot take one frame for this long is dropped: it holds a slot
 SPEED_RANGE, TEMPERATURE_RANGE = (0.05, 16.0), (0.01, 100.0)
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 try:  # an optional extra (everloop[serve]): `import everloop.serve` works without it
     from aiohttp import WSCloseCode, web
@@ -40,38 +36,6 @@ def _aiohttp():
     if web is None:
         raise EverloopError("the web server needs aiohttp, which is not installed; pip install 'everloop[serve]'")
     return web
-
-
-def allowed_hosts(host: str, extra: list[str] | tuple = ()) -> set[str]:
-    """Host-header names accepted: those `host` is reached by, plus --allow-host (guards
-    against DNS rebinding: a foreign page that resolves its own name to this machine)."""
-    names = {n.strip().lower().strip("[]").rstrip(".") for n in extra}
-    for n in names:
-        if not (HOSTNAME.match(n) or _is_ip(n)):
-            raise EverloopError(f"--allow-host {n!r}: not a host name or IP address")
-    h = host.strip("[]").lower()
-    if h in LOOPBACK:
-        return names | LOOPBACK
-    if h in ("0.0.0.0", "::", ""):  # every interface: this machine's names and addresses
-        mine = {socket.gethostname().lower(), socket.getfqdn().lower()}
-        with contextlib.suppress(OSError):
-            mine |= set(socket.gethostbyname_ex(socket.gethostname())[2])
-        return names | LOOPBACK | mine
-    return names | {h}
-
-
-def _is_ip(text: str) -> bool:
-    with contextlib.suppress(ValueError):
-        return bool(ipaddress.ip_address(text))
-    return False
-
-
-def host_name(header: str) -> str:
-    """The name in a Host header or an Origin's netloc: 'a.b:80' -> 'a.b', '[::1]:80' -> '::1'."""
-    h = header.strip().lower()
-    if h.startswith("["):
-        return h[1:h.find("]")] if "]" in h else h
-    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
 class Viewer:
@@ -228,12 +192,10 @@ class Server:
         return sum(len(c.viewers) for c in self.channels)
 
     async def _host_check(self, request, handler):  # the middleware every request passes
-        origin = request.headers.get("Origin")  # a WebSocket from a foreign page carries its origin
-        if host_name(request.headers.get("Host", "")) not in self.hosts or \
-                (origin is not None and host_name(origin.split("://", 1)[-1]) not in self.hosts):
-            return web.Response(status=403, text="everloop: this server does not answer to that Host "
-                                "(start it with --allow-host NAME)\n")
-        return await handler(request)
+        return host_refusal(request, self.hosts) or await handler(request)
+
+    def describe(self) -> str:
+        return ", ".join(f"{i}: {p.name}" for i, p in enumerate(self.producers))
 
     def _join(self, request, text: str | None, kind: str) -> tuple[Channel, Viewer]:
         """The run asked for and a new viewer of it; 404 for no such run, 503 past the cap
@@ -335,8 +297,8 @@ async def _run(server: Server, host: str, port: int, flag: str) -> None:
         except OSError as e:
             raise EverloopError(f"{flag} {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None
         server.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
-        names = ", ".join(f"{i}: {p.name}" for i, p in enumerate(server.producers))
-        print(f"serving http://{f'[{host}]' if ':' in host else host}:{server.port}/ ({names}; Ctrl-C stops)", flush=True)
+        print(f"serving http://{f'[{host}]' if ':' in host else host}:{server.port}/ ({server.describe()}; "
+              "Ctrl-C stops)", flush=True)
         server.loop, server.stop = asyncio.get_running_loop(), asyncio.Event()  # a test's thread sets stop
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -356,9 +318,12 @@ def serve(producers, host: str = "127.0.0.1", port: int = 8000, max_viewers: int
 
 def cmd_serve(a, flag: str = "--port") -> None:
     from .live import check_port, load_producer
+    from .serve_play import serve_games, takes_actions
     _aiohttp()
     allowed_hosts(a.host, a.allow_host)  # a bad --allow-host fails before any model loads
     check_port(a.port, a.host, flag)
+    if any(takes_actions(run) for run in a.runs):  # a game per browser instead of one shared stream
+        return serve_games(a)
     served = serve([load_producer(run, a) for run in a.runs], a.host, a.port, a.max_viewers, a.allow_host, flag)
     print(f"stopped after {served} frames")
 
