@@ -14,6 +14,8 @@ import time
 import numpy as np
 import torch
 
+from ..errors import EverloopError
+
 
 def _rate(fn, n_items: int, seconds: float = 5.0) -> float:
     fn()  # warm-up
@@ -51,6 +53,13 @@ def _colour(a) -> list:
         neural = _rate(lambda: colour.composite(canvas, net(colour.shape_actions(at)), at[:, 9:]), len(at), a.seconds)
     rows = [(f"real program (skia) colour strokes 64x64, radius up to {colour.R_MAX:g}, composited", real, "strokes/s"),
             ("neural renderer colour strokes (alpha + composite), batch 256", neural, "strokes/s")]
+    try:
+        mypaint = colour.ColourPaintEnv(64, "mypaint")
+    except EverloopError as e:  # libmypaint is not installed: no row
+        print(f"(no MyPaint row: {e})")
+    else:
+        rows.append(("real program (MyPaint brush engine) colour strokes, same actions",
+                     _rate(lambda: mypaint.render(acts[:64]), 64, a.seconds), "strokes/s"))
     for strokes in (15, 50):
         cfg = AgentConfig(colour=True, strokes=strokes)
         agent = Painter(cfg, 64)

@@ -172,7 +172,8 @@ def add_paint_parser(sub) -> None:
     from .agent import AgentConfig
     add_flags(s, AgentConfig, only={"strokes": {"type": _positive("--strokes", hi=1000)}, "critic": {},
                                     "batch": {"type": _positive("--batch", hi=65536)}, "colour": {},
-                                    "shift": {"type": number("--shift", int, lo=0, hi=64)}})
+                                    "shift": {"type": number("--shift", int, lo=0, hi=64)},
+                                    "lr": {"type": _positive("--lr", float, hi=1.0)}})
     s.add_argument("--out", required=True, help="agent folder to write")
     _budget(s)
     s.set_defaults(func=cmd_train_agent)

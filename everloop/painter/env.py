@@ -11,12 +11,13 @@ An action is ACTION_DIM numbers in [0, 1] (values outside are clamped):
     x0 y0  x1 y1  x2 y2   start, control, end point (x right, y down, 0..1 of the canvas)
     r0 r2                 radius at the start / end (linear along the curve)
     opacity grey          the layer is coverage * opacity * grey
-On a black canvas opacity and grey multiply; both stay so that a colour canvas can give them
-different meanings later without changing the action layout.
+On a black canvas opacity and grey multiply. A colour action (colour.py) keeps the first nine
+numbers and puts r g b in place of grey; its alpha is this layer with grey 1.
 
 The stroke is a chain of antialiased round dabs (as a brush engine stamps them) spaced at
 most half a radius apart, filled as one skia path, so a stroke with a varying radius has
-smooth edges and no overlap artefacts."""
+smooth edges and no overlap artefacts. `backend="mypaint"` drags MyPaint's brush engine
+along the same curve instead (mypaint.py)."""
 from __future__ import annotations
 
 import numpy as np
