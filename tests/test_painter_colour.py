@@ -239,3 +239,24 @@ def test_an_agent_is_scored_with_either_program(tmp_path, capsys):
         out = tmp_path / f"{backend}.json"
         assert main(["paint", "eval", str(tmp_path / "A"), "--backend", backend, "--json", str(out)]) == 0
         assert json.loads(out.read_text())["backend"] == backend
+
+
+def test_grey_folders_from_before_colour_still_load_and_score_the_same(tmp_path):
+    """A grey run folder written before the colour fields existed (no `colour`, no `r_max`)."""
+    from test_painter import TINY_A as GREY_A
+    from test_painter import TINY_R as GREY_R
+    from test_painter import digit_folder
+    train_renderer(tmp_path / "R", GREY_R, steps=2, progress=False)
+    folder = str(digit_folder(tmp_path / "d", n=10))
+    train_agent(tmp_path / "R", folder, tmp_path / "A", GREY_A, steps=2, progress=False)
+    _, test = targets.split(targets.load(folder, SIZE))
+    before = score(*load_agent(tmp_path / "A")[:2], test, load_agent(tmp_path / "A")[3])
+    for cfg_file, drop in ((tmp_path / "A" / "config.json", ("colour",)),
+                           (tmp_path / "A" / "renderer" / "config.json", ("colour", "r_max"))):
+        config = json.loads(cfg_file.read_text())
+        for name in drop:
+            del config["config"][name]
+        cfg_file.write_text(json.dumps(config))
+    agent, renderer, _, env = load_agent(tmp_path / "A")
+    assert not agent.cfg.colour and env.backend.r_max == 0.08
+    assert score(agent, renderer, test, env) == before
