@@ -206,6 +206,14 @@ def test_colour_train_resume_eval_draw_sheet(tmp_path, capsys):
     assert main(["paint", "train-agent", "--renderer", str(r), "--targets", folder, "--out", str(tmp_path / "G"),
                  "--steps", "1"]) == 2  # a grey agent cannot use a colour renderer
     assert "--colour" in capsys.readouterr().err
+    from dataclasses import replace
+    b = tmp_path / "B"  # 5 strokes, starting from the 3-stroke agent and its refreshed renderer
+    train_agent(None, folder, b, replace(TINY_A, strokes=5), steps=1, progress=False, init=a)
+    config = json.loads((b / "config.json").read_text())
+    assert config["init"] == str(a) and config["renderer_source"] == str(a / "renderer")
+    assert main(["paint", "train-agent", "--init", str(a), "--colour", "--targets", folder, "--out",
+                 str(tmp_path / "C"), "--steps", "1"]) == 2  # default width and hidden: not A's
+    assert "must match" in capsys.readouterr().err
 
 
 def _mypaint_or_skip():

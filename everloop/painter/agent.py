@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoint, distributed, grad_average
+from ..errors import EverloopError
 from ..loop import cosine_lr
 from . import colour as col
 from . import runs, targets
@@ -210,20 +211,31 @@ def agent_step(agent: Painter, renderer, opt, target: torch.Tensor, cfg: AgentCo
 
 
 def train_agent(renderer_dir, target_spec: str, out, cfg: AgentConfig | None = None, *, steps=None, minutes=None,
-                seed=0, resume=False, force=False, progress=True) -> dict:
+                seed=0, resume=False, force=False, progress=True, init=None) -> dict:
     """Train (or --resume) an agent into `out`; returns the held-out metrics it saved. Under
     torchrun the processes train it together (distributed.py; `batch` and `refresh_batch`
-    are global), every process reading the targets, rank 0 alone the run and the renderer."""
+    are global), every process reading the targets, rank 0 alone the run and the renderer.
+    `init`: an agent folder of the same width, hidden size and colour whose weights (and, if
+    no renderer is given, refreshed renderer) the new run starts from; any stroke count."""
     out = Path(out)
     with distributed.session(torch.device("cpu"), str(out)):
-        return _train_agent(renderer_dir, target_spec, out, cfg, steps, minutes, seed, resume, force, progress)
+        return _train_agent(renderer_dir, target_spec, out, cfg, steps, minutes, seed, resume, force, progress, init)
 
 
-def _read(renderer_dir, target_spec, out: Path, cfg, resume: bool, force: bool):
+def _read(renderer_dir, target_spec, out: Path, cfg, resume: bool, force: bool, init=None):
     """What an agent run starts from (rank 0 reads it): (cfg, renderer_dir, target_spec,
     renderer source, train state, the agent's weights, the renderer (net, cfg, config))."""
     runs.check_out(out, resume, force)
     state, weights, source = None, None, str(renderer_dir)
+    if init and not resume:
+        init = Path(init)
+        other = runs.config_from(AgentConfig, runs.read_folder(init, KIND)["config"], str(init / "config.json"))
+        mine = cfg or AgentConfig()
+        if (other.width, other.hidden, other.colour) != (mine.width, mine.hidden, mine.colour):
+            raise EverloopError(f"--init {init}: its width, hidden size and colour must match this agent's")
+        weights = checkpoint.read_weights(init / "model.safetensors")
+        renderer_dir = renderer_dir or init / "renderer"
+        source = str(renderer_dir)
     if resume:
         config = runs.read_folder(out, KIND)
         cfg = runs.config_from(AgentConfig, config["config"], str(out / "config.json"))
@@ -236,9 +248,10 @@ def _read(renderer_dir, target_spec, out: Path, cfg, resume: bool, force: bool):
     return cfg, target_spec, source, state, weights, renderer
 
 
-def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed, resume, force, progress) -> dict:
+def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed, resume, force, progress,
+                 init) -> dict:
     cfg, target_spec, source, state, weights, (renderer, rcfg, rconfig) = distributed.from_main(
-        lambda: _read(renderer_dir, target_spec, out, cfg, resume, force))
+        lambda: _read(renderer_dir, target_spec, out, cfg, resume, force, init))
     cfg = cfg or AgentConfig()
     renderer.train()
     col.check_pair(cfg.colour, rcfg.colour, renderer_dir)
@@ -264,6 +277,8 @@ def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed
         distributed.resume_rngs(rng, state, seed, torch.device("cpu"))
     else:
         distributed.seed_noise(seed)
+        if weights is not None:  # --init
+            checkpoint.load_weights(agent, weights, str(init))
     nets = [agent, renderer] + ([critic] if critic else [])
     for net in nets:
         distributed.broadcast_module(net)
@@ -310,7 +325,8 @@ def _train_agent(renderer_dir, target_spec, out: Path, cfg, steps, minutes, seed
                          {**rmeta, "refreshed_by_agent": bool(cfg.refresh_every)})
         runs.save_folder(out, KIND, cfg, agent.state_dict(),
                          {"seed": seed, "size": rcfg.size, "targets": target_spec,
-                          "renderer_source": source, "metrics": dict(metrics)}, ts)
+                          "renderer_source": source, **({"init": str(init)} if init else {}),
+                          "metrics": dict(metrics)}, ts)
 
     runs.loop(step_fn, save, step=step, steps=steps, minutes=minutes, desc="train agent", progress=progress,
               where=out)

@@ -40,11 +40,11 @@ def cmd_train_agent(a) -> None:
     from ..distributed import launched_rank
     from .agent import AgentConfig, train_agent
     _threads(a)
-    if not a.resume and not a.renderer:
+    if not a.resume and not a.renderer and not a.init:
         raise EverloopError("--renderer R is required (a folder made by `everloop paint train-renderer`)")
     cfg = AgentConfig(**given(a, AgentConfig))
     m = train_agent(a.renderer, a.targets, a.out, None if a.resume else cfg, steps=a.steps, minutes=a.minutes,
-                    **_seed(a), resume=a.resume, force=a.force, progress=not a.quiet)
+                    **_seed(a), resume=a.resume, force=a.force, progress=not a.quiet, init=a.init)
     if launched_rank() == 0:
         print(f"saved {a.out} at step {m['step']}: {m['targets']} held-out targets, MSE real {m['mse_real']:.4f}, "
               f"dream {m['mse_dream']:.4f}, blank {m['mse_blank']:.4f} (try `everloop paint eval {a.out}`)")
@@ -175,6 +175,8 @@ def add_paint_parser(sub) -> None:
                                     "shift": {"type": number("--shift", int, lo=0, hi=64)},
                                     "lr": {"type": _positive("--lr", float, hi=1.0)}})
     s.add_argument("--out", required=True, help="agent folder to write")
+    s.add_argument("--init", metavar="AGENT", help="start from this agent's weights (same width, hidden, colour; "
+                   "any --strokes) and, without --renderer, its refreshed renderer")
     _budget(s)
     s.set_defaults(func=cmd_train_agent)
 
