@@ -268,3 +268,10 @@ def test_grey_folders_from_before_colour_still_load_and_score_the_same(tmp_path)
     agent, renderer, _, env = load_agent(tmp_path / "A")
     assert not agent.cfg.colour and env.backend.r_max == 0.08
     assert score(agent, renderer, test, env) == before
+
+
+def test_learned_colour_comparison_runs(capsys):
+    from everloop.painter import learned_colour
+    learned_colour.main(["--minutes", "0.005", "--size", "16"])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2].startswith("| decoupled |") and rows[3].startswith("| learned |")
