@@ -275,3 +275,11 @@ def test_learned_colour_comparison_runs(capsys):
     learned_colour.main(["--minutes", "0.005", "--size", "16"])
     rows = capsys.readouterr().out.splitlines()
     assert rows[2].startswith("| decoupled |") and rows[3].startswith("| learned |")
+
+
+def test_colour_agent_with_critic_trains(tmp_path):
+    from dataclasses import replace
+    train_renderer(tmp_path / "R", TINY_R, steps=1, progress=False)
+    m = train_agent(tmp_path / "R", str(colour_folder(tmp_path / "c")), tmp_path / "A", replace(TINY_A, critic=True),
+                    steps=2, progress=False)
+    assert np.isfinite(m["mse_real"])
