@@ -116,19 +116,15 @@ def random_colour_actions(rng: np.random.Generator, n: int) -> np.ndarray:
 def skia_over(actions, size: int, r_max: float = R_MAX) -> np.ndarray:
     """The same strokes drawn by skia itself in colour (kSrcOver, antialiased, on an 8-bit
     RGBA surface): float32 [3, H, W]. Only for checking the float composite against."""
-    import skia
-
-    from .env import _dabs
+    from .env import SkiaBackend
+    backend = SkiaBackend(size, r_max)
+    skia = backend.skia
     surface = skia.Surface(size, size)
     canvas = surface.getCanvas()
     canvas.clear(skia.ColorBLACK)
     for a in np.clip(np.asarray(actions, np.float64).reshape(-1, COLOUR_DIM), 0, 1):
         paint = skia.Paint(AntiAlias=True, Style=skia.Paint.kFill_Style,
                            Color4f=skia.Color4f(*(float(v) for v in a[9:12]), float(a[8])))
-        path = skia.Path()
-        pts, radii = _dabs(a, size, r_max)
-        for (x, y), r in zip(pts.tolist(), radii.tolist()):
-            path.addCircle(x, y, r)
-        canvas.drawPath(path, paint)
+        canvas.drawPath(backend.path(a), paint)
     rgba = surface.makeImageSnapshot().toarray(colorType=skia.kRGBA_8888_ColorType)
     return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1)).astype(np.float32) / 255.0
