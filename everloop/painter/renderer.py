@@ -115,10 +115,15 @@ def composite(canvas: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
     return torch.maximum(canvas, layer)
 
 
-def real_batch(env: PaintEnv, rng: np.random.Generator, n: int, colour: bool = False):
+def real_batch(env: PaintEnv, rng: np.random.Generator, n: int):
     a = random_actions(rng, n)
-    if colour:
-        a[:, -1] = 1.0  # grey 1: the layer is the alpha a colour stroke composites with
+    return torch.from_numpy(a), torch.from_numpy(env.strokes(a))
+
+
+def alpha_batch(env: PaintEnv, rng: np.random.Generator, n: int):
+    """real_batch for a colour renderer: grey 1, so the layer is the stroke's alpha."""
+    a = random_actions(rng, n)
+    a[:, -1] = 1.0
     return torch.from_numpy(a), torch.from_numpy(env.strokes(a))
 
 
@@ -189,12 +194,13 @@ def _train_renderer(out: Path, cfg, steps, minutes, seed, resume, force, progres
     grad_average.average_gradients(net.parameters(), {"renderer": opt})
     share = distributed.share_batch(cfg, ("batch",))  # this process's strokes per step
     main = distributed.is_main()
-    val = real_batch(env, np.random.default_rng(10_000 + seed), cfg.val_strokes, cfg.colour) if main else None  # never trained on
+    draw = alpha_batch if cfg.colour else real_batch
+    val = draw(env, np.random.default_rng(10_000 + seed), cfg.val_strokes) if main else None  # never trained on
     metrics = {}
 
     def step_fn(progress: float):
         cosine_lr(opt, cfg.lr, cfg.lr_final, progress)
-        return distributed.mean_logs({"bce": renderer_step(net, opt, *real_batch(env, rng, share.batch, cfg.colour))})
+        return distributed.mean_logs({"bce": renderer_step(net, opt, *draw(env, rng, share.batch))})
 
     def save(at: int, seconds: float):
         ts = {"optim": opt.state_dict(), "step": at, "elapsed": elapsed + seconds,
