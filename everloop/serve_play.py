@@ -10,9 +10,10 @@ first message is the game's description ({"game", "meanings", "fps", "seed", "wi
 "height"}: the native screen's shape, which the page scales the frame to).
 
 Every game's model step runs on one worker thread, in turn: on a 2-core machine a second
-thread only contends. A step at batch 1 takes ~1/37 s there (BENCHMARKS.md), so it holds
-about two players at 15 steps/s; past that every game slows down, none drops keys.
---max-viewers caps the players (past it: HTTP 503)."""
+thread only contends. The Ms. Pac-Man model steps 19-37 times a second at batch 1 there
+(BENCHMARKS.md, under more or less load), so one player at 15 steps/s always fits and a
+second on free cores; past that every game slows down, none drops keys. --max-viewers caps
+the players (past it: HTTP 503)."""
 from __future__ import annotations
 
 import asyncio
