@@ -142,7 +142,8 @@ def test_prepare_the_real_recording_head(tmp_path, capsys):
     assert code == 0, err
     import json
     meta = json.loads((tmp_path / "d" / "meta.json").read_text())
-    assert (meta["frames"], meta["height"], meta["width"]) == (18000, 16, 16)
+    # the recorder's stalls past 1 s are dropped by default (prepare.STALL_SECONDS)
+    assert (meta["frames"] + meta["stalls"]["dropped_frames"], meta["height"], meta["width"]) == (18000, 16, 16)
 
 
 def test_live_without_a_display_says_so_in_one_line(tiny_run, monkeypatch, capsys):
