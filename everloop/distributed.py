@@ -30,6 +30,7 @@ import gc
 import json
 import os
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -135,6 +136,17 @@ def session(device: torch.device, where: str = "the run"):
         # destroys only after success); gloo's returns, and leaves nothing running at exit.
         if started and (finished or dist.get_backend() == "gloo"):
             dist.destroy_process_group()
+
+
+def exit_now(code: int | None) -> None:
+    """End a process of a multi-process launch without the interpreter's teardown. After the
+    process group is destroyed a gloo thread can still be joinable when C++ statics die, and
+    the process aborts ("terminate called without an active exception", exit -6) though its
+    work is saved and every rank agreed: seen in 2 of ~20 two-process test runs. Every write
+    is finished by now (atomic renames), so flush and leave at once."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code or 0))
 
 
 def _first_line(e: BaseException) -> str:

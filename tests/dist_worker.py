@@ -158,10 +158,11 @@ def failing(kind: str, data: str, run: str) -> int:
 
 
 if __name__ == "__main__":
+    from everloop.distributed import exit_now  # as `python -m everloop` under torchrun
     job = sys.argv[1]
     if job == "cli":
-        sys.exit(main(sys.argv[2:]))
+        exit_now(main(sys.argv[2:]))
     if job == "equivalence":
         equivalence(Path(sys.argv[2]), sys.argv[3], sys.argv[4])
-    else:
-        sys.exit(failing(job, sys.argv[2], sys.argv[3]))
+        exit_now(0)
+    exit_now(failing(job, sys.argv[2], sys.argv[3]))
