@@ -178,9 +178,7 @@ class Server:
         for c in self.channels:
             c.closed = True
             c.wake()
-        for ws in list(self.sockets):
-            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
-                await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping"), 2)
+        await close_sockets(self.sockets)
 
     async def _cleanup(self, app) -> None:
         for t in self.pacers:
@@ -276,6 +274,13 @@ class Server:
         finally:
             channel.viewers.discard(viewer)
         return resp
+
+
+async def close_sockets(sockets) -> None:
+    """Tell every open WebSocket the server is stopping (2 s each at most: a stalled one is cut)."""
+    for ws in list(sockets):
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping"), 2)
 
 
 def rss_mb() -> float | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import copy
 import json
 import time
@@ -98,10 +97,8 @@ class GameServer:
         return host_refusal(request, self.hosts) or await handler(request)
 
     async def _shutdown(self, app) -> None:
-        from aiohttp import WSCloseCode
-        for ws in list(self.sockets):
-            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
-                await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping"), 2)
+        from .serve import close_sockets
+        await close_sockets(self.sockets)
 
     async def _cleanup(self, app) -> None:
         await asyncio.to_thread(self.worker.shutdown, True)

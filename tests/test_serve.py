@@ -57,6 +57,15 @@ def running(run_paths, max_viewers=64, allow=(), **kw):
     """A real server on 127.0.0.1:<free port> in a thread with its own event loop."""
     a = flags(run_paths, **kw)
     server = srv.Server([load_producer(r, a) for r in run_paths], max_viewers, srv.allowed_hosts("127.0.0.1", allow))
+    with serving(server) as url:
+        yield server, url
+    assert not any(p._thread.is_alive() for p in server.producers), "a generator thread outlived the server"
+
+
+@contextlib.contextmanager
+def serving(server):
+    """Any everloop server object (serve.Server, serve_play.GameServer) on 127.0.0.1:<free
+    port> in a thread with its own event loop; yields its URL and stops it after."""
     thread = threading.Thread(target=lambda: asyncio.run(srv._run(server, "127.0.0.1", 0, "--port")), daemon=True)
     thread.start()
     for _ in range(400):
@@ -65,12 +74,11 @@ def running(run_paths, max_viewers=64, allow=(), **kw):
         time.sleep(0.025)
     assert server.port, "the server did not start"
     try:
-        yield server, f"http://127.0.0.1:{server.port}"
+        yield f"http://127.0.0.1:{server.port}"
     finally:
         server.loop.call_soon_threadsafe(server.stop.set)
         thread.join(30)
         assert not thread.is_alive(), "the server did not stop"
-        assert not any(p._thread.is_alive() for p in server.producers), "a generator thread outlived the server"
 
 
 def until(check, what: str, seconds: float = 120.0) -> None:

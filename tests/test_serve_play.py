@@ -4,13 +4,12 @@ import asyncio
 import contextlib
 import io
 import json
-import threading
-import time
 
 import pytest
 import torch
 from PIL import Image
 from test_play import dot_run  # noqa: F401 (a fixture)
+from test_serve import serving
 
 aiohttp = pytest.importorskip("aiohttp")
 
@@ -18,7 +17,6 @@ from everloop import serve_play
 from everloop.cli import main
 from everloop.hosts import allowed_hosts
 from everloop.play import Game
-from everloop.serve import _run
 
 torch.set_num_threads(1)
 
@@ -27,19 +25,8 @@ torch.set_num_threads(1)
 def running(run, max_players=4, fps=60.0):
     """A real game server on 127.0.0.1:<free port> in a thread with its own event loop."""
     server = serve_play.GameServer(Game(run), "dots", fps, 0, max_players, allowed_hosts("127.0.0.1"))
-    thread = threading.Thread(target=lambda: asyncio.run(_run(server, "127.0.0.1", 0, "--port")), daemon=True)
-    thread.start()
-    for _ in range(400):
-        if server.stop is not None:
-            break
-        time.sleep(0.025)
-    assert server.port, "the server did not start"
-    try:
-        yield server, f"http://127.0.0.1:{server.port}"
-    finally:
-        server.loop.call_soon_threadsafe(server.stop.set)
-        thread.join(30)
-        assert not thread.is_alive(), "the server did not stop"
+    with serving(server) as url:
+        yield server, url
 
 
 async def frames(ws, n: int) -> list[Image.Image]:
