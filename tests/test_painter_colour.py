@@ -283,3 +283,49 @@ def test_colour_agent_with_critic_trains(tmp_path):
     m = train_agent(tmp_path / "R", str(colour_folder(tmp_path / "c")), tmp_path / "A", replace(TINY_A, critic=True),
                     steps=2, progress=False)
     assert np.isfinite(m["mse_real"])
+
+
+def _refine_setup():
+    from everloop.painter.refine import dream
+    torch.manual_seed(0)
+    renderer = StrokeNet(TINY_R).eval()
+    agent = Painter(TINY_A, SIZE).eval()
+    target = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        actions, canvases = agent.paint(target, renderer)
+        assert torch.allclose(dream(actions, renderer, True), canvases, atol=1e-5)  # batched == stroke by stroke
+    return agent, renderer, actions, target
+
+
+def test_refinement_lowers_the_dream_loss_keeps_actions_in_the_box_and_is_deterministic():
+    from everloop.painter.refine import dream, refine
+    _, renderer, actions, target = _refine_setup()
+    out, start, end = refine(actions, target, renderer, True, steps=15, lr=0.1)
+    assert out.shape == actions.shape and out.min() >= 0 and out.max() <= 1
+    assert (end <= start).all() and end.sum() < start.sum()  # never worse per target, better overall
+    with torch.no_grad():
+        scored = (dream(out, renderer, True)[-1] - target).pow(2).flatten(1).mean(1)
+    assert torch.allclose(scored, end, atol=1e-6)  # the reported loss is the returned actions'
+    again = refine(actions, target, renderer, True, steps=15, lr=0.1)
+    assert torch.equal(again[0], out) and torch.equal(again[2], end)  # deterministic
+    one = refine(actions[:1], target[:1], renderer, True, steps=15, lr=0.1)[0]
+    assert torch.allclose(one, out[:1], atol=1e-5)  # a target's result does not depend on its batch
+    assert all(p.requires_grad for p in renderer.parameters()) and all(p.grad is None for p in renderer.parameters())
+    assert torch.equal(refine(actions, target, renderer, True, steps=0, lr=0.1)[0], actions)
+
+
+def test_refined_eval_reports_the_agent_beside_the_refined_strokes(tmp_path, capsys):
+    train_renderer(tmp_path / "R", TINY_R, steps=1, progress=False)
+    folder = str(colour_folder(tmp_path / "c"))
+    train_agent(tmp_path / "R", folder, tmp_path / "A", TINY_A, steps=1, progress=False)
+    plain, refined = tmp_path / "plain.json", tmp_path / "refined.json"
+    assert main(["paint", "eval", str(tmp_path / "A"), "--json", str(plain)]) == 0
+    assert main(["paint", "eval", str(tmp_path / "A"), "--refine", "5", "--refine-lr", "0.1", "--split", "train",
+                 "--sample", "4", "--json", str(refined)]) == 0
+    p, r = json.loads(plain.read_text()), json.loads(refined.read_text())
+    assert "refine_steps" not in p and r["refine_steps"] == 5 and r["targets"] == 4 and r["split"] == "train"
+    assert r["mse_dream"] <= r["agent_mse_dream"] and r["refine_seconds_per_target"] > 0
+    assert main(["paint", "sheet", str(tmp_path / "A"), "--out", str(tmp_path / "s.png"), "--count", "2",
+                 "--refine", "2"]) == 0
+    assert main(["paint", "eval", str(tmp_path / "A"), "--per-source"]) != 0
+    assert "--per-source" in capsys.readouterr().err

@@ -38,6 +38,7 @@ from .renderer import (
     real_env,
     renderer_step,
 )
+from .scoring import paint, score  # noqa: F401  (paint: agent.paint, as before scoring.py)
 
 KIND = "paint-agent"
 
@@ -348,45 +349,3 @@ def load_agent(run, backend: str | None = None):
 def make_env(cfg: AgentConfig, rcfg):
     """The real program the agent's strokes are scored with: grey (env.PaintEnv) or colour."""
     return col.ColourPaintEnv(rcfg.size, rcfg.backend, radius_max(rcfg)) if cfg.colour else real_env(rcfg)
-
-
-@torch.no_grad()
-def paint(agent: Painter, renderer: StrokeNet, target: np.ndarray, env):
-    """Actions [B, N, A], dream canvases and real canvases [N, *target.shape] (numpy), the
-    real ones after each stroke re-rendered by the real program (open loop: the same actions)."""
-    was = agent.training
-    agent.eval()
-    actions, dream = agent.paint(torch.from_numpy(np.asarray(target, np.float32)), renderer)
-    agent.train(was)
-    actions = actions.numpy()
-    real = np.zeros(dream.shape, np.float32)
-    for i, acts in enumerate(actions):
-        env.reset()
-        for t, a in enumerate(acts):
-            real[t, i] = env.step(a)
-    return actions, dream.numpy(), real
-
-
-def score(agent, renderer, test: np.ndarray, env, chunk: int = 100) -> dict:
-    """MSE of the final canvas to the targets, in the dream and with the real program."""
-    was = renderer.training
-    renderer.eval()
-    try:
-        return _score(agent, renderer, test, env, chunk)
-    finally:
-        renderer.train(was)
-
-
-def _score(agent, renderer, test, env, chunk):
-    real_se = dream_se = 0.0
-    for i in range(0, len(test), chunk):
-        t = test[i:i + chunk]
-        _, dream, real = paint(agent, renderer, t, env)
-        dream_se += float(((dream[-1] - t) ** 2).mean()) * len(t)
-        real_se += float(((real[-1] - t) ** 2).mean()) * len(t)
-    n = len(test)
-    blank = float((test ** 2).mean())
-    out = {"mse_real": real_se / n, "mse_dream": dream_se / n, "mse_blank": blank}
-    out.update(gap=out["mse_real"] - out["mse_dream"], real_over_blank=out["mse_real"] / blank,
-               dream_over_blank=out["mse_dream"] / blank, targets=n)
-    return out

@@ -79,7 +79,7 @@ def cmd_draw(a) -> None:
         claim(a.actions, "json", force=a.force, flag="--actions", inputs={"AGENT": a.agent})
     agent, renderer, config, env = load_agent(a.agent)
     target = _target(a.target, config, env.size, agent.cfg.colour)
-    actions, dream, real = paint(agent, renderer, target[None], env)
+    actions, dream, real = paint(agent, renderer, target[None], env, _refine(a))
     frames = [np.zeros_like(target), *real[:, 0]]  # blank paper, then one frame per stroke
     with open_sink(a.out, fps=a.fps, frames=len(frames) + 1, force=a.force, inputs={"AGENT": a.agent}) as sink:
         for canvas in frames + [frames[-1]]:  # the finished painting shows for two frames
@@ -104,7 +104,7 @@ def cmd_sheet(a) -> None:
     agent, renderer, config, env = load_agent(a.agent)
     _, test = targets.train_test(config["targets"], env.size, agent.cfg.colour)
     test = test[np.unique(np.linspace(0, len(test) - 1, a.count).round().astype(int))]  # spread over the split
-    _, dream, real = paint(agent, renderer, test, env)
+    _, dream, real = paint(agent, renderer, test, env, _refine(a))
     rows = [test, real[-1]] + ([dream[-1]] if a.dream else [])
     pad = lambda x: np.pad(_rgb(x), ((1, 1), (1, 1), (0, 0)), constant_values=128)
     grid = np.concatenate([np.concatenate([pad(img) for img in row], 1) for row in rows], 0)
@@ -115,6 +115,19 @@ def cmd_sheet(a) -> None:
     print(f"wrote {a.out}: rows = held-out targets, real paint program" + (", dream" if a.dream else ""))
 
 
+def _refine(a):
+    from .refine import Refine
+    return Refine(a.refine, a.refine_lr) if a.refine else None
+
+
+def _groups(spec: str, n: int, per: int):
+    """colour-bench's parts, one per video (its frames are stored video after video)."""
+    from . import targets
+    if spec != targets.BENCH or n != per * len(targets.BENCH_VIDEOS):
+        return None
+    return [(Path(v).stem, per) for v in targets.BENCH_VIDEOS]
+
+
 def cmd_eval(a) -> None:
     from . import targets
     from .agent import load_agent, score
@@ -122,17 +135,40 @@ def cmd_eval(a) -> None:
     if a.json:
         claim(a.json, "json", force=a.force, flag="--json", inputs={"AGENT": a.agent})
     agent, renderer, config, env = load_agent(a.agent, a.backend)
-    _, test = targets.train_test(a.targets or config["targets"], env.size, agent.cfg.colour)
+    spec = a.targets or config["targets"]
+    pair = targets.train_test(spec, env.size, agent.cfg.colour)
+    test = pair[a.split == "test"]  # (train, test)
+    groups = _groups(spec, len(test), targets.PER_VIDEO[a.split == "test"]) if a.per_source else None
+    if a.per_source and not groups:
+        raise EverloopError("--per-source: only for all of colour-bench's split (no --limit or --sample)")
+    if a.sample:
+        test = test[np.unique(np.linspace(0, len(test) - 1, a.sample).round().astype(int))]  # spread over the split
     if a.limit:
         test = test[:a.limit]
-    m = score(agent, renderer, test, env)
+    m = score(agent, renderer, test, env, refine_with=_refine(a), groups=groups)
     m.update(agent=str(a.agent), strokes=agent.cfg.strokes, step=config.get("step") or config["metrics"].get("step"),
-             backend=env.backend.name)
-    print(f"{m['targets']} held-out targets, {m['strokes']} strokes: MSE real {m['mse_real']:.4f} "
+             backend=env.backend.name, split=a.split)
+    where = "held-out" if a.split == "test" else "TRAINING"
+    print(f"{m['targets']} {where} targets, {m['strokes']} strokes: MSE real {m['mse_real']:.4f} "
           f"({m['real_over_blank']:.3f} of blank), dream {m['mse_dream']:.4f} ({m['dream_over_blank']:.3f} of blank), "
           f"gap {m['gap']:+.4f}, blank {m['mse_blank']:.4f}")
+    if "refine_steps" in m:
+        print(f"  refined ({m['refine_steps']} Adam steps, lr {m['refine_lr']:g}, "
+              f"{m['refine_seconds_per_target']:.2f} s/target); the agent alone: real {m['agent_mse_real']:.4f}, "
+              f"dream {m['agent_mse_dream']:.4f}")
+    for name, g in (m.get("by_source") or {}).items():
+        print(f"  {name:14s} real {g['mse_real']:.4f} ({g['real_over_blank']:.3f} of blank), dream "
+              f"{g['mse_dream']:.4f}, blank {g['mse_blank']:.4f}")
     if a.json:
         write_file(Path(a.json), lambda p: p.write_text(json.dumps(m, indent=2)))
+
+
+def _refine_flags(s) -> None:
+    s.add_argument("--refine", type=number("--refine", int, lo=0, hi=100000), metavar="N", default=0,
+                   help="refine the agent's strokes with N Adam steps each through the renderer before the real "
+                   "program draws them (inference compute; default 0: the agent's strokes as they are)")
+    s.add_argument("--refine-lr", type=_positive("--refine-lr", float, hi=100.0), default=0.05,
+                   help="Adam learning rate of --refine on the action logits")
 
 
 def _budget(s) -> None:
@@ -187,6 +223,7 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--fps", type=_positive("--fps", float, hi=1000), default=2)
     s.add_argument("--scale", type=_positive("--scale", hi=64), default=4)
     s.add_argument("--actions", metavar="FILE", help="also write the strokes' actions as JSON")
+    _refine_flags(s)
     _output_flags(s, cmd_draw, replaces="an existing animation (and --actions file)")
 
     s = ps.add_parser("sheet", help="a PNG grid: held-out targets above the real program's paintings")
@@ -195,12 +232,18 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--count", type=_positive("--count", hi=1024), default=16)
     s.add_argument("--scale", type=_positive("--scale", hi=64), default=2)
     s.add_argument("--dream", action="store_true", help="add a row of the renderer's (dream) paintings")
+    _refine_flags(s)
     _output_flags(s, cmd_sheet, replaces="an existing sheet image")
 
     s = ps.add_parser("eval", help="MSE on held-out targets: real program, dream, blank canvas")
     s.add_argument("agent")
     s.add_argument("--targets", help="another target source (default: the agent's own, held-out split)")
     s.add_argument("--limit", type=_positive("--limit"), help="only the first N held-out targets")
+    s.add_argument("--sample", type=_positive("--sample"), metavar="N", help="only N targets spread over the split")
+    s.add_argument("--split", choices=("test", "train"), default="test",
+                   help="score the held-out targets (default) or the training ones (to choose --refine's N and lr)")
+    s.add_argument("--per-source", action="store_true", help="colour-bench: also each video's MSE")
+    _refine_flags(s)
     s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     s.add_argument("--backend", choices=sorted(BACKENDS), help="score with this real program (default: the one "
                    "the agent's renderer learned)")
