@@ -247,6 +247,9 @@ def test_an_agent_is_scored_with_either_program(tmp_path, capsys):
         out = tmp_path / f"{backend}.json"
         assert main(["paint", "eval", str(tmp_path / "A"), "--backend", backend, "--json", str(out)]) == 0
         assert json.loads(out.read_text())["backend"] == backend
+    both = tmp_path / "both.json"
+    assert main(["paint", "eval", str(tmp_path / "A"), "--also", "mypaint", "--json", str(both)]) == 0
+    assert json.loads(both.read_text())["mse_real_mypaint"] == json.loads((tmp_path / "mypaint.json").read_text())["mse_real"]
 
 
 def test_grey_folders_from_before_colour_still_load_and_score_the_same(tmp_path):

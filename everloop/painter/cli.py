@@ -145,7 +145,8 @@ def cmd_eval(a) -> None:
         test = test[np.unique(np.linspace(0, len(test) - 1, a.sample).round().astype(int))]  # spread over the split
     if a.limit:
         test = test[:a.limit]
-    m = score(agent, renderer, test, env, refine_with=_refine(a), groups=groups)
+    others = {b: load_agent(a.agent, b)[3] for b in a.also or () if b != env.backend.name}
+    m = score(agent, renderer, test, env, refine_with=_refine(a), groups=groups, others=others)
     m.update(agent=str(a.agent), strokes=agent.cfg.strokes, step=config.get("step") or config["metrics"].get("step"),
              backend=env.backend.name, split=a.split)
     where = "held-out" if a.split == "test" else "TRAINING"
@@ -156,6 +157,9 @@ def cmd_eval(a) -> None:
         print(f"  refined ({m['refine_steps']} Adam steps, lr {m['refine_lr']:g}, "
               f"{m['refine_seconds_per_target']:.2f} s/target); the agent alone: real {m['agent_mse_real']:.4f}, "
               f"dream {m['agent_mse_dream']:.4f}")
+    for b in others:
+        print(f"  with {b}: real {m[f'mse_real_{b}']:.4f}" + (f" (the agent alone: {m[f'agent_mse_real_{b}']:.4f})"
+                                                            if "refine_steps" in m else ""))
     for name, g in (m.get("by_source") or {}).items():
         print(f"  {name:14s} real {g['mse_real']:.4f} ({g['real_over_blank']:.3f} of blank), dream "
               f"{g['mse_dream']:.4f}, blank {g['mse_blank']:.4f}")
@@ -243,6 +247,8 @@ def add_paint_parser(sub) -> None:
     s.add_argument("--split", choices=("test", "train"), default="test",
                    help="score the held-out targets (default) or the training ones (to choose --refine's N and lr)")
     s.add_argument("--per-source", action="store_true", help="colour-bench: also each video's MSE")
+    s.add_argument("--also", action="append", choices=sorted(BACKENDS), metavar="BACKEND",
+                   help="also score the same strokes with this real program (mse_real_BACKEND); repeatable")
     _refine_flags(s)
     s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     s.add_argument("--backend", choices=sorted(BACKENDS), help="score with this real program (default: the one "

@@ -47,15 +47,17 @@ def _paint(agent, renderer, target, env, refine_with):
 
 
 def score(agent, renderer, test: np.ndarray, env, chunk: int = 100, refine_with: Refine | None = None,
-          groups=None) -> dict:
+          groups=None, others=None) -> dict:
     """MSE of the final canvas to the targets, in the dream and with the real program.
     With `refine_with`, the refined strokes' numbers, the agent's own beside them
     (`agent_mse_real`, `agent_mse_dream`) and the refinement's seconds per target.
-    `groups`: [(name, count)] consecutive parts of `test`, each also scored (`by_source`)."""
+    `groups`: [(name, count)] consecutive parts of `test`, each also scored (`by_source`).
+    `others`: {name: env} more real programs drawing the same actions (`mse_real_<name>`):
+    refinement is paid for once, whichever program scores it."""
     was = renderer.training
     renderer.eval()
     try:
-        return _score(agent, renderer, test, env, chunk, refine_with, groups)
+        return _score(agent, renderer, test, env, chunk, refine_with, groups, others or {})
     finally:
         renderer.train(was)
 
@@ -67,24 +69,32 @@ def _summary(real, dream_, blank) -> dict:
     return out
 
 
-def _score(agent, renderer, test, env, chunk, refine_with, groups):
-    per = {k: [] for k in ("real", "dream", "agent_real", "agent_dream")}
+def _score(agent, renderer, test, env, chunk, refine_with, groups, others):
+    refined = bool(refine_with and refine_with.steps)
+    keys = [*others] + ([f"agent_{k}" for k in others] if refined else [])
+    per = {k: [] for k in ("real", "dream", "agent_real", "agent_dream", *keys)}
     mse = lambda x, t: ((x - t) ** 2).reshape(len(t), -1).mean(1)
     seconds = 0.0
     for i in range(0, len(test), chunk):
         t = test[i:i + chunk]
-        _, dream_, real, (own_actions, own_dream), s = _paint(agent, renderer, t, env, refine_with)
+        actions, dream_, real, (own_actions, own_dream), s = _paint(agent, renderer, t, env, refine_with)
         seconds += s
         per["real"].append(mse(real[-1], t))
         per["dream"].append(mse(dream_[-1], t))
-        if refine_with and refine_with.steps:
-            own = own_actions.numpy()
+        own = own_actions.numpy()
+        for name, other in others.items():
+            per[name].append(mse(real_canvases(actions, other, dream_.shape)[-1], t))
+            if refined:
+                per[f"agent_{name}"].append(mse(real_canvases(own, other, dream_.shape)[-1], t))
+        if refined:
             per["agent_real"].append(mse(real_canvases(own, env, own_dream.shape)[-1], t))
             per["agent_dream"].append(mse(own_dream[-1].numpy(), t))
     per = {k: np.concatenate(v) if v else None for k, v in per.items()}
     blank = (test ** 2).reshape(len(test), -1).mean(1)
     out = _summary(per["real"], per["dream"], blank)
-    if refine_with and refine_with.steps:
+    out.update({f"mse_real_{k}": float(per[k].mean()) for k in keys if not k.startswith("agent_")})
+    out.update({f"agent_mse_real_{k[6:]}": float(per[k].mean()) for k in keys if k.startswith("agent_")})
+    if refined:
         out.update(refine_steps=refine_with.steps, refine_lr=refine_with.lr,
                    refine_seconds_per_target=seconds / len(test),
                    agent_mse_real=float(per["agent_real"].mean()), agent_mse_dream=float(per["agent_dream"].mean()))
@@ -93,7 +103,7 @@ def _score(agent, renderer, test, env, chunk, refine_with, groups):
         for name, n in groups:
             part = slice(at, at + n)
             out["by_source"][name] = _summary(per["real"][part], per["dream"][part], blank[part])
-            if refine_with and refine_with.steps:
+            if refined:
                 out["by_source"][name]["agent_mse_real"] = float(per["agent_real"][part].mean())
             at += n
     return out
