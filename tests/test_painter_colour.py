@@ -330,5 +330,7 @@ def test_refined_eval_reports_the_agent_beside_the_refined_strokes(tmp_path, cap
     assert r["mse_dream"] <= r["agent_mse_dream"] and r["refine_seconds_per_target"] > 0
     assert main(["paint", "sheet", str(tmp_path / "A"), "--out", str(tmp_path / "s.png"), "--count", "2",
                  "--refine", "2"]) == 0
+    from PIL import Image
+    assert Image.open(tmp_path / "s.png").size == (2 * 2 * (SIZE + 2), 3 * 2 * (SIZE + 2))  # targets, agent, refined
     assert main(["paint", "eval", str(tmp_path / "A"), "--per-source"]) != 0
     assert "--per-source" in capsys.readouterr().err

@@ -105,14 +105,16 @@ def cmd_sheet(a) -> None:
     _, test = targets.train_test(config["targets"], env.size, agent.cfg.colour)
     test = test[np.unique(np.linspace(0, len(test) - 1, a.count).round().astype(int))]  # spread over the split
     _, dream, real = paint(agent, renderer, test, env, _refine(a))
-    rows = [test, real[-1]] + ([dream[-1]] if a.dream else [])
+    own = [paint(agent, renderer, test, env)[2][-1]] if a.refine else []  # the agent's strokes before refining
+    rows = [test, *own, real[-1]] + ([dream[-1]] if a.dream else [])
     pad = lambda x: np.pad(_rgb(x), ((1, 1), (1, 1), (0, 0)), constant_values=128)
     grid = np.concatenate([np.concatenate([pad(img) for img in row], 1) for row in rows], 0)
     grid = np.repeat(np.repeat(grid, a.scale, 0), a.scale, 1)
     if not agent.cfg.colour:
         grid = np.ascontiguousarray(grid[..., 0])  # grey sheets stay single-channel PNGs
     write_file(Path(a.out), lambda p: Image.fromarray(grid).save(p, format="PNG"))
-    print(f"wrote {a.out}: rows = held-out targets, real paint program" + (", dream" if a.dream else ""))
+    print(f"wrote {a.out}: rows = held-out targets, " + ("the agent's strokes, refined (both drawn by the real "
+          "program)" if a.refine else "real paint program") + (", dream" if a.dream else ""))
 
 
 def _refine(a):
