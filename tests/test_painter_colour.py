@@ -317,6 +317,18 @@ def test_refinement_lowers_the_dream_loss_keeps_actions_in_the_box_and_is_determ
     assert torch.equal(refine(actions, target, renderer, True, steps=0, lr=0.1)[0], actions)
 
 
+def test_refinement_with_the_real_program_in_the_loop_lowers_the_real_loss():
+    from everloop.painter.refine import refine
+    _, renderer, actions, target = _refine_setup()
+    env = ColourPaintEnv(SIZE)
+    real = lambda acts: np.stack([env.render(x) for x in acts])
+    out, start, end = refine(actions, target, renderer, True, steps=10, lr=0.1, real=real)
+    assert out.min() >= 0 and out.max() <= 1 and (end <= start).all() and end.sum() < start.sum()
+    mse = lambda acts: ((torch.from_numpy(real(acts.numpy())) - target) ** 2).flatten(1).mean(1)
+    assert torch.allclose(mse(actions), start, atol=1e-6) and torch.allclose(mse(out), end, atol=1e-6)
+    assert torch.equal(refine(actions, target, renderer, True, steps=10, lr=0.1, real=real)[0], out)
+
+
 def test_refined_eval_reports_the_agent_beside_the_refined_strokes(tmp_path, capsys):
     train_renderer(tmp_path / "R", TINY_R, steps=1, progress=False)
     folder = str(colour_folder(tmp_path / "c"))
@@ -325,6 +337,9 @@ def test_refined_eval_reports_the_agent_beside_the_refined_strokes(tmp_path, cap
     assert main(["paint", "eval", str(tmp_path / "A"), "--json", str(plain)]) == 0
     assert main(["paint", "eval", str(tmp_path / "A"), "--refine", "5", "--refine-lr", "0.1", "--split", "train",
                  "--sample", "4", "--json", str(refined)]) == 0
+    assert main(["paint", "eval", str(tmp_path / "A"), "--refine", "3", "--refine-real", "--json",
+                 str(tmp_path / "real.json")]) == 0
+    assert json.loads((tmp_path / "real.json").read_text())["refine_real"] is True
     p, r = json.loads(plain.read_text()), json.loads(refined.read_text())
     assert "refine_steps" not in p and r["refine_steps"] == 5 and r["targets"] == 4 and r["split"] == "train"
     assert r["mse_dream"] <= r["agent_mse_dream"] and r["refine_seconds_per_target"] > 0

@@ -119,7 +119,7 @@ def cmd_sheet(a) -> None:
 
 def _refine(a):
     from .refine import Refine
-    return Refine(a.refine, a.refine_lr) if a.refine else None
+    return Refine(a.refine, a.refine_lr, a.refine_real) if a.refine else None
 
 
 def _groups(spec: str, n: int, per: int):
@@ -156,7 +156,8 @@ def cmd_eval(a) -> None:
           f"({m['real_over_blank']:.3f} of blank), dream {m['mse_dream']:.4f} ({m['dream_over_blank']:.3f} of blank), "
           f"gap {m['gap']:+.4f}, blank {m['mse_blank']:.4f}")
     if "refine_steps" in m:
-        print(f"  refined ({m['refine_steps']} Adam steps, lr {m['refine_lr']:g}, "
+        print(f"  refined ({m['refine_steps']} Adam steps, lr {m['refine_lr']:g}"
+              f"{', the real program in the loop' if m['refine_real'] else ''}, "
               f"{m['refine_seconds_per_target']:.2f} s/target); the agent alone: real {m['agent_mse_real']:.4f}, "
               f"dream {m['agent_mse_dream']:.4f}")
     for b in others:
@@ -175,6 +176,8 @@ def _refine_flags(s) -> None:
                    "program draws them (inference compute; default 0: the agent's strokes as they are)")
     s.add_argument("--refine-lr", type=_positive("--refine-lr", float, hi=100.0), default=0.05,
                    help="Adam learning rate of --refine on the action logits")
+    s.add_argument("--refine-real", action="store_true", help="--refine with the real program in the loop: the "
+                   "real canvas's MSE, its gradient through the renderer (straight-through)")
 
 
 def _budget(s) -> None:

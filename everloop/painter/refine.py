@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import colour as col
@@ -35,6 +36,12 @@ class Refine:
     """Adam steps per target (0: the agent's strokes as they are)."""
     lr: float = 0.05
     """Adam learning rate on the action logits."""
+    real: bool = False
+    """The real program in the loop: every step it draws the current strokes, and the loss is
+    the real canvas's MSE, its gradient taken through the renderer (straight-through:
+    dream + (real - dream).detach()). The renderer then only says which way to move a
+    stroke, the real program says how far the painting is off, so refinement cannot cash in
+    on the renderer's mistakes, and each target keeps its best strokes by the real MSE."""
 
 
 def dream(actions: torch.Tensor, renderer, colour: bool) -> torch.Tensor:
@@ -62,29 +69,38 @@ def _loss(canvas: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def refine(actions: torch.Tensor, target: torch.Tensor, renderer, colour: bool, steps: int,
-           lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(refined actions [B, N, A] in [0, 1], each target's dream MSE at the start and at the
-    end, [B] each) of actions [B, N, A] painting targets [B, ...]."""
+           lr: float, real=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(refined actions [B, N, A] in [0, 1], each target's MSE at the start and at the end,
+    [B] each) of actions [B, N, A] painting targets [B, ...]: the dream's MSE, or with
+    `real` (numpy actions [B, N, A] -> the real program's final canvases) the real one's."""
     was = [p.requires_grad for p in renderer.parameters()]
     renderer.requires_grad_(False)  # frozen: the gradient reaches the actions only
     try:
         with torch.enable_grad():
-            return _refine(actions.detach(), target, renderer, colour, steps, lr)
+            return _refine(actions.detach(), target, renderer, colour, steps, lr, real)
     finally:
         for p, w in zip(renderer.parameters(), was):
             p.requires_grad_(w)
 
 
-def _refine(actions, target, renderer, colour, steps, lr):
+def _canvas(a, renderer, colour, real):
+    canvas = dream(a, renderer, colour)[-1]
+    if real is None:
+        return canvas
+    drawn = torch.from_numpy(np.asarray(real(a.detach().numpy()), np.float32))
+    return canvas + (drawn - canvas).detach()  # the real canvas's value, the dream's gradient
+
+
+def _refine(actions, target, renderer, colour, steps, lr, real):
     with torch.no_grad():
-        start = _loss(dream(actions, renderer, colour)[-1], target)
+        start = _loss(_canvas(actions, renderer, colour, real), target)
     best, best_loss = actions.clone(), start.clone()
     a0 = actions.clamp(EPS, 1 - EPS)
     z = (torch.log(a0) - torch.log1p(-a0)).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     for i in range(steps + 1):
         a = torch.sigmoid(z)
-        loss = _loss(dream(a, renderer, colour)[-1], target)
+        loss = _loss(_canvas(a, renderer, colour, real), target)
         better = loss.detach() < best_loss
         best[better] = a.detach()[better]
         best_loss = torch.where(better, loss.detach(), best_loss)

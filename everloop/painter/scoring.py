@@ -39,7 +39,8 @@ def _paint(agent, renderer, target, env, refine_with):
     own, seconds = (actions, canvases), 0.0
     if refine_with and refine_with.steps:
         t0 = time.perf_counter()
-        actions = refine(actions, t, renderer, agent.cfg.colour, refine_with.steps, refine_with.lr)[0]
+        real = (lambda acts: np.stack([env.render(x) for x in acts])) if refine_with.real else None
+        actions = refine(actions, t, renderer, agent.cfg.colour, refine_with.steps, refine_with.lr, real)[0]
         seconds = time.perf_counter() - t0
         canvases = dream(actions, renderer, agent.cfg.colour)
     actions = actions.numpy()
@@ -95,7 +96,7 @@ def _score(agent, renderer, test, env, chunk, refine_with, groups, others):
     out.update({f"mse_real_{k}": float(per[k].mean()) for k in keys if not k.startswith("agent_")})
     out.update({f"agent_mse_real_{k[6:]}": float(per[k].mean()) for k in keys if k.startswith("agent_")})
     if refined:
-        out.update(refine_steps=refine_with.steps, refine_lr=refine_with.lr,
+        out.update(refine_steps=refine_with.steps, refine_lr=refine_with.lr, refine_real=refine_with.real,
                    refine_seconds_per_target=seconds / len(test),
                    agent_mse_real=float(per["agent_real"].mean()), agent_mse_dream=float(per["agent_dream"].mean()))
     if groups:
