@@ -96,6 +96,19 @@ def test_temperature_sharpens_weights_and_scales_std_by_sqrt_tau():
     assert abs((x1 > 0).float().mean().item() - 0.75) < 0.015
 
 
+def test_rnn_dropout_acts_in_training_only():
+    """The same weights dream the same stream whatever rnn_dropout is (eval mode), while in
+    training two passes over the same window differ; a bad value is a one-line error."""
+    plain, dropped = tiny_model(), tiny_model(rnn_dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    assert np.array_equal(stream(plain, 12, batch=2, seed=3), stream(dropped, 12, batch=2, seed=3))
+    z = torch.randn(2, 5, plain.cfg.z_dim)
+    dropped.mdn.train()
+    assert not torch.equal(dropped.mdn(z)[0][1], dropped.mdn(z)[0][1])
+    with pytest.raises(EverloopError, match="rnn_dropout"):
+        tiny_model(rnn_dropout=1.0)
+
+
 # ---- sampling -----------------------------------------------------------------------------------
 
 def test_frames_shape_and_range():

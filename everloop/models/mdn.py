@@ -64,7 +64,8 @@ def mixture_sample(logits: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tens
 class MDNRNN(nn.Module):
     """z_t [B, T, L] -> mixture parameters of z_{t+1}, each [B, T, L, K], and the new hidden."""
 
-    def __init__(self, z_dim: int, hidden: int, mixtures: int, kind: str = "lstm", sigma_min: float = 0.01):
+    def __init__(self, z_dim: int, hidden: int, mixtures: int, kind: str = "lstm", sigma_min: float = 0.01,
+                 dropout: float = 0.0):
         super().__init__()
         cells = {"lstm": nn.LSTM, "gru": nn.GRU}
         if kind not in cells:
@@ -72,11 +73,14 @@ class MDNRNN(nn.Module):
         if sigma_min <= 0:
             raise EverloopError(f"sigma_min must be > 0, got {sigma_min}")
         self.z_dim, self.k, self.sigma_min = z_dim, mixtures, sigma_min
+        if not 0 <= dropout < 1:
+            raise EverloopError(f"rnn_dropout must be in [0, 1), got {dropout}")
         self.rnn = cells[kind](z_dim, hidden, batch_first=True)
+        self.drop = nn.Dropout(dropout)  # training only (Zaremba et al.: on the non-recurrent path)
         self.head = nn.Linear(hidden, 3 * z_dim * mixtures)
 
     def forward(self, z: torch.Tensor, hidden=None):
-        out, hidden = self.rnn(z, hidden)
-        p = self.head(out).view(*out.shape[:-1], self.z_dim, 3 * self.k)
+        out, hidden = self.rnn(self.drop(z), hidden)
+        p = self.head(self.drop(out)).view(*out.shape[:-1], self.z_dim, 3 * self.k)
         logits, mu, raw = p.split(self.k, dim=-1)
         return (logits, mu, floor_log_sigma(raw, self.sigma_min)), hidden

@@ -77,7 +77,7 @@ class WorldModel(Family):
         super().__init__()
         self.cfg = cfg
         self.vae = VAE(cfg)
-        self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min)
+        self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min, cfg.rnn_dropout)
         if cfg.recon_loss not in PIXEL_LOSSES:
             raise EverloopError(f"recon_loss {cfg.recon_loss!r}: use {', '.join(PIXEL_LOSSES)}")
         if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
@@ -159,7 +159,7 @@ class WorldModel(Family):
             self.latents = None
         elif name == "rnn":
             c = self.cfg
-            self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min)
+            self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min, c.rnn_dropout)
 
     artifact_files = (LATENTS_FILE,)
 

@@ -103,6 +103,10 @@ class WorldModelConfig:
     """Hidden size of the RNN (World Models: 256)."""
     mixtures: int = 5
     """Gaussians per latent dim in the MDN head (World Models: 5)."""
+    rnn_dropout: float = 0.0
+    """Dropout on the RNN's input latents and on its output before the MDN head, in training
+    only (Zaremba et al. 2014: the non-recurrent connections). A 2-minute clip is ~600
+    latents at stride 6, which the RNN learns by heart (docs/fidelity.md)."""
     sigma_min: float = 0.01
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
     (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
