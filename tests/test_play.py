@@ -72,6 +72,41 @@ def test_actions_change_the_prediction(tmp_path):
     assert x_of(right) - x_of(left) > 1.0, (x_of(right), x_of(left))
 
 
+def test_frames_are_snapped_to_the_games_own_colours(tmp_path):
+    """Training starts by counting the game's colours: every frame the model then plays is
+    made of them; footage of too many colours (noise) keeps its frames as predicted."""
+    store = FrameStore(dot_game(tmp_path / "data"))
+    model = models.build("playable", models.make_config("playable", "tiny", {"n_actions": 5})).eval()
+    logs = model.begin_stage("train", store, {}, fresh=True)
+    assert logs == {"palette_cover": 1.0, "palette_on": 1.0}
+    colours = {tuple(c) for c in np.asarray(store.frames).reshape(-1, 3).tolist()}
+    assert len(colours) == 3
+    clip = torch.from_numpy(np.stack([dot(8, 7), dot(8, 8)])).permute(0, 3, 1, 2).float().div(255)[None]
+    state = model.start(1, seed_clip=clip)
+    for key in (2, 2, 4, 0):
+        state = model.advance(state, action=key)
+        drawn = {tuple(c) for c in to_uint8_np(state[0]).reshape(-1, 3).tolist()}
+        assert drawn <= colours, drawn - colours
+    noise = FrameStore(noise_game(tmp_path / "noise"))
+    other = models.build("playable", models.make_config("playable", "tiny", {"n_actions": 5})).eval()
+    assert other.begin_stage("train", noise, {}, fresh=True)["palette_on"] == 0.0
+    frame = torch.rand(1, 3, 16, 16)
+    assert torch.equal(other.snap(frame), frame)
+    assert models.config_from_dict("playable", {}).palette == 0  # runs saved before it: no palette
+
+
+def to_uint8_np(frame: torch.Tensor) -> np.ndarray:
+    return frame[0].permute(1, 2, 0).mul(255).round().byte().numpy()
+
+
+def noise_game(path):
+    """dot_game's layout with frames of random colours."""
+    dot_game(path)
+    frames = np.load(path / "frames.npy")
+    np.save(path / "frames.npy", np.random.default_rng(0).integers(0, 256, frames.shape, dtype=np.uint8))
+    return path
+
+
 def test_the_family_takes_actions_of_every_form_and_refuses_bad_ones():
     model = models.build("playable", models.make_config("playable", "tiny")).eval()
     clip = torch.rand(2, 2, 3, 16, 16)

@@ -44,7 +44,7 @@ from .base import Family, FramesAreStates
 class PlayableConfig:
     # Options added after runs were saved: a config.json without them loads with these,
     # which reproduce what such a run did (models.config_from_dict).
-    LEGACY: ClassVar[dict] = {"action_history": 1}
+    LEGACY: ClassVar[dict] = {"action_history": 1, "palette": 0}
 
     size: int = 64
     """Frame height = width in pixels, a multiple of 2^(levels - 1) (DIAMOND: 64)."""
@@ -85,6 +85,13 @@ class PlayableConfig:
     motion_weight: float = 10.0
     """Extra loss weight on pixels where the real frame differs from the one before
     (by more than 0.02 in some channel); 0 = a plain per-pixel loss."""
+    palette: int = 256
+    """Every predicted frame is snapped, pixel by pixel, to the nearest of the `palette` most
+    frequent colours of the training frames (fitted as training starts, saved with the run),
+    in its own rollouts in training as in play: a game's screen is drawn from few colours
+    (Ms. Pac-Man at 64x64: 256 cover 98.8% of the pixels), and off-palette tints are where a
+    maze fades and a sprite smears (docs/play.md). Off where those colours cover less than
+    PALETTE_COVER of the training pixels (natural footage); 0 = off."""
     batch_size: int = 16
     """Clips per step."""
     lr: float = 3e-4
@@ -100,6 +107,8 @@ PRESETS = {
 }
 
 MOVING = 0.02  # a pixel moves where some channel changes by more than ~5 grey levels
+PALETTE_COVER = 0.95  # a palette that covers less of the training pixels is not a game's: off
+PALETTE_FRAMES = 2000  # training frames (spread evenly) whose colours are counted
 
 
 class ResBlock(nn.Module):
@@ -180,6 +189,11 @@ class Playable(FramesAreStates, Family):
                                   nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.net = UNet(3 * cfg.context, cfg)
         self._train_ranges = None
+        if cfg.palette < 0:
+            raise EverloopError(f"playable: palette must be >= 0 (0 = off), got {cfg.palette}")
+        if cfg.palette > 0:  # fitted as training starts (begin_stage); saved with the weights
+            self.register_buffer("palette_colours", torch.zeros(cfg.palette, 3))
+            self.register_buffer("palette_on", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------------ prediction
     def predict(self, hist: torch.Tensor, action: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -230,10 +244,29 @@ class Playable(FramesAreStates, Family):
         the real frames the model learned from."""
         _, hist, past = state
         acts = torch.cat([past, self._actions(action, hist.shape[0], hist.device)[:, None]], 1)
-        frame = quantize(self.predict(hist, acts))
+        frame = self.snap(quantize(self.predict(hist, acts)))
         return frame, torch.cat([hist[:, 1:], frame[:, None]], 1), acts[:, 1:]
 
+    def snap(self, frame: torch.Tensor) -> torch.Tensor:
+        """Frames [B, 3, H, W]: each pixel the nearest palette colour (the frame itself
+        when there is no palette)."""
+        if self.cfg.palette == 0 or not bool(self.palette_on):
+            return frame
+        b, _, h, w = frame.shape
+        pixels = frame.permute(0, 2, 3, 1).reshape(-1, 3).float()
+        nearest = torch.cdist(pixels, self.palette_colours).argmin(1)
+        return self.palette_colours[nearest].view(b, h, w, 3).permute(0, 3, 1, 2).to(frame.dtype).contiguous()
+
     # ------------------------------------------------------------------ training
+    def begin_stage(self, name: str, store, saved: dict, fresh: bool = True) -> dict | None:
+        """A fresh run counts the training frames' colours (a resumed one has them)."""
+        if self.cfg.palette == 0 or not fresh:
+            return None
+        colours, cover = frequent_colours(store, store.split()[0], self.cfg.palette)
+        self.palette_colours.copy_(torch.from_numpy(colours))
+        self.palette_on.fill_(bool(cover >= PALETTE_COVER))
+        return {"palette_cover": cover, "palette_on": float(self.palette_on)}
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model": torch.optim.AdamW(self.parameters(), self.cfg.lr, weight_decay=self.cfg.weight_decay)}
 
@@ -274,13 +307,28 @@ class Playable(FramesAreStates, Family):
                 err = pred - target
                 loss = loss + ((1 + c.motion_weight * moving) * (err.abs() + err ** 2)).mean()
                 mse = mse + (pred.detach().clamp(0, 1) - target).pow(2).mean().item()
-                hist = torch.cat([hist[:, 1:], quantize(pred.detach())[:, None]], 1)
+                hist = torch.cat([hist[:, 1:], self.snap(quantize(pred.detach()))[:, None]], 1)
             loss = loss / c.rollout_steps
         opt["model"].zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
         opt["model"].step()
         return {"loss": loss.item(), "psnr": psnr_of_mse(mse / c.rollout_steps)}
+
+
+def frequent_colours(store, ranges, k: int) -> tuple[np.ndarray, float]:
+    """The k most frequent colours (float [k, 3] in [0, 1]; fewer are padded with repeats
+    of the most frequent) of
+    PALETTE_FRAMES frames spread over `ranges`, and the share of their pixels they cover."""
+    idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
+    idx = idx[np.linspace(0, len(idx) - 1, min(PALETTE_FRAMES, len(idx))).astype(np.int64)]
+    px = np.asarray(store.frames[idx]).reshape(-1, 3).astype(np.int64)
+    codes, counts = np.unique((px[:, 0] << 16) | (px[:, 1] << 8) | px[:, 2], return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:k]  # ties: the lower code first, deterministic
+    top = codes[order]
+    top = np.concatenate([top, np.full(k - len(top), top[0])])
+    colours = (np.stack([top >> 16, (top >> 8) & 255, top & 255], 1) / 255.0).astype(np.float32)
+    return colours, float(counts[order].sum() / max(counts.sum(), 1))
 
 
 def quantize(frame: torch.Tensor) -> torch.Tensor:
