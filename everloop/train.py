@@ -371,6 +371,8 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                     made = model.take_artifacts()  # models do no file I/O
                     if main:
                         checkpoint.write_artifacts(out, made)
+                else:  # one stage: its begin hook still runs (playable fits its palette there)
+                    stage_event("begin", model.begin_stage(current, store, {}, fresh_first))
                 if last or shares[i] > 0:
                     loop.run(train_step, end, limit, on_step=logged)
                 if loop.stopping:  # the stage is not over: a resume continues inside it

@@ -141,6 +141,13 @@ def dot_run(tmp_path):
                            precision="fp32"))
 
 
+def test_training_fits_the_palette_and_the_run_keeps_it(dot_run):
+    model, _ = checkpoint.load_run(dot_run)
+    assert bool(model.palette_on)
+    begin = [json.loads(line) for line in (dot_run / "log.jsonl").open() if '"begin"' in line]
+    assert begin and begin[0]["palette_cover"] == 1.0
+
+
 def test_scripted_play_is_deterministic_and_needs_no_pygame(dot_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pygame", None)  # importing pygame now fails
     np.save(tmp_path / "keys.npy", np.array([2, 2, 1, 0, 4, 3, 3, 3], np.int64))
