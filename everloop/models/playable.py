@@ -86,9 +86,9 @@ class PlayableConfig:
     """Extra loss weight on pixels where the real frame differs from the one before
     (by more than 0.02 in some channel); 0 = a plain per-pixel loss."""
     palette: int = 256
-    """Every predicted frame is snapped, pixel by pixel, to the nearest of the `palette` most
-    frequent colours of the training frames (fitted as training starts, saved with the run),
-    in its own rollouts in training as in play: a game's screen is drawn from few colours
+    """Every frame the model plays is snapped, pixel by pixel, to the nearest of the `palette`
+    most frequent colours of the training frames (fitted as training starts, saved with the
+    run; its own rollouts in training stay unsnapped): a game's screen is drawn from few colours
     (Ms. Pac-Man at 64x64: 256 cover 98.8% of the pixels), and off-palette tints are where a
     maze fades and a sprite smears (docs/play.md). Off where those colours cover less than
     PALETTE_COVER of the training pixels (natural footage); 0 = off."""
@@ -307,7 +307,8 @@ class Playable(FramesAreStates, Family):
                 err = pred - target
                 loss = loss + ((1 + c.motion_weight * moving) * (err.abs() + err ** 2)).mean()
                 mse = mse + (pred.detach().clamp(0, 1) - target).pow(2).mean().item()
-                hist = torch.cat([hist[:, 1:], self.snap(quantize(pred.detach()))[:, None]], 1)
+                # not snapped: a run trained on snapped rollouts lost her more by step 16 (docs/play.md 6b)
+                hist = torch.cat([hist[:, 1:], quantize(pred.detach())[:, None]], 1)
             loss = loss / c.rollout_steps
         opt["model"].zero_grad(set_to_none=True)
         loss.backward()
