@@ -15,7 +15,6 @@ from everloop.painter.agent import (
     Painter,
     load_agent,
     recon_loss,
-    score,
     train_agent,
 )
 from everloop.painter.env import ACTION_DIM, PaintEnv, random_actions
@@ -26,6 +25,7 @@ from everloop.painter.renderer import (
     real_batch,
     train_renderer,
 )
+from everloop.painter.scoring import score
 
 SIZE = 16
 TINY_R = RendererConfig(size=SIZE, width=8, hidden=64, batch=16, val_strokes=32)

@@ -15,7 +15,6 @@ from everloop.painter.agent import (
     Painter,
     load_agent,
     recon_loss,
-    score,
     train_agent,
 )
 from everloop.painter.colour import COLOUR_DIM, ColourPaintEnv, random_colour_actions
@@ -24,6 +23,7 @@ from everloop.painter.renderer import (
     StrokeNet,
     train_renderer,
 )
+from everloop.painter.scoring import score
 
 SIZE = 16
 TINY_R = RendererConfig(size=SIZE, width=8, hidden=64, batch=16, val_strokes=32, colour=True)
@@ -121,7 +121,7 @@ def test_a_grey_target_painted_in_colour_scores_as_the_grey_agent(tmp_path):
     agent, renderer, _, env = load_agent(tmp_path / "A")
     _, test = targets.split(targets.load(folder, SIZE))
     grey = score(agent, renderer, test, env)
-    from everloop.painter.agent import paint
+    from everloop.painter.scoring import paint
     actions, _, real = paint(agent, renderer, test, env)
     cenv = ColourPaintEnv(SIZE, r_max=env.backend.r_max, blend="lighten")
     _, test3 = targets.train_test(folder, SIZE, colour=True)

@@ -318,9 +318,9 @@ class Playable(FramesAreStates, Family):
 
 
 def frequent_colours(store, ranges, k: int) -> tuple[np.ndarray, float]:
-    """The k most frequent colours (float [k, 3] in [0, 1]; fewer are padded with repeats
-    of the most frequent) of
-    PALETTE_FRAMES frames spread over `ranges`, and the share of their pixels they cover."""
+    """The k most frequent colours (float [k, 3] in [0, 1]; fewer are padded with repeats of
+    the most frequent) of PALETTE_FRAMES frames spread over `ranges`, and the share of those
+    frames' pixels they cover."""
     idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
     idx = idx[np.linspace(0, len(idx) - 1, min(PALETTE_FRAMES, len(idx))).astype(np.int64)]
     px = np.asarray(store.frames[idx]).reshape(-1, 3).astype(np.int64)

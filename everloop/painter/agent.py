@@ -38,7 +38,7 @@ from .renderer import (
     real_env,
     renderer_step,
 )
-from .scoring import paint, score  # noqa: F401  (paint: agent.paint, as before scoring.py)
+from .scoring import score
 
 KIND = "paint-agent"
 

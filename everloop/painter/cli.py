@@ -72,7 +72,8 @@ def _rgb(img: np.ndarray) -> np.ndarray:
 
 def cmd_draw(a) -> None:
     from ..sinks import open_sink, output_kind
-    from .agent import load_agent, paint
+    from .agent import load_agent
+    from .scoring import paint
     _threads(a)
     claim(a.out, output_kind(a.out), force=a.force, inputs={"AGENT": a.agent})  # before any work
     if a.actions:
@@ -96,7 +97,8 @@ def cmd_sheet(a) -> None:
     from PIL import Image
 
     from . import targets
-    from .agent import load_agent, paint
+    from .agent import load_agent
+    from .scoring import paint_detailed, real_canvases
     _threads(a)
     if Path(a.out).suffix.lower() != ".png":
         raise EverloopError(f"--out {a.out}: a sheet is a PNG image; give a name ending in .png")
@@ -104,8 +106,9 @@ def cmd_sheet(a) -> None:
     agent, renderer, config, env = load_agent(a.agent)
     _, test = targets.train_test(config["targets"], env.size, agent.cfg.colour)
     test = test[np.unique(np.linspace(0, len(test) - 1, a.count).round().astype(int))]  # spread over the split
-    _, dream, real = paint(agent, renderer, test, env, _refine(a))
-    own = [paint(agent, renderer, test, env)[2][-1]] if a.refine else []  # the agent's strokes before refining
+    _, dream, real, (own_actions, _), _ = paint_detailed(agent, renderer, test, env, _refine(a))
+    # the agent's strokes before refining, drawn by the real program
+    own = [real_canvases(own_actions.numpy(), env, dream.shape)[-1]] if a.refine else []
     rows = [test, *own, real[-1]] + ([dream[-1]] if a.dream else [])
     pad = lambda x: np.pad(_rgb(x), ((1, 1), (1, 1), (0, 0)), constant_values=128)
     grid = np.concatenate([np.concatenate([pad(img) for img in row], 1) for row in rows], 0)
@@ -132,7 +135,8 @@ def _groups(spec: str, n: int, per: int):
 
 def cmd_eval(a) -> None:
     from . import targets
-    from .agent import load_agent, score
+    from .agent import load_agent
+    from .scoring import score
     _threads(a)
     if a.json:
         claim(a.json, "json", force=a.force, flag="--json", inputs={"AGENT": a.agent})

@@ -25,11 +25,11 @@ def paint(agent, renderer, target: np.ndarray, env, refine_with: Refine | None =
     """Actions [B, N, A], dream canvases and real canvases [N, *target.shape] (numpy), the
     real ones after each stroke re-rendered by the real program. `refine_with`: the agent's
     strokes refined through the renderer first (refine.py)."""
-    return _paint(agent, renderer, target, env, refine_with)[:3]
+    return paint_detailed(agent, renderer, target, env, refine_with)[:3]
 
 
 @torch.no_grad()
-def _paint(agent, renderer, target, env, refine_with):
+def paint_detailed(agent, renderer, target, env, refine_with: Refine | None = None):
     """paint(), plus the agent's own (actions, dream) before refinement and the seconds it took."""
     was = agent.training
     agent.eval()
@@ -78,7 +78,7 @@ def _score(agent, renderer, test, env, chunk, refine_with, groups, others):
     seconds = 0.0
     for i in range(0, len(test), chunk):
         t = test[i:i + chunk]
-        actions, dream_, real, (own_actions, own_dream), s = _paint(agent, renderer, t, env, refine_with)
+        actions, dream_, real, (own_actions, own_dream), s = paint_detailed(agent, renderer, t, env, refine_with)
         seconds += s
         per["real"].append(mse(real[-1], t))
         per["dream"].append(mse(dream_[-1], t))
