@@ -72,6 +72,31 @@ def test_actions_change_the_prediction(tmp_path):
     assert x_of(right) - x_of(left) > 1.0, (x_of(right), x_of(left))
 
 
+def test_the_colours_head_learns_the_keys_and_draws_whole_colours(tmp_path):
+    """head=colours: logits over the game's palette, cross-entropy. Trained a little, RIGHT
+    puts the dot right of where LEFT puts it, her colour whole (not a blend), every pixel
+    one of the game's colours; old configs load with the pixels head."""
+    store = FrameStore(dot_game(tmp_path / "data"))
+    torch.manual_seed(0)
+    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 1, "head": "colours"})
+    model = models.build("playable", cfg)
+    model.begin_stage("train", store, {}, fresh=True)
+    hist = torch.from_numpy(np.stack([dot(8, 7), dot(8, 8)])).permute(0, 3, 1, 2).float().div(255)[None]
+    opt, rng = model.configure_optimizers(), np.random.default_rng(0)
+    for _ in range(250):
+        logs = model.train_step(model.sample_batch(store, rng), opt)
+    assert np.isfinite(logs["loss"])
+    colours = {tuple(c) for c in np.asarray(store.frames).reshape(-1, 3).tolist()}
+    with torch.no_grad():
+        right, left = (model.next_frame(hist, torch.tensor([[k]]))[0] for k in (2, 3))
+    for frame in (right, left):
+        drawn = to_uint8_np(frame[None])
+        assert {tuple(c) for c in drawn.reshape(-1, 3).tolist()} <= colours
+        assert ((drawn == (210, 164, 74)).all(-1)).sum() == 4  # the 2x2 dot, whole
+    assert x_of(right) - x_of(left) > 1.0, (x_of(right), x_of(left))
+    assert models.config_from_dict("playable", {}).head == "pixels"
+
+
 def test_frames_are_snapped_to_the_games_own_colours(tmp_path):
     """Training starts by counting the game's colours: every frame the model then plays is
     made of them; footage of too many colours (noise) keeps its frames as predicted."""

@@ -44,7 +44,7 @@ from .base import Family, FramesAreStates
 class PlayableConfig:
     # Options added after runs were saved: a config.json without them loads with these,
     # which reproduce what such a run did (models.config_from_dict).
-    LEGACY: ClassVar[dict] = {"action_history": 1, "palette": 0}
+    LEGACY: ClassVar[dict] = {"action_history": 1, "palette": 0, "head": "pixels"}
 
     size: int = 64
     """Frame height = width in pixels, a multiple of 2^(levels - 1) (DIAMOND: 64)."""
@@ -92,6 +92,12 @@ class PlayableConfig:
     (Ms. Pac-Man at 64x64: 256 cover 98.8% of the pixels), and off-palette tints are where a
     maze fades and a sprite smears (docs/play.md). Off where those colours cover less than
     PALETTE_COVER of the training pixels (natural footage); 0 = off."""
+    head: str = "pixels"
+    """What the U-Net draws. "pixels": a correction to the last frame's RGB, trained with L1 +
+    L2, so an uncertain pixel becomes a blend (a faint sprite). "colours": per pixel, logits
+    over the palette (plus a learnt bonus for the colour the last frame has there), trained
+    with cross-entropy and played as the most likely colour, so each pixel is one of the
+    game's colours, whole. Needs a palette that is on; footage without one uses "pixels"."""
     batch_size: int = 16
     """Clips per step."""
     lr: float = 3e-4
@@ -141,11 +147,17 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(nn.ModuleList(ResBlock(w[i], cfg.cond_dim) for _ in range(n))
                                 for i, n in enumerate(per_level[:-1]))
         self.out = nn.Sequential(nn.GroupNorm(min(8, w[0]), w[0]), nn.SiLU(), nn.Conv2d(w[0], 3, 3, padding=1))
+        # per pixel (a 3x3 conv to 256 channels at 64x64 would cost 60% of the rest of the net),
+        # channels last: softmax, argmax and the loss then run over contiguous memory
+        self.colour_logits = nn.Linear(w[0], cfg.palette) if cfg.head == "colours" else None
         with torch.no_grad():  # starts near a copy of the last frame (not exactly: a stream moves)
-            self.out[-1].weight.mul_(0.1)
-            self.out[-1].bias.zero_()
+            for layer in (self.out[-1], self.colour_logits):
+                if layer is not None:
+                    layer.weight.mul_(0.1)
+                    layer.bias.zero_()
 
-    def forward(self, x, cond):
+    def forward(self, x, cond, colours: bool = False):
+        """The RGB correction [B, 3, H, W], or with `colours` the palette logits [B, H, W, palette]."""
         h, skips = self.stem(x), []
         for i, blocks in enumerate(self.down):
             for b in blocks:
@@ -158,7 +170,11 @@ class UNet(nn.Module):
             h = self.merge[i](torch.cat([h, skips[i]], 1))
             for b in self.up[i]:
                 h = b(h, cond)
-        return self.out(h)
+        h = self.out[:2](h)
+        if not colours:
+            return self.out[2](h)
+        with torch.autocast(h.device.type, enabled=False):  # fp32: bf16 copies of 256 logits cost more
+            return self.colour_logits(h.permute(0, 2, 3, 1).float())
 
 
 class Playable(FramesAreStates, Family):
@@ -191,15 +207,22 @@ class Playable(FramesAreStates, Family):
         self._train_ranges = None
         if cfg.palette < 0:
             raise EverloopError(f"playable: palette must be >= 0 (0 = off), got {cfg.palette}")
+        if cfg.head not in ("pixels", "colours") or (cfg.head == "colours" and cfg.palette == 0):
+            raise EverloopError(f"playable: head is pixels or colours (which needs a palette), got {cfg.head}")
+        if cfg.head == "colours":  # the bonus for keeping the last frame's colour: starts as a copy
+            self.copy_bonus = nn.Parameter(torch.tensor(4.0))
         if cfg.palette > 0:  # fitted as training starts (begin_stage); saved with the weights
             self.register_buffer("palette_colours", torch.zeros(cfg.palette, 3))
             self.register_buffer("palette_on", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, hist: torch.Tensor, action: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """The next frame (unclamped) from history [B, k, 3, H, W] in [0, 1], actions
+    def predict(self, hist: torch.Tensor, action: torch.Tensor, noise: torch.Tensor | None = None,
+                last_index: torch.Tensor | None = None) -> torch.Tensor:
+        """The next frame (unclamped; under the colours head, its palette logits [B, H, W,
+        palette]) from history [B, k, 3, H, W] in [0, 1], actions
         [B, action_history, clip_stride] (oldest first, the last pressed now; [B, stride]:
-        the one pressed now after NOOPs) and the context's noise level [B] (None: clean)."""
+        the one pressed now after NOOPs) and the context's noise level [B] (None: clean);
+        `last_index`: the palette index of the clean last frame, when the caller has it."""
         b, c = hist.shape[0], self.cfg
         if action.ndim == 2:
             action = F.pad(action[:, None], (0, 0, c.action_history - 1, 0))
@@ -207,7 +230,19 @@ class Playable(FramesAreStates, Family):
         slots = action.flatten(1) + c.n_actions * torch.arange(action[0].numel(), device=action.device)
         level = torch.zeros(b, device=hist.device) if noise is None else noise
         cond = self.cond(torch.cat([self.action_emb(slots).sum(1), 10 * level[:, None]], 1))
-        return hist[:, -1] + self.net(hist.flatten(1, 2) * 2 - 1, cond)
+        if not self.draws_colours():
+            return hist[:, -1] + self.net(hist.flatten(1, 2) * 2 - 1, cond)
+        logits = self.net(hist.flatten(1, 2) * 2 - 1, cond, colours=True)
+        last = (self.colour_index(hist[:, -1]) if last_index is None else last_index)[..., None]
+        return logits.scatter_add(-1, last, self.copy_bonus.expand(last.shape))
+
+    def next_frame(self, hist: torch.Tensor, action: torch.Tensor, noise: torch.Tensor | None = None):
+        """predict(), as a frame: the most likely colour of each pixel under the colours head."""
+        out = self.predict(hist, action, noise)
+        return self.palette_colours[out.argmax(-1)].permute(0, 3, 1, 2).to(hist.dtype) if self.draws_colours() else out
+
+    def draws_colours(self) -> bool:
+        return self.cfg.head == "colours" and bool(self.palette_on)
 
     def _actions(self, action, batch: int, device) -> torch.Tensor:
         """int64 [B, clip_stride] from None (NOOP), an int, [B] or [B, clip_stride]."""
@@ -244,7 +279,7 @@ class Playable(FramesAreStates, Family):
         the real frames the model learned from."""
         _, hist, past = state
         acts = torch.cat([past, self._actions(action, hist.shape[0], hist.device)[:, None]], 1)
-        frame = self.snap(quantize(self.predict(hist, acts)))
+        frame = self.snap(quantize(self.next_frame(hist, acts)))
         return frame, torch.cat([hist[:, 1:], frame[:, None]], 1), acts[:, 1:]
 
     def snap(self, frame: torch.Tensor) -> torch.Tensor:
@@ -252,10 +287,13 @@ class Playable(FramesAreStates, Family):
         when there is no palette)."""
         if self.cfg.palette == 0 or not bool(self.palette_on):
             return frame
+        return self.palette_colours[self.colour_index(frame)].permute(0, 3, 1, 2).to(frame.dtype).contiguous()
+
+    def colour_index(self, frame: torch.Tensor) -> torch.Tensor:
+        """int64 [B, H, W]: the nearest palette colour of each pixel of frames [B, 3, H, W]."""
         b, _, h, w = frame.shape
         pixels = frame.permute(0, 2, 3, 1).reshape(-1, 3).float()
-        nearest = torch.cdist(pixels, self.palette_colours).argmin(1)
-        return self.palette_colours[nearest].view(b, h, w, 3).permute(0, 3, 1, 2).to(frame.dtype).contiguous()
+        return torch.cdist(pixels, self.palette_colours).argmin(1).view(b, h, w)
 
     # ------------------------------------------------------------------ training
     def begin_stage(self, name: str, store, saved: dict, fresh: bool = True) -> dict | None:
@@ -292,6 +330,9 @@ class Playable(FramesAreStates, Family):
         c, x, acts = self.cfg, batch.frames, batch.actions
         b, k, n = x.shape[0], c.context, c.action_history
         hist, loss, mse = x[:, :k], 0.0, 0.0
+        if self.draws_colours():  # palette indices of the clean last context frame and the targets
+            index = self.colour_index(x[:, k - 1:].flatten(0, 1)).view(b, -1, *x.shape[-2:])
+            last = index[:, 0]
         forget = torch.rand(b, device=x.device) < c.history_dropout  # earlier keys unknown, as at a start
         earlier = torch.arange(n, device=x.device) < n - 1
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -301,11 +342,18 @@ class Playable(FramesAreStates, Family):
                 ctx = hist + level[:, None, None, None, None] * torch.randn_like(hist)
                 a = acts[:, k - n + r:k + r]  # the n keys up to the one pressed now
                 a = a.masked_fill(forget[:, None, None] & earlier[None, :, None], 0)
-                pred = self.predict(ctx, a, level).float()
+                # the colour bonus keeps the clean last frame: at play it is exact (a palette frame)
+                out = self.predict(ctx, a, level, last if self.draws_colours() else None).float()
                 target, before = x[:, k + r], x[:, k - 1 + r]
-                moving = ((target - before).abs().amax(1, keepdim=True) > MOVING).float()
-                err = pred - target
-                loss = loss + ((1 + c.motion_weight * moving) * (err.abs() + err ** 2)).mean()
+                weight = 1 + c.motion_weight * ((target - before).abs().amax(1, keepdim=True) > MOVING).float()
+                if self.draws_colours():
+                    ce = F.cross_entropy(out.flatten(0, 2), index[:, r + 1].flatten(), reduction="none")
+                    loss = loss + (weight.flatten() * ce).mean()
+                    last = out.detach().argmax(-1)
+                    pred = self.palette_colours[last].permute(0, 3, 1, 2)
+                else:
+                    err = (pred := out) - target
+                    loss = loss + (weight * (err.abs() + err ** 2)).mean()
                 mse = mse + (pred.detach().clamp(0, 1) - target).pow(2).mean().item()
                 # not snapped: a run trained on snapped rollouts lost her more by step 16 (docs/play.md 6b)
                 hist = torch.cat([hist[:, 1:], quantize(pred.detach())[:, None]], 1)
