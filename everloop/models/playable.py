@@ -17,8 +17,10 @@ deterministic predictor:
 - its own rollouts: every training clip is rolled out `rollout_steps` steps, each
   prediction (detached, clamped and rounded to 8 bits, as at play time) becoming context
   for the next, and every step is scored against the real continuation.
-The loss is L1 + L2 per pixel, with `motion_weight` extra weight where the real frame
-changes: on a still maze the plain loss is won by copying the last frame.
+The loss is L1 + L2 per pixel (or, with `head` "colours", cross-entropy over the game's
+palette, so a pixel is drawn as one whole colour and never a blend), with `motion_weight`
+extra weight where the real frame changes: on a still maze the plain loss is won by copying
+the last frame.
 
 Why not DIAMOND's diffusion model itself: at 3 denoising steps its U-Net costs ~5 GMAC per
 64x64 frame, 1.8-28 frames/s at batch 1 on this machine's 2 cores (seed-systems.md), mostly
@@ -355,7 +357,8 @@ class Playable(FramesAreStates, Family):
                     err = (pred := out) - target
                     loss = loss + (weight * (err.abs() + err ** 2)).mean()
                 mse = mse + (pred.detach().clamp(0, 1) - target).pow(2).mean().item()
-                # not snapped: a run trained on snapped rollouts lost her more by step 16 (docs/play.md 6b)
+                # pixels head: not snapped; a run trained on snapped rollouts lost her more by step 16
+                # (docs/play.md 6b). The colours head's rollouts are palette frames, as at play.
                 hist = torch.cat([hist[:, 1:], quantize(pred.detach())[:, None]], 1)
             loss = loss / c.rollout_steps
         opt["model"].zero_grad(set_to_none=True)
