@@ -95,6 +95,15 @@ def test_the_colours_head_learns_the_keys_and_draws_whole_colours(tmp_path):
         assert ((drawn == (210, 164, 74)).all(-1)).sum() == 4  # the 2x2 dot, whole
     assert x_of(right) - x_of(left) > 1.0, (x_of(right), x_of(left))
     assert models.config_from_dict("playable", {}).head == "pixels"
+    # key guidance: NOOP plays as before; a key's logits are pushed away from NOOP's
+    with torch.no_grad():
+        noop, logits = model.next_frame(hist, torch.tensor([[0]])), model.predict(hist, torch.tensor([[2]]))
+        model.cfg.key_guidance = 2.0
+        assert torch.equal(model.next_frame(hist, torch.tensor([[0]])), noop)
+        guided = model.next_frame(hist, torch.tensor([[2]]))[0]
+        pushed = 3 * logits - 2 * model.predict(hist, torch.tensor([[0]]))
+    assert torch.equal(guided, model.palette_colours[pushed.argmax(-1)][0].permute(2, 0, 1))
+    assert x_of(guided) - x_of(left) > 1.0, (x_of(guided), x_of(left))
 
 
 def test_frames_are_snapped_to_the_games_own_colours(tmp_path):

@@ -94,12 +94,17 @@ class PlayableConfig:
     (Ms. Pac-Man at 64x64: 256 cover 98.8% of the pixels), and off-palette tints are where a
     maze fades and a sprite smears (docs/play.md). Off where those colours cover less than
     PALETTE_COVER of the training pixels (natural footage); 0 = off."""
-    head: str = "pixels"
-    """What the U-Net draws. "pixels": a correction to the last frame's RGB, trained with L1 +
+    head: str = "colours"
+    """What the U-Net draws (docs/play.md 6c: "colours" holds the maze, IoU 0.99 against 0.82). "pixels": a correction to the last frame's RGB, trained with L1 +
     L2, so an uncertain pixel becomes a blend (a faint sprite). "colours": per pixel, logits
     over the palette (plus a learnt bonus for the colour the last frame has there), trained
     with cross-entropy and played as the most likely colour, so each pixel is one of the
     game's colours, whole. Needs a palette that is on; footage without one uses "pixels"."""
+    key_guidance: float = 0.0
+    """At play, how much the key pressed now is amplified: the prediction becomes p(key) +
+    g * (p(key) - p(NOOP)) (on the colours head's logits), guidance in the manner of
+    classifier-free guidance with NOOP as the reference, so what a key changes (a turn)
+    counts more than the habit of going on. 0 = off; costs a second pass when a key is down."""
     batch_size: int = 16
     """Clips per step."""
     lr: float = 3e-4
@@ -239,8 +244,14 @@ class Playable(FramesAreStates, Family):
         return logits.scatter_add(-1, last, self.copy_bonus.expand(last.shape))
 
     def next_frame(self, hist: torch.Tensor, action: torch.Tensor, noise: torch.Tensor | None = None):
-        """predict(), as a frame: the most likely colour of each pixel under the colours head."""
+        """predict(), as a frame: the most likely colour of each pixel under the colours head;
+        with `key_guidance`, the key pressed now amplified against NOOP."""
         out = self.predict(hist, action, noise)
+        if self.cfg.key_guidance and bool((action[:, -1] if action.ndim == 3 else action).any()):
+            # the key pressed now released; the earlier ones as they were
+            noop = (torch.cat([action[:, :-1], torch.zeros_like(action[:, -1:])], 1) if action.ndim == 3
+                    else torch.zeros_like(action))
+            out = out + self.cfg.key_guidance * (out - self.predict(hist, noop, noise))
         return self.palette_colours[out.argmax(-1)].permute(0, 3, 1, 2).to(hist.dtype) if self.draws_colours() else out
 
     def draws_colours(self) -> bool:
