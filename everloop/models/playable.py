@@ -95,14 +95,15 @@ class PlayableConfig:
     maze fades and a sprite smears (docs/play.md). Off where those colours cover less than
     PALETTE_COVER of the training pixels (natural footage); 0 = off."""
     head: str = "colours"
-    """What the U-Net draws (docs/play.md 6c: "colours" holds the maze, IoU 0.99 against 0.82). "pixels": a correction to the last frame's RGB, trained with L1 +
+    """What the U-Net draws. "pixels": a correction to the last frame's RGB, trained with L1 +
     L2, so an uncertain pixel becomes a blend (a faint sprite). "colours": per pixel, logits
     over the palette (plus a learnt bonus for the colour the last frame has there), trained
     with cross-entropy and played as the most likely colour, so each pixel is one of the
-    game's colours, whole. Needs a palette that is on; footage without one uses "pixels"."""
+    game's colours, whole (docs/play.md 6c: it holds the maze, IoU 0.99 against 0.82). Needs a
+    palette that is on; footage without one uses "pixels"."""
     key_guidance: float = 0.0
     """At play, how much the key pressed now is amplified: the prediction becomes p(key) +
-    g * (p(key) - p(NOOP)) (on the colours head's logits), guidance in the manner of
+    g * (p(key) - p(NOOP)) (on the colours head's logits, the pixels head's frame), guidance in the manner of
     classifier-free guidance with NOOP as the reference, so what a key changes (a turn)
     counts more than the habit of going on. 0 = off; costs a second pass when a key is down."""
     batch_size: int = 16
@@ -216,6 +217,8 @@ class Playable(FramesAreStates, Family):
             raise EverloopError(f"playable: palette must be >= 0 (0 = off), got {cfg.palette}")
         if cfg.head not in ("pixels", "colours") or (cfg.head == "colours" and cfg.palette == 0):
             raise EverloopError(f"playable: head is pixels or colours (which needs a palette), got {cfg.head}")
+        if not (np.isfinite(cfg.key_guidance) and cfg.key_guidance >= 0):
+            raise EverloopError(f"playable: key_guidance must be a finite number >= 0, got {cfg.key_guidance}")
         if cfg.head == "colours":  # the bonus for keeping the last frame's colour: starts as a copy
             self.copy_bonus = nn.Parameter(torch.tensor(4.0))
         if cfg.palette > 0:  # fitted as training starts (begin_stage); saved with the weights
@@ -292,7 +295,9 @@ class Playable(FramesAreStates, Family):
         the real frames the model learned from."""
         _, hist, past = state
         acts = torch.cat([past, self._actions(action, hist.shape[0], hist.device)[:, None]], 1)
-        frame = self.snap(quantize(self.next_frame(hist, acts)))
+        frame = self.next_frame(hist, acts)
+        if not self.draws_colours():  # the colours head's frame is made of palette colours already
+            frame = self.snap(quantize(frame))
         return frame, torch.cat([hist[:, 1:], frame[:, None]], 1), acts[:, 1:]
 
     def snap(self, frame: torch.Tensor) -> torch.Tensor:
@@ -342,8 +347,8 @@ class Playable(FramesAreStates, Family):
     def train_step(self, batch: ActionClips, opt: dict, autocast: bool = False) -> dict[str, float]:
         c, x, acts = self.cfg, batch.frames, batch.actions
         b, k, n = x.shape[0], c.context, c.action_history
-        hist, loss, mse = x[:, :k], 0.0, 0.0
-        if self.draws_colours():  # palette indices of the clean last context frame and the targets
+        hist, loss, mse, colours = x[:, :k], 0.0, 0.0, self.draws_colours()
+        if colours:  # palette indices of the clean last context frame and the targets
             index = self.colour_index(x[:, k - 1:].flatten(0, 1)).view(b, -1, *x.shape[-2:])
             last = index[:, 0]
         forget = torch.rand(b, device=x.device) < c.history_dropout  # earlier keys unknown, as at a start
@@ -356,10 +361,10 @@ class Playable(FramesAreStates, Family):
                 a = acts[:, k - n + r:k + r]  # the n keys up to the one pressed now
                 a = a.masked_fill(forget[:, None, None] & earlier[None, :, None], 0)
                 # the colour bonus keeps the clean last frame: at play it is exact (a palette frame)
-                out = self.predict(ctx, a, level, last if self.draws_colours() else None).float()
+                out = self.predict(ctx, a, level, last if colours else None).float()
                 target, before = x[:, k + r], x[:, k - 1 + r]
                 weight = 1 + c.motion_weight * ((target - before).abs().amax(1, keepdim=True) > MOVING).float()
-                if self.draws_colours():
+                if colours:
                     ce = F.cross_entropy(out.flatten(0, 2), index[:, r + 1].flatten(), reduction="none")
                     loss = loss + (weight.flatten() * ce).mean()
                     last = out.detach().argmax(-1)
