@@ -373,3 +373,18 @@ def _read_meta(path: Path) -> dict:
         if not all(isinstance(i, int) and 0 <= i < n_eps for i in idx):
             raise EverloopError(f"{path}: split {name!r} names episodes outside 0..{n_eps - 1}")
     return meta
+
+
+def frequent_colours(store, ranges, k: int, frames: int = 2000) -> tuple[np.ndarray, float]:
+    """The k most frequent colours (float [k, 3] in [0, 1]; fewer are padded with repeats of
+    the most frequent) of `frames` frames spread over `ranges`, and the share of those
+    frames' pixels they cover."""
+    idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
+    idx = idx[np.linspace(0, len(idx) - 1, min(frames, len(idx))).astype(np.int64)]
+    px = np.asarray(store.frames[idx]).reshape(-1, 3).astype(np.int64)
+    codes, counts = np.unique((px[:, 0] << 16) | (px[:, 1] << 8) | px[:, 2], return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:k]  # ties: the lower code first, deterministic
+    top = codes[order]
+    top = np.concatenate([top, np.full(k - len(top), top[0])])
+    colours = (np.stack([top >> 16, (top >> 8) & 255, top & 255], 1) / 255.0).astype(np.float32)
+    return colours, float(counts[order].sum() / max(counts.sum(), 1))

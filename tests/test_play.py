@@ -10,6 +10,7 @@ import torch
 from everloop import checkpoint, control, models
 from everloop.cli import main
 from everloop.data import ACTION_NONE, ACTIONS_FILE, FrameStore
+from everloop.errors import EverloopError
 from everloop.play import Game, action_for, play_scripted, play_window
 from everloop.train import TrainArgs, train
 
@@ -78,7 +79,8 @@ def test_the_colours_head_learns_the_keys_and_draws_whole_colours(tmp_path):
     one of the game's colours; old configs load with the pixels head."""
     store = FrameStore(dot_game(tmp_path / "data"))
     torch.manual_seed(0)
-    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 1, "head": "colours"})
+    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 1, "head": "colours",
+                                                  "key_guidance": 0.0})
     model = models.build("playable", cfg)
     model.begin_stage("train", store, {}, fresh=True)
     hist = torch.from_numpy(np.stack([dot(8, 7), dot(8, 8)])).permute(0, 3, 1, 2).float().div(255)[None]
@@ -104,6 +106,34 @@ def test_the_colours_head_learns_the_keys_and_draws_whole_colours(tmp_path):
         pushed = 3 * logits - 2 * model.predict(hist, torch.tensor([[0]]))
     assert torch.equal(guided, model.palette_colours[pushed.argmax(-1)][0].permute(2, 0, 1))
     assert x_of(guided) - x_of(left) > 1.0, (x_of(guided), x_of(left))
+
+
+def test_key_dropout_learns_an_unknown_key_that_guidance_steers_from(tmp_path):
+    """key_dropout: some samples train with a learnt unknown key in place of the key pressed
+    now; guidance then pushes every step (NOOP too) away from the unknown key's logits."""
+    store = FrameStore(dot_game(tmp_path / "data"))
+    torch.manual_seed(0)
+    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 1,
+                                                  "head": "colours", "key_dropout": 0.3})
+    model = models.build("playable", cfg)
+    model.begin_stage("train", store, {}, fresh=True)
+    opt, rng = model.configure_optimizers(), np.random.default_rng(0)
+    for _ in range(250):
+        model.train_step(model.sample_batch(store, rng), opt)
+    assert model.unknown_key.abs().sum() > 0
+    hist = torch.from_numpy(np.stack([dot(8, 7), dot(8, 8)])).permute(0, 3, 1, 2).float().div(255)[None]
+    unknown = torch.ones(1, dtype=torch.bool)
+    with torch.no_grad():
+        for key in (0, 2):
+            logits = model.predict(hist, torch.tensor([[key]]))
+            pushed = 2 * logits - model.predict(hist, torch.tensor([[key]]), unknown=unknown)  # key_guidance 1
+            assert not torch.equal(pushed, logits)
+            expect = model.palette_colours[pushed.argmax(-1)][0].permute(2, 0, 1)
+            assert torch.equal(model.next_frame(hist, torch.tensor([[key]]))[0], expect)
+        right, left = (model.next_frame(hist, torch.tensor([[k]]))[0] for k in (2, 3))
+    assert x_of(right) - x_of(left) > 1.0, (x_of(right), x_of(left))
+    with pytest.raises(EverloopError, match="key_dropout"):
+        models.build("playable", models.make_config("playable", "tiny", {"key_dropout": 1.5}))
 
 
 def test_frames_are_snapped_to_the_games_own_colours(tmp_path):
