@@ -1,6 +1,7 @@
 """Give a worldmodel run trained before the decoder calibration (models/calibration.py:
-colour table, still background) the calibration that training now fits at its encode
-stage, in a copy: what the calibration alone changes, on the same weights.
+colour table, still background, patch bank of real detail) the calibration that training
+now fits at its encode stage, in a copy: what the calibration alone changes, on the same
+weights. `--set KEY=VALUE` overrides a calibration field (e.g. patch_detail=0).
 
     .venv/bin/python bench/calibrate.py RUN --data DATA --out CALIBRATED_RUN
 
@@ -21,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from everloop.checkpoint import load_run
 from everloop.data import FrameStore
-from everloop.models.calibration import identity_table
+from everloop.models.worldmodel import WorldModel
 from everloop.models.worldmodel_config import WorldModelConfig
 
 
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--set", nargs="*", default=[], help="calibration fields KEY=VALUE")
     a = ap.parse_args()
     torch.set_num_threads(1)
     src, out = Path(a.run), Path(a.out)
@@ -42,19 +44,21 @@ def main() -> None:
         raise SystemExit(f"{out} exists")
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("eval-*"))  # only what training wrote
     config = json.loads((out / "config.json").read_text())
-    config["config"].update(colour_table=WorldModelConfig.colour_table, still_snap=WorldModelConfig.still_snap)
+    fields = ("colour_table", "still_snap", "patch_detail", "patch_bank")
+    cfg = config["config"]
+    cfg.update({k: getattr(WorldModelConfig, k) for k in fields})
+    cfg.update({k: type(cfg[k])(v) for k, v in (kv.split("=", 1) for kv in a.set)})
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    size = config["config"]["size"]
-    weights = load_file(out / "model.safetensors")  # placeholders of the right shape, then the fit
-    weights.update(colour_lut=identity_table(WorldModelConfig.colour_table),
-                   still_plate=torch.zeros(3, size, size), stillness=torch.zeros(1, size, size))
+    buffers = ("colour_lut", "still_plate", "stillness", "patch_real", "patch_drawn", "patch_proj")
+    weights = {k: v for k, v in load_file(out / "model.safetensors").items() if k not in buffers}
+    fresh = WorldModel(WorldModelConfig(**cfg)).state_dict()  # placeholders of the right shape, then the fit
+    weights.update({k: fresh[k] for k in buffers if k in fresh})
     save(weights, out)
     model, _ = load_run(str(out))
     logs = model.begin_stage("encode", FrameStore(a.data), {})
-    weights.update({k: model.state_dict()[k].contiguous() for k in ("colour_lut", "still_plate", "stillness")})
+    weights.update({k: model.state_dict()[k].contiguous() for k in buffers if k in fresh})
     save(weights, out)
-    print(f"{out}: calibrated; still pixels {logs['still_share']:.1%}; joint colour histogram L1 on the "
-          f"fit pixels {logs['colour_l1_before']:.4f} -> {logs['colour_l1_after']:.4f}")
+    print(f"{out}: calibrated; " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ def test_training_fits_the_table_and_generation_uses_it(tmp_path, tiny_data):
     z = torch.randn(2, model.cfg.z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = colour.apply_table(model.vae.decode(z).float(), model.colour_lut)
+        want = model.patch_bank()(want)
         want = colour.snap_to_plate(want, model.still_plate, model.stillness, model.cfg.still_snap)
         assert torch.equal(model.decode(z), want)
 
@@ -104,3 +105,52 @@ def test_still_snap_out_of_range_is_refused_by_name(value):
     from everloop.validate import check_values
     with pytest.raises(EverloopError, match="--set still_snap"):
         check_values(WorldModelConfig, {"still_snap": value}, "--set", from_set={"still_snap"})
+
+
+@pytest.mark.parametrize("size,side", [(16, 8), (20, 8), (16, 16), (12, 5)])
+def test_patches_cover_every_pixel_and_paste_back_exactly(size, side):
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    _, corners = colour.patch_grid(size, side)
+    patches = colour.cut(x, corners, side)
+    assert patches.shape == (len(corners), 3, 3 * side * side)
+    assert torch.allclose(colour.paste(patches, corners, side, size), x, atol=1e-6)
+    pick = torch.randint(0, 3, (len(corners), 5), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(colour.cut_at(x, pick, corners, side)[:, 2], patches[torch.arange(len(corners)), pick[:, 2]])
+
+
+def test_patch_bank_gives_a_drawn_bank_frame_its_real_detail_back():
+    """A bank frame as the decoder drew it (blurred) matches itself at every place, so the
+    detail added is exactly what the blur took: the real frame comes back."""
+    g = torch.Generator().manual_seed(0)
+    real = (torch.rand(6, 3, 16, 16, generator=g) * 255).round().to(torch.uint8)
+    blur = torch.nn.functional.avg_pool2d(real.float(), 3, 1, 1, count_include_pad=False).round().to(torch.uint8)
+    proj = colour.fit_projection(blur.float() / 255, 8)
+    bank = colour.PatchBank(real, blur, proj, 8)
+    out = bank(blur[2:4].float() / 255)
+    assert torch.allclose(out, real[2:4].float() / 255, atol=1e-5)
+    other = torch.rand(2, 3, 16, 16, generator=g)  # anything else: still a frame in [0, 1]
+    y = bank(other)
+    assert y.shape == other.shape and torch.isfinite(y).all() and 0 <= y.min() and y.max() <= 1
+    assert torch.equal(bank(other), y)
+
+
+def test_training_fills_the_patch_bank_and_a_loaded_run_decodes_the_same(tmp_path, tiny_data):
+    from everloop import checkpoint
+    from everloop.train import TrainArgs, train
+    run = train(TrainArgs(data=str(tiny_data), out=str(tmp_path / "wm"), family="worldmodel", preset="tiny",
+                          steps=8, sample_every=0, progress=False, precision="fp32"))
+    a, b = checkpoint.load_run(run)[0], checkpoint.load_run(run)[0]
+    assert a.cfg.patch_detail > 0 and a.patch_real.dtype == torch.uint8 and a.patch_real.float().std() > 0
+    z = torch.randn(3, a.cfg.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = colour.apply_table(a.vae.decode(z).float(), a.colour_lut)
+        assert torch.equal(a.decode(z), b.decode(z))
+        assert not torch.equal(a.decode(z), colour.snap_to_plate(plain, a.still_plate, a.stillness, a.cfg.still_snap))
+
+
+@pytest.mark.parametrize("bad", [{"patch_detail": 200}, {"patch_detail": -1}, {"patch_bank": 0}])
+def test_patch_sizes_out_of_range_are_refused(bad):
+    from everloop.errors import EverloopError
+    from everloop.models import build, make_config
+    with pytest.raises(EverloopError, match="patch_"):
+        build("worldmodel", make_config("worldmodel", "tiny", bad))

@@ -143,3 +143,88 @@ def snap_to_plate(x: torch.Tensor, plate: torch.Tensor, stillness: torch.Tensor,
     over channels) becomes the plate's, blending back to the decoded colour by 2 x tolerance."""
     near = ((x - plate).abs().amax(1, keepdim=True) / tolerance - 1).clamp(0, 1)  # 0 = on the plate
     return plate + (1 - stillness * (1 - near)) * (x - plate)
+
+
+# ---- real detail: example-based super-resolution of the decoder's drawing ----------------
+
+PATCH_DIMS = 32  # patches are matched on their first principal components (768 numbers at 16x16)
+
+
+def patch_grid(size: int, side: int) -> tuple[int, torch.Tensor]:
+    """(stride, top-left corners [L, 2]) of the overlapping patches of a frame: half the
+    side apart, the last flush with the edge, so every pixel is in a patch (in four
+    inside the frame). 8x8 patches 4 apart on one dream of the aquarium and one of the lava
+    lamp did better than 16x16 ones 4 or 8 apart (docs/fidelity.md)."""
+    stride = max(1, side // 2)
+    starts = list(range(0, size - side + 1, stride))
+    if starts[-1] != size - side:
+        starts.append(size - side)
+    ys, xs = torch.meshgrid(torch.tensor(starts), torch.tensor(starts), indexing="ij")
+    return stride, torch.stack([ys.ravel(), xs.ravel()], 1)
+
+
+def cut(frames: torch.Tensor, corners: torch.Tensor, side: int) -> torch.Tensor:
+    """Frames [N, 3, S, S] -> their patches [L, N, 3 * side * side] at `corners`."""
+    corners = corners.to(frames.device)
+    rows = corners[:, 0, None] + torch.arange(side, device=frames.device)  # [L, side]
+    cols = corners[:, 1, None] + torch.arange(side, device=frames.device)
+    p = frames[:, :, rows[:, :, None], cols[:, None, :]]  # [N, 3, L, side, side]
+    return p.permute(2, 0, 1, 3, 4).flatten(2)
+
+
+def paste(patches: torch.Tensor, corners: torch.Tensor, side: int, size: int) -> torch.Tensor:
+    """Patches [L, N, 3 * side * side] -> frames [N, 3, S, S], overlaps averaged."""
+    n = patches.shape[1]
+    corners, r = corners.to(patches.device), torch.arange(side, device=patches.device)
+    flat = ((corners[:, 0, None, None] + r[:, None]) * size + corners[:, 1, None, None] + r).flatten()
+    vals = patches.view(len(corners), n, 3, side * side).permute(1, 2, 0, 3).flatten(2)  # [N, 3, L * side^2]
+    total = torch.zeros(n, 3, size * size, device=patches.device, dtype=patches.dtype)
+    total.index_add_(2, flat, vals)
+    count = torch.zeros(size * size, device=patches.device, dtype=patches.dtype).index_add_(
+        0, flat, torch.ones_like(flat, dtype=patches.dtype))
+    return (total / count).view(n, 3, size, size)
+
+
+def fit_projection(drawn: torch.Tensor, side: int, dims: int = PATCH_DIMS, sample: int = 20000) -> torch.Tensor:
+    """[3 * side^2, dims]: the principal axes of the drawn frames' patches (a fixed sample)."""
+    _, corners = patch_grid(drawn.shape[-1], side)
+    flat = cut(drawn.float(), corners, side).flatten(0, 1)
+    flat = flat[torch.randperm(len(flat), generator=torch.Generator().manual_seed(0))[:sample]]
+    return torch.linalg.svd(flat - flat.mean(0), full_matrices=False)[2][:dims].T.contiguous()
+
+
+class PatchBank:
+    """Real detail for a blurry decoder (Freeman, Jones & Pasztor, "Example-based
+    super-resolution", 2002): a bank of training frames and the decoder's own drawing of
+    each. Every overlapping patch of a decoded frame is looked up among the drawn patches at
+    the same place (on PATCH_DIMS principal components), and the real patch's difference
+    from its drawing is added: the dream keeps its own shapes and colours, and gains the
+    sharp detail the decoder blurred. Built from the model's buffers on first use."""
+
+    def __init__(self, real: torch.Tensor, drawn: torch.Tensor, proj: torch.Tensor, side: int):
+        self.side, self.size = side, real.shape[-1]
+        _, self.corners = patch_grid(self.size, side)
+        self.proj = proj.float()
+        self.detail = real.float() / 255 - drawn.float() / 255  # [M, 3, S, S]
+        self.keys = torch.cat([cut(drawn[i:i + 128].float() / 255, self.corners, side) @ self.proj
+                               for i in range(0, len(drawn), 128)], 1)  # [L, M, d]
+        self.key_norms = (self.keys * self.keys).sum(-1)[:, None]  # [L, 1, M]
+
+    def __call__(self, x: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+        """Frames [N, 3, S, S] in [0, 1] -> with the nearest drawn patches' real detail added."""
+        out = []
+        for i in range(0, len(x), chunk):
+            q = cut(x[i:i + chunk].float(), self.corners, self.side) @ self.proj  # [L, n, d]
+            nearest = torch.baddbmm(self.key_norms, q, self.keys.transpose(1, 2), alpha=-2).argmin(-1)  # [L, n]
+            detail = cut_at(self.detail, nearest, self.corners, self.side)
+            out.append((x[i:i + chunk].float() + paste(detail, self.corners, self.side, self.size)).clamp(0, 1))
+        return torch.cat(out).to(x.dtype)
+
+
+def cut_at(frames: torch.Tensor, which: torch.Tensor, corners: torch.Tensor, side: int) -> torch.Tensor:
+    """Patch l of frame which[l, j] for every place l and query j: [L, n, 3 * side^2]."""
+    corners, r = corners.to(frames.device), torch.arange(side, device=frames.device)
+    rows = (corners[:, 0, None] + r)[:, None, None, :, None]  # [L, 1, 1, side, 1]
+    cols = (corners[:, 1, None] + r)[:, None, None, None, :]
+    chan = torch.arange(3, device=frames.device)[None, None, :, None, None]
+    return frames[which[:, :, None, None, None], chan, rows, cols].flatten(2)

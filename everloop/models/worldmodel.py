@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import devices, global_batch
-from ..data import to_float, window_starts
+from ..data import to_float, to_uint8, window_starts
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
 from . import calibration
@@ -90,6 +90,15 @@ class WorldModel(Family):
         if cfg.still_snap > 0:  # nothing still until the encode stage finds the plate
             self.register_buffer("still_plate", torch.zeros(3, cfg.size, cfg.size))
             self.register_buffer("stillness", torch.zeros(1, cfg.size, cfg.size))
+        if not 0 <= cfg.patch_detail <= cfg.size or cfg.patch_detail and cfg.patch_bank < 1:
+            raise EverloopError(f"patch_detail {cfg.patch_detail} / patch_bank {cfg.patch_bank}: the side is "
+                                f"0 (off) to size ({cfg.size}), the bank at least 1 frame")
+        if cfg.patch_detail > 0:  # an empty bank (no detail added) until the encode stage fills it
+            frames = (cfg.patch_bank, 3, cfg.size, cfg.size)
+            self.register_buffer("patch_real", torch.zeros(frames, dtype=torch.uint8))
+            self.register_buffer("patch_drawn", torch.zeros(frames, dtype=torch.uint8))
+            self.register_buffer("patch_proj", torch.zeros(3 * cfg.patch_detail ** 2, calibration.PATCH_DIMS))
+        self._patches: tuple[tuple, calibration.PatchBank] | None = None  # built from the buffers on use
         self.vae_steps = 0  # counts towards adv_start; kept in the training state
         self.context_frames = cfg.seed_frames
         self.temperature = 1.0  # sampling only; `generate --temperature` sets it
@@ -129,9 +138,19 @@ class WorldModel(Family):
         x = self.vae.decode(z).float()
         if self.cfg.colour_table > 0:
             x = calibration.apply_table(x, self.colour_lut)
+        if self.cfg.patch_detail > 0:
+            x = self.patch_bank()(x)
         if self.cfg.still_snap > 0:
             x = calibration.snap_to_plate(x, self.still_plate, self.stillness, self.cfg.still_snap)
         return x
+
+    def patch_bank(self) -> calibration.PatchBank:
+        """The bank of real detail, rebuilt whenever its buffers were replaced or loaded."""
+        key = tuple((t.data_ptr(), t._version) for t in (self.patch_real, self.patch_drawn, self.patch_proj))
+        if self._patches is None or self._patches[0] != key:
+            self._patches = key, calibration.PatchBank(self.patch_real, self.patch_drawn, self.patch_proj,
+                                                       self.cfg.patch_detail)
+        return self._patches[1]
 
     @staticmethod
     def interpolate(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -239,7 +258,27 @@ class WorldModel(Family):
             mapped = calibration.apply_pixels(torch.from_numpy(drawn), table).numpy()
             logs.update(colour_l1_before=calibration.histogram_l1(drawn, real),
                         colour_l1_after=calibration.histogram_l1(mapped, real))
+        if self.cfg.patch_detail > 0:
+            logs.update(self._fit_patches(store, mu))
         return logs
+
+    @torch.no_grad()
+    def _fit_patches(self, store, mu: torch.Tensor) -> dict:
+        """The patch bank: `patch_bank` training frames spread evenly (repeated when there are
+        fewer) and the decoder's calibrated drawing of each, from its posterior mean."""
+        idx = spread(self.ranges[0], self.cfg.patch_bank)
+        idx = idx[np.arange(self.cfg.patch_bank) % len(idx)]
+        real = to_float(store.frames[idx])
+        drawn = torch.cat([self.vae.decode(mu[torch.from_numpy(idx[i:i + 256]).to(mu.device)]).float()
+                           for i in range(0, len(idx), 256)]).cpu()
+        if self.cfg.colour_table > 0:  # matched against what decode() has drawn by then
+            drawn = calibration.apply_table(drawn, self.colour_lut.cpu())
+        dev = devices.of(self)
+        self.patch_real, self.patch_drawn = (torch.from_numpy(to_uint8(t)).permute(0, 3, 1, 2).contiguous().to(dev)
+                                             for t in (real, drawn))
+        self.patch_proj = calibration.fit_projection(self.patch_drawn.float().cpu() / 255,
+                                                     self.cfg.patch_detail).to(dev)
+        return {"patch_bank_psnr": psnr(drawn, real)}
 
     @torch.no_grad()
     def heldout_nll(self, windows: int = 64) -> dict | None:

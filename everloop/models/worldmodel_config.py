@@ -13,7 +13,7 @@ class WorldModelConfig:
     LEGACY: ClassVar[dict] = {"recon_loss": "l2", "decoder_upsample": "transposed", "decoder_blocks": 0,
                               "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0, "clip_weight": 0.0,
                               "foreground_weight": 0.0, "colour_table": 0,
-                              "still_snap": 0.0}
+                              "still_snap": 0.0, "patch_detail": 0}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -90,6 +90,17 @@ class WorldModelConfig:
     step, so the room around a lava lamp shimmers: on the lamp's reconstructions flow_hist
     went from 2.9x to 2.0x the band and color_hist from 1.4x to 1.1x; the fire, the blobs,
     the waves (no still pixels) unchanged, the aquarium a little better (docs/fidelity.md)."""
+    patch_detail: int = 8
+    """Side in pixels of the patches that bring real detail back into decoded frames
+    (models/calibration.py, PatchBank; 0 = off; at most `size`): after the VAE stage, a bank
+    of training frames and the decoder's drawing of each is kept with the model; every
+    overlapping patch of a decoded frame is matched among the drawn patches at its place and
+    gains the real patch's difference from its drawing (example-based super-resolution).
+    The decoder blurs small fast things away (its reconstructions of real footage hold a
+    third to a half of the temporal spectrum's fast end); see docs/fidelity.md."""
+    patch_bank: int = 1024
+    """Training frames in the patch bank, spread evenly (kept with the model as two uint8
+    frames each: 25 MB at 64x64 for 1,024)."""
     free_bits: float = 0.5
     """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
     without it the KL pushes unused dims onto the prior and the VAE blurs details away."""
