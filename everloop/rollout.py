@@ -47,6 +47,12 @@ def set_temperature(model, tau: float | None) -> None:
     model.temperature = tau
 
 
+def still_hold(model) -> int:
+    """Grey levels below which a shown pixel holds (hold_still): the family config's
+    `still_hold`, 0 for a family without one."""
+    return int(getattr(model.cfg, "still_hold", 0))
+
+
 def latent_of(state) -> torch.Tensor:
     """The part of a state that is stacked and decoded: the state itself or its first item."""
     return state[0] if isinstance(state, tuple) else state
@@ -75,17 +81,34 @@ def latents(model, batch: int = 1, seed: int = 0, interp: int = 1,
             buf = buf[chunk:]
 
 
+def hold_still(frames: np.ndarray, shown: np.ndarray | None, levels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 frames [B, n, H, W, 3] of streams whose last shown frames are `shown` [B, H, W, 3]
+    (None: these start them): a pixel that moved by fewer than `levels` grey levels in every
+    channel from what was shown keeps what was shown. A decoder redraws every pixel every
+    step; a camera's still pixels stay still (the family's `still_hold`; 0 = off)."""
+    if levels <= 0:
+        return frames, None
+    out = frames.copy()
+    for t in range(out.shape[1]):
+        if shown is not None:
+            keep = (np.abs(out[:, t].astype(np.int16) - shown).max(-1, keepdims=True) < levels)
+            out[:, t] = np.where(keep, shown, out[:, t])
+        shown = out[:, t]
+    return out, shown.copy()
+
+
 @torch.inference_mode()
 def frames(model, n_frames: int | None, batch: int = 1, seed: int = 0, interp: int = 1,
            chunk: int = 256, seed_clip: torch.Tensor | None = None) -> Iterator[np.ndarray]:
     """Chunks of uint8 frames [batch, n, H, W, 3]; endless when n_frames is None."""
-    done = 0
+    done, shown, hold = 0, None, still_hold(model)
     for lat in latents(model, batch, seed, interp, chunk, seed_clip):
         if n_frames is not None:
             lat = lat[:, :n_frames - done]
         b, n = lat.shape[:2]
         x = model.decode(lat.flatten(0, 1))
-        yield to_uint8(x.view(b, n, *x.shape[1:]))
+        u8, shown = hold_still(to_uint8(x.view(b, n, *x.shape[1:])), shown, hold)
+        yield u8
         done += n
         if n_frames is not None and done >= n_frames:
             return

@@ -400,3 +400,59 @@ def test_a_config_saved_before_an_option_existed_loads_as_it_ran(monkeypatch):
     explicit = {**old, "decoder_output": "clip", "adv_weight": 0.7}
     cfg = config_from_dict("worldmodel", explicit)
     assert (cfg.decoder_output, cfg.adv_weight) == ("clip", 0.7)
+
+
+def test_still_hold_keeps_small_changes_and_does_not_depend_on_chunks():
+    g = np.random.default_rng(0)
+    x = np.clip(100 + np.cumsum(g.integers(-2, 3, (2, 30, 4, 4, 3)), 1), 0, 255).astype(np.uint8)
+    x[:, 15:, :2] = 250  # a real change: shown at once
+    held, last = rollout.hold_still(x, None, 4)
+    assert np.array_equal(held[:, 0], x[:, 0]) and np.array_equal(last, held[:, -1])
+    assert (np.abs(held.astype(int) - x).max() < 4) and np.array_equal(held[:, 15:, :2], x[:, 15:, :2])
+    assert np.diff(held.astype(int), axis=1).any(axis=(2, 3, 4)).sum() < np.diff(x.astype(int), axis=1).any(
+        axis=(2, 3, 4)).sum()  # fewer frames change at all
+    a, shown = rollout.hold_still(x[:, :11], None, 4)
+    b, _ = rollout.hold_still(x[:, 11:], shown, 4)
+    assert np.array_equal(np.concatenate([a, b], 1), held)
+    assert rollout.hold_still(x, None, 0)[0] is x
+    model = tiny_model(still_hold=3)
+    long, short = stream(model, 40, seed=1, chunk=40), stream(model, 40, seed=1, chunk=7)
+    assert np.abs(long.astype(int) - short.astype(int)).max() <= 1
+
+
+def test_eval_holds_still_pixels_as_playback_does():
+    """The eval's full stream is playback's stream, held alike; a window of a sparse stream
+    holds from its own first frame."""
+    from everloop import evaluate
+    from everloop.data import to_uint8
+
+    class Recorder:
+        def __init__(self):
+            self.got = {}
+
+        def feed_latents(self, start, lat):
+            pass
+
+        def needed(self, a, b):
+            return (np.arange(a, b) >= 20) & (np.arange(a, b) < 33)
+
+        def mark_nan(self, t):
+            raise AssertionError(t)
+
+        def feed(self, s, t, frames):
+            self.got.setdefault(s, []).append((t, frames))
+
+    model, ev = tiny_model(still_hold=3), Recorder()
+    bar = type("Bar", (), {"update": lambda self, n: None})()
+    old, evaluate.CHUNK = evaluate.CHUNK, 8  # windows cross chunks
+    try:
+        evaluate._generate(model, ev, 40, 2, 5, 1, bar, to_uint8)
+    finally:
+        evaluate.CHUNK = old
+    full = np.concatenate([f for _, f in sorted(ev.got[0], key=lambda p: p[0])])
+    played = stream(model, 40, batch=2, seed=5, chunk=8)
+    assert np.abs(full.astype(int) - played[0]).max() <= 1
+    window = np.concatenate([f for _, f in sorted(ev.got[1], key=lambda p: p[0])])
+    assert [t for t, _ in sorted(ev.got[1], key=lambda p: p[0])][0] == 20 and len(window) == 13
+    plain = stream(tiny_model(still_hold=0), 40, batch=2, seed=5, chunk=8)[1, 20:33]
+    assert np.abs(window.astype(int) - rollout.hold_still(plain[None], None, 3)[0][0]).max() <= 1

@@ -101,6 +101,12 @@ class WorldModelConfig:
     patch_bank: int = 1024
     """Training frames in the patch bank, spread evenly (kept with the model as two uint8
     frames each: 25 MB at 64x64 for 1,024)."""
+    still_hold: int = 0
+    """Grey levels (0-255) below which a shown pixel holds still (rollout.hold_still; 0 = off):
+    a decoded pixel that moved by less than this in every channel from what the stream last
+    showed keeps that. A decoder redraws the whole frame every step, so everything of a
+    lamp moves a little; a camera's still pixels stay still. Playback and `everloop eval`
+    hold alike (a window of an eval's sparse stream starts from its own first frame)."""
     free_bits: float = 0.5
     """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
     without it the KL pushes unused dims onto the prior and the VAE blurs details away."""
