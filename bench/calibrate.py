@@ -44,7 +44,7 @@ def main() -> None:
         raise SystemExit(f"{out} exists")
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("eval-*"))  # only what training wrote
     config = json.loads((out / "config.json").read_text())
-    fields = ("colour_table", "still_snap", "patch_detail", "patch_bank")
+    fields = ("colour_table", "still_snap", "patch_detail", "patch_bank", "still_hold")
     cfg = config["config"]
     cfg.update({k: getattr(WorldModelConfig, k) for k in fields})
     cfg.update({k: type(cfg[k])(v) for k, v in (kv.split("=", 1) for kv in a.set)})

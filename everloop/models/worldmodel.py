@@ -93,6 +93,8 @@ class WorldModel(Family):
         if not 0 <= cfg.patch_detail <= cfg.size or cfg.patch_detail and cfg.patch_bank < 1:
             raise EverloopError(f"patch_detail {cfg.patch_detail} / patch_bank {cfg.patch_bank}: the side is "
                                 f"0 (off) to size ({cfg.size}), the bank at least 1 frame")
+        if not 0 <= cfg.still_hold <= 32:  # past a few grey levels a slow scene would stop
+            raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 3)")
         if cfg.patch_detail > 0:  # an empty bank (no detail added) until the encode stage fills it
             frames = (cfg.patch_bank, 3, cfg.size, cfg.size)
             self.register_buffer("patch_real", torch.zeros(frames, dtype=torch.uint8))
