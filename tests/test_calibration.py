@@ -148,9 +148,9 @@ def test_training_fills_the_patch_bank_and_a_loaded_run_decodes_the_same(tmp_pat
         assert not torch.equal(a.decode(z), colour.snap_to_plate(plain, a.still_plate, a.stillness, a.cfg.still_snap))
 
 
-@pytest.mark.parametrize("bad", [{"patch_detail": 200}, {"patch_detail": -1}, {"patch_bank": 0}])
-def test_patch_sizes_out_of_range_are_refused(bad):
+@pytest.mark.parametrize("bad", [{"patch_detail": 200}, {"patch_detail": -1}, {"patch_bank": 0}, {"still_hold": 40}])
+def test_patch_sizes_and_holds_out_of_range_are_refused(bad):
     from everloop.errors import EverloopError
     from everloop.models import build, make_config
-    with pytest.raises(EverloopError, match="patch_"):
+    with pytest.raises(EverloopError, match="patch_|still_hold"):
         build("worldmodel", make_config("worldmodel", "tiny", bad))
