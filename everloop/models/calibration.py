@@ -1,5 +1,6 @@
 """A decoder's calibration to the footage it learned, fitted once after the VAE stage and
-applied to every decoded frame: a colour table, and the still background.
+applied to every decoded frame, in this order: real detail from a bank of training frames
+(PatchBank, at the end of this file), a colour table, and the still background.
 
 **Colour table**: a 3-D lookup table that moves the colours a decoder draws onto the
 colours of the footage.
