@@ -109,7 +109,9 @@ def main() -> None:
         resnap = parts[-1] == "snap"  # the still background snapped again after the re-draw
         parts = parts[:-1] if resnap else parts
         recon = parts[-1] in ("recon", "res")
-        residual = parts[-1] == "res"  # add the real patch's difference from its drawing, not the patch
+        luma = parts[-1] == "luma"  # as res, but only the difference's luma, on all three channels
+        recon = recon or luma
+        residual = parts[-1] in ("res", "luma")  # add the real patch's difference from its drawing
         p, s, k, m, dims = (list(map(int, parts[:5 if not recon else -1])) + [0, 0])[:5]
         t0 = time.time()
         pick = np.linspace(0, len(bank_frames) - 1, m or len(bank_frames)).astype(int)
@@ -126,6 +128,10 @@ def main() -> None:
                                    for i in range(0, len(pick), 256)])
             keys = unfold((drawn.clamp(0, 1) * 255).round() / 255, p, s)
         values = bank - keys if residual else bank
+        if luma:  # Freeman et al. super-resolve the luminance only
+            y = values.view(*values.shape[:2], 3, -1)
+            y = (0.299 * y[:, :, 0] + 0.587 * y[:, :, 1] + 0.114 * y[:, :, 2])[:, :, None].expand_as(y)
+            values = y.reshape(values.shape)
         new = np.stack([redraw(g, values, p, s, k, proj=proj, keys=keys, add=residual) for g in gen])
         if resnap:
             snap = calibration.snap_to_plate

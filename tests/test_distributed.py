@@ -39,8 +39,12 @@ NAMES = ("duralava", "worldmodel", "multiscale", "playable", "renderer", "agent"
 TOLERANCE = 1e-5
 # Weights whose gradient is zero in exact arithmetic: a GroupNorm of one channel per group
 # right after them takes away any constant a channel gets, so what they get is rounding,
-# which Adam turns into steps of +-lr either way at either world size. Checked across ranks.
-ROUNDING_ONLY = {"playable": ("net.unpool.0.bias", "net.merge.0.bias")}
+# which Adam turns into steps of +-lr either way at either world size. And the worldmodel's
+# calibration, fitted from the decoder's frames rounded to uint8 and nearest-patch choices:
+# a weight 1e-6 away flips a grey level or a choice, and the fit moves by ~1e-3. Checked
+# across ranks.
+ROUNDING_ONLY = {"playable": ("net.unpool.0.bias", "net.merge.0.bias"),
+                 "worldmodel": ("colour_lut", "patch_drawn", "patch_proj")}
 
 
 def _port() -> int:
