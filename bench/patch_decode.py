@@ -7,7 +7,15 @@ eval`'s drift metrics, as they are and after each variant of a patch re-draw: ev
 overlapping PxP patch of a generated frame is replaced by its nearest patch at the same
 place in the training frames (the bank), the overlaps averaged. The VAE's decoder is blurry
 (docs/fidelity.md: its reconstructions hold a third to a half of the footage's fast change);
-real patches are sharp by construction."""
+real patches are sharp by construction.
+
+A variant is `[wSIGMA:]P:S:K[:BANK[:DIMS]][:recon|:res|:luma][:deadN]`: PxP patches S apart,
+the mean of the K nearest, BANK frames, matched on DIMS principal components (0: all),
+overlaps under a Gaussian window of SIGMA pixels (default: plain mean); `recon` matches on
+the decoder's drawing of the bank, `res` adds the real patch's difference from that drawing
+(the form kept as `patch_detail`, models/calibration.py), `luma` only its luminance;
+`deadN` holds pixels that moved by under N grey levels (kept as `still_hold`); `none:deadN`
+is the dream as it is, held. Results: docs/fidelity.md."""
 from __future__ import annotations
 
 import argparse
