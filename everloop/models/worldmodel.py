@@ -136,7 +136,7 @@ class WorldModel(Family):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents [N, L] -> frames (rollout.latent_of takes a state's latent), calibrated to
-        the footage: its colours, its still background (calibration.py)."""
+        the footage: real detail, its colours, its still background (calibration.py)."""
         x = self.decode_detail(self.vae.decode(z).float())
         if self.cfg.colour_table > 0:
             x = calibration.apply_table(x, self.colour_lut)
