@@ -73,16 +73,6 @@ def redraw(frames: np.ndarray, bank: torch.Tensor, p: int, s: int, k: int = 1, c
     return np.concatenate(out)
 
 
-def deadband(stream: np.ndarray, levels: int) -> np.ndarray:
-    """uint8 [T, H, W, 3]: a pixel whose colour moved by fewer than `levels` grey levels (every
-    channel) from what was shown keeps what was shown (a still pixel of real video is still)."""
-    out = stream.copy()
-    for t in range(1, len(out)):
-        keep = (np.abs(out[t].astype(np.int16) - out[t - 1]).max(-1) < levels)[..., None]
-        out[t] = np.where(keep, out[t - 1], out[t])
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
@@ -110,7 +100,7 @@ def main() -> None:
         parts = v.split(":")
         dead = int(parts.pop()[4:]) if parts[-1].startswith("dead") else 0
         if parts == ["none"]:
-            variants.append((v, np.stack([deadband(g, dead) for g in gen])))
+            variants.append((v, rollout.hold_still(gen, None, dead)[0]))
             continue
         global SIGMA
         SIGMA = float(parts.pop(0)[1:]) if parts[0].startswith("w") else float("inf")
@@ -146,8 +136,7 @@ def main() -> None:
             x = torch.from_numpy(new).float().div(255).flatten(0, 1).permute(0, 3, 1, 2)
             x = snap(x, model.still_plate, model.stillness, model.cfg.still_snap)
             new = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).reshape(new.shape).numpy()
-        if dead:
-            new = np.stack([deadband(g, dead) for g in new])
+        new = rollout.hold_still(new, None, dead)[0]
         print(f"{v}: {len(gen) * len(gen[0]) / (time.time() - t0):.0f} frames/s", flush=True)
         variants.append((v, new))
     for name, g in variants:

@@ -322,7 +322,7 @@ def evaluate(run: str | None, data: str, frames: int, out: str, **options) -> di
 @torch.inference_mode()
 def _generate(model, ev: Evaluator, frames, streams, seed, full, bar, to_uint8, seed_clip=None) -> None:
     from . import rollout
-    done, hold, shown = 0, rollout.still_hold(model), {}  # stream -> (last frame shown, its step)
+    done, hold, shown = 0, rollout.still_hold(model), {}  # stream -> (last frame shown [1, H, W, 3], its step)
     for lat in rollout.latents(model, streams, seed, 1, CHUNK, seed_clip=seed_clip):
         lat = lat[:, :frames - done]
         n = lat.shape[1]
@@ -343,12 +343,10 @@ def _generate(model, ev: Evaluator, frames, streams, seed, full, bar, to_uint8, 
                         t0, part = done + int(p[seg[0]]), u8[at + seg[0]:at + seg[-1] + 1]
                         # a stream's still pixels hold as in playback; a window of a sparse
                         # stream starts from its first frame (what it held before is not drawn)
-                        carry = shown.get(s) if shown.get(s, (None, -2))[1] == t0 - 1 else None
-                        part, last = rollout.hold_still(part[None], None if carry is None else carry[0][None], hold)
-                        part = part[0]
-                        if last is not None:
-                            shown[s] = (last[0], t0 + len(part) - 1)
-                        ev.feed(s, t0, part)
+                        last, step = shown.get(s, (None, None))
+                        part, last = rollout.hold_still(part[None], last if step == t0 - 1 else None, hold)
+                        shown[s] = (last, t0 + part.shape[1] - 1)
+                        ev.feed(s, t0, part[0])
                 at += len(p)
         done += n
         bar.update(n)

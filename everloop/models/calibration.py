@@ -166,11 +166,8 @@ def patch_grid(size: int, side: int) -> tuple[int, torch.Tensor]:
 
 def cut(frames: torch.Tensor, corners: torch.Tensor, side: int) -> torch.Tensor:
     """Frames [N, 3, S, S] -> their patches [L, N, 3 * side * side] at `corners`."""
-    corners = corners.to(frames.device)
-    rows = corners[:, 0, None] + torch.arange(side, device=frames.device)  # [L, side]
-    cols = corners[:, 1, None] + torch.arange(side, device=frames.device)
-    p = frames[:, :, rows[:, :, None], cols[:, None, :]]  # [N, 3, L, side, side]
-    return p.permute(2, 0, 1, 3, 4).flatten(2)
+    every = torch.arange(len(frames), device=frames.device).expand(len(corners), -1)
+    return cut_at(frames, every, corners, side)
 
 
 def paste(patches: torch.Tensor, corners: torch.Tensor, side: int, size: int) -> torch.Tensor:
@@ -215,10 +212,11 @@ class PatchBank:
         """Frames [N, 3, S, S] in [0, 1] -> with the nearest drawn patches' real detail added."""
         out = []
         for i in range(0, len(x), chunk):
-            q = cut(x[i:i + chunk].float(), self.corners, self.side) @ self.proj  # [L, n, d]
+            part = x[i:i + chunk].float()
+            q = cut(part, self.corners, self.side) @ self.proj  # [L, n, d]
             nearest = torch.baddbmm(self.key_norms, q, self.keys.transpose(1, 2), alpha=-2).argmin(-1)  # [L, n]
             detail = cut_at(self.detail, nearest, self.corners, self.side)
-            out.append((x[i:i + chunk].float() + paste(detail, self.corners, self.side, self.size)).clamp(0, 1))
+            out.append((part + paste(detail, self.corners, self.side, self.size)).clamp(0, 1))
         return torch.cat(out).to(x.dtype)
 
 
