@@ -257,6 +257,24 @@ def seed_clips(store: FrameStore, length: int, stride: int, clips: int, seed: in
     return to_float(store.sample_clips(clips, length, stride, np.random.default_rng(seed), ranges=test))
 
 
+def spread_clips(store: FrameStore, length: int, stride: int, clips: int, seed: int) -> torch.Tensor:
+    """float [clips, length, C, H, W] starting at moments spread evenly over every episode
+    (the same spacing, shifted by a seed-drawn offset): the real clips that the streams of
+    `everloop eval` continue. Each stream starts as far from the others as the footage
+    allows; random starts in a 2-minute clip's 12-second held-out tail began 8 streams
+    within seconds of each other, twins by construction."""
+    span = (length - 1) * stride + 1
+    starts = np.concatenate([np.arange(s, e - span + 1) for s, e in store.episodes if e - s >= span]
+                            or [np.zeros(0, np.int64)])
+    if not len(starts):
+        raise EverloopError(f"{store.path}: no episode holds {span} consecutive frames for {length} frames "
+                            f"at stride {stride}")
+    gap = len(starts) / clips
+    pick = (np.random.default_rng(seed).uniform(0, gap) + np.arange(clips) * gap).astype(np.int64)
+    first = starts[np.minimum(pick, len(starts) - 1)]
+    return to_float(np.asarray(store.frames[first[:, None] + np.arange(length) * stride]))
+
+
 def seed_action_clips(store: FrameStore, length: int, stride: int, clips: int, seed: int) -> ActionClips:
     """seed_clips with the actions between the frames: the same clips for the same seed."""
     test = _held_out(store, length, stride)

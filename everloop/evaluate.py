@@ -296,11 +296,11 @@ def evaluate(run: str | None, data: str, frames: int, out: str, **options) -> di
                 bar.update(len(buf))
         else:
             clip = None
-            if model.context_frames > 0:  # streams continue held-out real clips
-                from .data import seed_clips
-                clip = seed_clips(store, model.context_frames, stride, streams, seed)
-                ev.notes.append(f"every stream continues {model.context_frames} real frames from DATA's "
-                                f"held-out split (seed {seed})")
+            if model.context_frames > 0:  # streams continue real clips spread over the footage
+                from .data import spread_clips
+                clip = spread_clips(store, model.context_frames, stride, streams, seed)
+                ev.notes.append(f"every stream continues {model.context_frames} real frames of DATA, the "
+                                f"streams' starts spread evenly over it (seed {seed})")
             _generate(model, ev, frames, streams, seed, min(full_streams, streams), bar, to_uint8, clip)
     rep = ev.report(seed)
     rep.update(run=run, data=str(data), video=video, seed=seed, stride=stride, full_streams=full_streams,

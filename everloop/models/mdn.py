@@ -42,6 +42,12 @@ def mixture_nll(logits, mu, log_sigma, x) -> torch.Tensor:
     return -mixture_log_prob(logits.float(), mu.float(), log_sigma.float(), x.float()).mean()
 
 
+def tempered(logits: torch.Tensor, log_sigma: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mixture that mixture_sample draws from at temperature tau > 0: logits / tau, and
+    sigma * sqrt(tau); for scoring a temperature by likelihood."""
+    return logits.float() / tau, log_sigma.float() + 0.5 * math.log(tau)
+
+
 def mixture_sample(logits: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, tau: float = 1.0,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """One draw per dimension at temperature tau: pi = softmax(logits / tau), std = sigma *
@@ -84,3 +90,20 @@ class MDNRNN(nn.Module):
         p = self.head(self.drop(out)).view(*out.shape[:-1], self.z_dim, 3 * self.k)
         logits, mu, raw = p.split(self.k, dim=-1)
         return (logits, mu, floor_log_sigma(raw, self.sigma_min)), hidden
+
+
+@torch.no_grad()
+def nll_by_temperature(mdn: MDNRNN, sequences: list[tuple[torch.Tensor, torch.Tensor]],
+                       taus: list[float]) -> list[float]:
+    """Mean NLL per latent dim of the scored steps of teacher-forced sequences at each tau.
+    sequences: (z [T, L], scored bool [T - 1]: which next-latent predictions count)."""
+    kept = []
+    for z, scored in sequences:
+        (logits, mu, log_sigma), _ = mdn(z[None, :-1])
+        kept.append((logits[0][scored], mu[0][scored], log_sigma[0][scored], z[1:][scored]))
+    logits, mu, log_sigma, target = (torch.cat(t) for t in zip(*kept))
+    nll = []
+    for tau in taus:
+        t_logits, t_log_sigma = tempered(logits, log_sigma, tau)
+        nll.append(-mixture_log_prob(t_logits, mu.float(), t_log_sigma, target.float()).mean().item())
+    return nll

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import devices, global_batch
-from ..data import to_float, to_uint8, window_starts
+from ..data import to_float, window_starts
 from ..errors import EverloopError
 from ..metrics import psnr_of_mse
 from . import calibration
@@ -41,6 +41,7 @@ from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
 from .vae import VAE
 from .worldmodel_config import WorldModelConfig
+from .worldmodel_fit import fit_decoder, fit_starts, spread
 
 LATENTS_FILE = "latents.safetensors"  # {"mu", "logvar"}: [frames, z_dim] float32
 PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
@@ -58,12 +59,6 @@ def _window_starts(ranges, span: int, n: int, rng: np.random.Generator) -> np.nd
         raise EverloopError(f"worldmodel needs {span} consecutive training frames in one episode "
                             f"(seq_len x clip_stride + 1); lower --set seq_len or clip_stride")
     return first
-
-
-def spread(ranges, n: int) -> np.ndarray:
-    """Up to n frame indices spread evenly over [start, end) ranges (none for no ranges)."""
-    idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
-    return idx[np.linspace(0, len(idx) - 1, min(n, len(idx))).astype(np.int64)]
 
 
 class WorldModel(Family):
@@ -103,6 +98,8 @@ class WorldModel(Family):
         self._patches: tuple[tuple, calibration.PatchBank] | None = None  # built from the buffers on use
         self.vae_steps = 0  # counts towards adv_start; kept in the training state
         self.context_frames = cfg.seed_frames
+        if cfg.start_bank > 0:  # empty (the prior's start) until the encode stage fills it
+            self.register_buffer("start_latents", torch.zeros(cfg.start_bank, cfg.seed_frames, cfg.z_dim))
         self.temperature = 1.0  # sampling only; `generate --temperature` sets it
         self.stage = "vae"
         self.latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, logvar) [N, L]
@@ -113,7 +110,11 @@ class WorldModel(Family):
     # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden) --------------
     def start(self, batch: int, generator: torch.Generator | None = None, seed_clip: torch.Tensor | None = None):
         """Dreams from a real clip's latents (float [B or 1, seed_frames, 3, S, S] in [0, 1]),
-        whose last frame is the first one shown, or from the prior plus `burn_in` steps."""
+        whose last frame is the first one shown; else from the start bank's real moments
+        (start_bank), or from the prior plus `burn_in` steps."""
+        if seed_clip is None and self.cfg.start_bank > 0 and bool(self.start_latents.any()):
+            pick = torch.randperm(self.cfg.start_bank, generator=generator)[torch.arange(batch) % self.cfg.start_bank]
+            return self._warm_up(self.start_latents[pick.to(self.start_latents.device)])
         if seed_clip is None:
             state = (devices.randn(batch, self.cfg.z_dim, generator=generator, device=devices.of(self)), None)
             for _ in range(self.cfg.burn_in):
@@ -124,9 +125,13 @@ class WorldModel(Family):
             raise EverloopError(f"seed clip is {list(seed_clip.shape)}, the model wants [{batch}, "
                                 f"{', '.join(map(str, want))}]")
         clip = seed_clip.float().expand(batch, *want)
-        mu = self.vae.encode(clip.flatten(0, 1))[0].view(batch, want[0], -1)
-        _, hidden = self.mdn(mu[:, :-1]) if want[0] > 1 else (None, None)
-        return mu[:, -1], hidden
+        return self._warm_up(self.vae.encode(clip.flatten(0, 1))[0].view(batch, want[0], -1))
+
+    def _warm_up(self, z: torch.Tensor):
+        """The state after a sequence of real latents [B, T, L]: the RNN has read all but the
+        last, which is the first one shown."""
+        _, hidden = self.mdn(z[:, :-1]) if z.shape[1] > 1 else (None, None)
+        return z[:, -1], hidden
 
     def advance(self, state, generator: torch.Generator | None = None):
         """One RNN step of every stream: feed z, sample the next z at `temperature`."""
@@ -236,60 +241,10 @@ class WorldModel(Family):
             if len(idx):
                 real = to_float(store.frames[idx]).to(mu.device)
                 logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
-        logs.update(self._fit_calibration(store, mu))
+        logs.update(fit_decoder(self, store, mu))
+        if self.cfg.start_bank > 0:
+            self.start_latents = fit_starts(self, mu)
         return logs
-
-    @torch.no_grad()
-    def _fit_calibration(self, store, mu: torch.Tensor, frames: int = 512, pixels: int = 300_000) -> dict:
-        """Fit the decoder's calibration in the order decode() applies it: the patch bank;
-        then, on up to `frames` training frames spread evenly (none next to a bank frame,
-        where they can be had: their detail must come from other frames, as a dream's does),
-        the colour table from their reconstructions (posterior means, with the bank's detail)
-        against the real frames, `pixels` of each drawn at the same places (a fixed seed),
-        and the still plate from the real frames. Logs the colour histograms' L1 before/after
-        the table. The table after the detail: on a fire (86% black) the detail alone tints
-        black next to a flame (colour L1 on such frames 0.010 -> 0.025), the table takes it
-        back (0.011)."""
-        logs, near_bank = {}, np.zeros(0, np.int64)
-        if self.cfg.patch_detail > 0:
-            bank = self._fit_patches(store, mu)
-            near_bank = np.concatenate([bank - 1, bank, bank + 1])
-        train = spread(self.ranges[0], len(store))
-        far = train[~np.isin(train, near_bank)]
-        pool = far if len(far) >= 64 else train
-        idx = pool[spread([(0, len(pool))], frames)]
-        real = to_float(store.frames[idx])
-        if self.cfg.still_snap > 0:
-            plate, stillness = calibration.still_plate(real)
-            self.still_plate, self.stillness = plate.to(devices.of(self)), stillness.to(devices.of(self))
-            logs["still_share"] = stillness.mean().item()
-        if self.cfg.colour_table > 0:
-            drawn = self.decode_detail(self.vae.decode(mu[torch.from_numpy(idx).to(mu.device)]).float()).cpu()
-            drawn, real = (t.permute(0, 2, 3, 1).reshape(-1, 3) for t in (drawn, real))
-            pick = np.random.default_rng(0).permutation(len(real))[:pixels]
-            real, drawn = real[pick].numpy(), drawn[pick].numpy()
-            table = calibration.fit_table(drawn, real, grid=self.cfg.colour_table)
-            self.colour_lut = table.to(devices.of(self))
-            mapped = calibration.apply_pixels(torch.from_numpy(drawn), table).numpy()
-            logs.update(colour_l1_before=calibration.histogram_l1(drawn, real),
-                        colour_l1_after=calibration.histogram_l1(mapped, real))
-        return logs
-
-    @torch.no_grad()
-    def _fit_patches(self, store, mu: torch.Tensor) -> np.ndarray:
-        """The patch bank: `patch_bank` training frames spread evenly (repeated when there are
-        fewer) and the decoder's drawing of each, from its posterior mean; returns their indices."""
-        idx = spread(self.ranges[0], self.cfg.patch_bank)
-        idx = idx[np.arange(self.cfg.patch_bank) % len(idx)]
-        real = to_float(store.frames[idx])
-        drawn = torch.cat([self.vae.decode(mu[torch.from_numpy(idx[i:i + 256]).to(mu.device)]).float()
-                           for i in range(0, len(idx), 256)]).cpu()
-        dev = devices.of(self)
-        self.patch_real, self.patch_drawn = (torch.from_numpy(to_uint8(t)).permute(0, 3, 1, 2).contiguous().to(dev)
-                                             for t in (real, drawn))
-        self.patch_proj = calibration.fit_projection(self.patch_drawn.float().cpu() / 255,
-                                                     self.cfg.patch_detail).to(dev)
-        return idx
 
     @torch.no_grad()
     def heldout_nll(self, windows: int = 64) -> dict | None:

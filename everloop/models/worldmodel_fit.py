@@ -1,0 +1,107 @@
+"""What the worldmodel fits from the data at its encode stage, with no gradient: the
+decoder's calibration (patch bank of real detail, colour table, still plate;
+calibration.py) and the start bank of real moments a dream may begin at; and the held-out
+latent sequences that bench/dream_temperature.py scores. worldmodel.py calls them."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import devices
+from ..data import to_float, to_uint8
+from . import calibration
+
+
+def spread(ranges, n: int) -> np.ndarray:
+    """Up to n frame indices spread evenly over [start, end) ranges (none for no ranges)."""
+    idx = np.concatenate([np.arange(s, e) for s, e in ranges] or [np.zeros(0, np.int64)])
+    return idx[np.linspace(0, len(idx) - 1, min(n, len(idx))).astype(np.int64)]
+
+
+@torch.no_grad()
+def fit_decoder(model, store, mu: torch.Tensor, frames: int = 512, pixels: int = 300_000) -> dict:
+    """Fit the decoder's calibration in the order decode() applies it: the patch bank;
+    then, on up to `frames` training frames spread evenly (none next to a bank frame,
+    where they can be had: their detail must come from other frames, as a dream's does),
+    the colour table from their reconstructions (posterior means, with the bank's detail)
+    against the real frames, `pixels` of each drawn at the same places (a fixed seed),
+    and the still plate from the real frames. Logs the colour histograms' L1 before/after
+    the table. The table after the detail: on a fire (86% black) the detail alone tints
+    black next to a flame (colour L1 on such frames 0.010 -> 0.025), the table takes it
+    back (0.011)."""
+    logs, near_bank = {}, np.zeros(0, np.int64)
+    if model.cfg.patch_detail > 0:
+        bank = fit_patches(model, store, mu)
+        near_bank = np.concatenate([bank - 1, bank, bank + 1])
+    train = spread(model.ranges[0], len(store))
+    far = train[~np.isin(train, near_bank)]
+    pool = far if len(far) >= 64 else train
+    idx = pool[spread([(0, len(pool))], frames)]
+    real = to_float(store.frames[idx])
+    if model.cfg.still_snap > 0:
+        plate, stillness = calibration.still_plate(real)
+        model.still_plate, model.stillness = plate.to(devices.of(model)), stillness.to(devices.of(model))
+        logs["still_share"] = stillness.mean().item()
+    if model.cfg.colour_table > 0:
+        drawn = model.decode_detail(model.vae.decode(mu[torch.from_numpy(idx).to(mu.device)]).float()).cpu()
+        drawn, real = (t.permute(0, 2, 3, 1).reshape(-1, 3) for t in (drawn, real))
+        pick = np.random.default_rng(0).permutation(len(real))[:pixels]
+        real, drawn = real[pick].numpy(), drawn[pick].numpy()
+        table = calibration.fit_table(drawn, real, grid=model.cfg.colour_table)
+        model.colour_lut = table.to(devices.of(model))
+        mapped = calibration.apply_pixels(torch.from_numpy(drawn), table).numpy()
+        logs.update(colour_l1_before=calibration.histogram_l1(drawn, real),
+                    colour_l1_after=calibration.histogram_l1(mapped, real))
+    return logs
+
+@torch.no_grad()
+def fit_patches(model, store, mu: torch.Tensor) -> np.ndarray:
+    """The patch bank: `patch_bank` training frames spread evenly (repeated when there are
+    fewer) and the decoder's drawing of each, from its posterior mean; returns their indices."""
+    idx = spread(model.ranges[0], model.cfg.patch_bank)
+    idx = idx[np.arange(model.cfg.patch_bank) % len(idx)]
+    real = to_float(store.frames[idx])
+    drawn = torch.cat([model.vae.decode(mu[torch.from_numpy(idx[i:i + 256]).to(mu.device)]).float()
+                       for i in range(0, len(idx), 256)]).cpu()
+    dev = devices.of(model)
+    model.patch_real, model.patch_drawn = (torch.from_numpy(to_uint8(t)).permute(0, 3, 1, 2).contiguous().to(dev)
+                                         for t in (real, drawn))
+    model.patch_proj = calibration.fit_projection(model.patch_drawn.float().cpu() / 255,
+                                                 model.cfg.patch_detail).to(dev)
+    return idx
+
+
+def fit_starts(model, mu: torch.Tensor) -> torch.Tensor:
+    """The start bank: `start_bank` sequences of `seed_frames` posterior means, clip_stride
+    apart, starting at places spread evenly over the training ranges (repeated when there
+    are fewer)."""
+    c = model.cfg
+    span = (c.seed_frames - 1) * c.clip_stride + 1
+    starts = spread([(s, e - span + 1) for s, e in model.ranges[0] if e - s >= span], c.start_bank)
+    if not len(starts):  # no episode holds one sequence: the prior's start stays
+        return torch.zeros_like(model.start_latents)
+    starts = starts[np.arange(c.start_bank) % len(starts)]
+    idx = torch.from_numpy(starts[:, None] + np.arange(c.seed_frames) * c.clip_stride).to(mu.device)
+    return mu[idx].contiguous()
+
+
+@torch.no_grad()
+def heldout_sequences(model, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Latent sequences (z, scored) that run from the training frames into each held-out
+    tail, one per stride phase, z drawn as in training (posterior_noise, fixed seed); only
+    predictions of held-out latents are scored. A 2-minute clip's tail is shorter than one
+    training window, so the context comes from the frames before it."""
+    c, (mu, logvar) = model.cfg, model.latents
+    train, heldout = model.ranges
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for hs, he in heldout:
+        first = next((max(s, hs - c.seq_len * c.clip_stride) for s, e in train if e == hs and s < hs), hs)
+        for phase in range(c.clip_stride):
+            idx = torch.arange(first + phase, he, c.clip_stride)
+            scored = idx[1:] >= hs
+            if len(idx) < 2 or not scored.any():
+                continue
+            eps = torch.randn(len(idx), c.z_dim, generator=gen).to(mu.device)
+            out.append((mu[idx] + c.posterior_noise * torch.exp(0.5 * logvar[idx]) * eps, scored))
+    return out
