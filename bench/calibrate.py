@@ -1,7 +1,7 @@
 """Give a worldmodel run trained before the decoder calibration (models/calibration.py:
-colour table, still background, patch bank of real detail) and the start bank
-(models/worldmodel_fit.py) what training now fits at its encode stage, in a copy: what
-the fits alone change, on the same weights. `--set KEY=VALUE` overrides a calibration
+colour table, still background, patch bank of real detail) the calibration that training
+now fits at its encode stage (models/worldmodel_fit.py), in a copy: what the calibration
+alone changes, on the same weights. `--set KEY=VALUE` overrides a calibration
 field (e.g. patch_detail=0).
 
     .venv/bin/python bench/calibrate.py RUN --data DATA --out CALIBRATED_RUN
@@ -45,12 +45,12 @@ def main() -> None:
         raise SystemExit(f"{out} exists")
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("eval-*"))  # only what training wrote
     config = json.loads((out / "config.json").read_text())
-    fields = ("colour_table", "still_snap", "patch_detail", "patch_bank", "still_hold", "start_bank")
+    fields = ("colour_table", "still_snap", "patch_detail", "patch_bank", "still_hold")
     cfg = config["config"]
     cfg.update({k: getattr(WorldModelConfig, k) for k in fields})
     cfg.update({k: type(cfg[k])(v) for k, v in (kv.split("=", 1) for kv in a.set)})
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    buffers = ("colour_lut", "still_plate", "stillness", "patch_real", "patch_drawn", "patch_proj", "start_latents")
+    buffers = ("colour_lut", "still_plate", "stillness", "patch_real", "patch_drawn", "patch_proj")
     weights = {k: v for k, v in load_file(out / "model.safetensors").items() if k not in buffers}
     fresh = WorldModel(WorldModelConfig(**cfg)).state_dict()  # placeholders of the right shape, then the fit
     weights.update({k: fresh[k] for k in buffers if k in fresh})

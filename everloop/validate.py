@@ -15,7 +15,7 @@ from .errors import EverloopError
 FRACTIONS = {"carry_prob", "ema_decay", "self_feed", "holdout", "vae_share", "accept_any", "still_snap"}
 # Integer fields that may be 0 (a count of optional things); every other integer is >= 1.
 MAY_BE_ZERO = {"burn_in", "adv_start", "decoder_blocks", "step_noise_dim", "colour_table", "patch_detail",
-               "still_hold", "start_bank"}
+               "still_hold"}
 
 
 def number(flag: str, kind=int, lo=None, hi=None, lo_open: bool = False):

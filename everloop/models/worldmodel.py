@@ -41,7 +41,7 @@ from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
 from .vae import VAE
 from .worldmodel_config import WorldModelConfig
-from .worldmodel_fit import fit_decoder, fit_starts, spread
+from .worldmodel_fit import fit_decoder, spread
 
 LATENTS_FILE = "latents.safetensors"  # {"mu", "logvar"}: [frames, z_dim] float32
 PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
@@ -98,8 +98,6 @@ class WorldModel(Family):
         self._patches: tuple[tuple, calibration.PatchBank] | None = None  # built from the buffers on use
         self.vae_steps = 0  # counts towards adv_start; kept in the training state
         self.context_frames = cfg.seed_frames
-        if cfg.start_bank > 0:  # empty (the prior's start) until the encode stage fills it
-            self.register_buffer("start_latents", torch.zeros(cfg.start_bank, cfg.seed_frames, cfg.z_dim))
         self.temperature = 1.0  # sampling only; `generate --temperature` sets it
         self.stage = "vae"
         self.latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, logvar) [N, L]
@@ -110,11 +108,7 @@ class WorldModel(Family):
     # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden) --------------
     def start(self, batch: int, generator: torch.Generator | None = None, seed_clip: torch.Tensor | None = None):
         """Dreams from a real clip's latents (float [B or 1, seed_frames, 3, S, S] in [0, 1]),
-        whose last frame is the first one shown; else from the start bank's real moments
-        (start_bank), or from the prior plus `burn_in` steps."""
-        if seed_clip is None and self.cfg.start_bank > 0 and bool(self.start_latents.any()):
-            pick = torch.randperm(self.cfg.start_bank, generator=generator)[torch.arange(batch) % self.cfg.start_bank]
-            return self._warm_up(self.start_latents[pick.to(self.start_latents.device)])
+        whose last frame is the first one shown, or from the prior plus `burn_in` steps."""
         if seed_clip is None:
             state = (devices.randn(batch, self.cfg.z_dim, generator=generator, device=devices.of(self)), None)
             for _ in range(self.cfg.burn_in):
@@ -125,13 +119,9 @@ class WorldModel(Family):
             raise EverloopError(f"seed clip is {list(seed_clip.shape)}, the model wants [{batch}, "
                                 f"{', '.join(map(str, want))}]")
         clip = seed_clip.float().expand(batch, *want)
-        return self._warm_up(self.vae.encode(clip.flatten(0, 1))[0].view(batch, want[0], -1))
-
-    def _warm_up(self, z: torch.Tensor):
-        """The state after a sequence of real latents [B, T, L]: the RNN has read all but the
-        last, which is the first one shown."""
-        _, hidden = self.mdn(z[:, :-1]) if z.shape[1] > 1 else (None, None)
-        return z[:, -1], hidden
+        mu = self.vae.encode(clip.flatten(0, 1))[0].view(batch, want[0], -1)
+        _, hidden = self.mdn(mu[:, :-1]) if want[0] > 1 else (None, None)
+        return mu[:, -1], hidden
 
     def advance(self, state, generator: torch.Generator | None = None):
         """One RNN step of every stream: feed z, sample the next z at `temperature`."""
@@ -242,8 +232,6 @@ class WorldModel(Family):
                 real = to_float(store.frames[idx]).to(mu.device)
                 logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
         logs.update(fit_decoder(self, store, mu))
-        if self.cfg.start_bank > 0:
-            self.start_latents = fit_starts(self, mu)
         return logs
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ class WorldModelConfig:
                               "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0, "clip_weight": 0.0,
                               "foreground_weight": 0.0, "colour_table": 0,
                               "still_snap": 0.0, "patch_detail": 0, "still_hold": 0,
-                              "start_bank": 0, "rnn_dropout": 0.0}
+                              "rnn_dropout": 0.0}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -168,13 +168,6 @@ class WorldModelConfig:
     NLL are measured there (logged as heldout_*)."""
     seed_frames: int = 8
     """Real frames (clip_stride apart) that `generate --seed-clip` encodes to warm up the RNN."""
-    start_bank: int = 256
-    """Real moments a dream may start from (0 = from the prior plus `burn_in` steps): the
-    encode stage keeps this many sequences of `seed_frames` training latents (posterior
-    means, clip_stride apart, spread evenly over the footage) with the model; a stream with
-    no --seed-clip starts from one of them, each stream of a batch from a different one
-    (drawn with the stream's seed), as from a seed clip: a dream begins where the footage
-    could, as `everloop eval`'s streams do (docs/eval.md, "Where streams start")."""
     burn_in: int = 16
     """RNN steps a dream from the prior runs before its first frame is shown: a draw from
     N(0, I) is rarely a latent the RNN knows, its first steps settle onto the data."""

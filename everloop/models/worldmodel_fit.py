@@ -1,7 +1,7 @@
 """What the worldmodel fits from the data at its encode stage, with no gradient: the
 decoder's calibration (patch bank of real detail, colour table, still plate;
-calibration.py) and the start bank of real moments a dream may begin at; and the held-out
-latent sequences that bench/dream_temperature.py scores. worldmodel.py calls them."""
+calibration.py), which worldmodel.py calls; and the held-out latent sequences that
+bench/dream_temperature.py scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -69,20 +69,6 @@ def fit_patches(model, store, mu: torch.Tensor) -> np.ndarray:
     model.patch_proj = calibration.fit_projection(model.patch_drawn.float().cpu() / 255,
                                                  model.cfg.patch_detail).to(dev)
     return idx
-
-
-def fit_starts(model, mu: torch.Tensor) -> torch.Tensor:
-    """The start bank: `start_bank` sequences of `seed_frames` posterior means, clip_stride
-    apart, starting at places spread evenly over the training ranges (repeated when there
-    are fewer)."""
-    c = model.cfg
-    span = (c.seed_frames - 1) * c.clip_stride + 1
-    starts = spread([(s, e - span + 1) for s, e in model.ranges[0] if e - s >= span], c.start_bank)
-    if not len(starts):  # no episode holds one sequence: the prior's start stays
-        return torch.zeros_like(model.start_latents)
-    starts = starts[np.arange(c.start_bank) % len(starts)]
-    idx = torch.from_numpy(starts[:, None] + np.arange(c.seed_frames) * c.clip_stride).to(mu.device)
-    return mu[idx].contiguous()
 
 
 @torch.no_grad()
