@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from everloop.checkpoint import load_run
 from everloop.data import FrameStore
 from everloop.models.mdn import nll_by_temperature
+from everloop.models.worldmodel import LATENTS_FILE
 from everloop.models.worldmodel_fit import heldout_sequences
 
 TAUS = "0.5,0.71,1,1.41,2,2.83,4,5.66,8"
@@ -27,10 +28,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     model, _ = load_run(a.run)
-    store = FrameStore(a.data)
-    model.ranges = store.split(model.cfg.holdout)
-    lat = load_file(f"{a.run}/latents.safetensors")
-    model.latents = (lat["mu"], lat["logvar"])
+    # the RNN stage's own set-up: the held-out split and the latents the encode stage saved
+    model.begin_stage("rnn", FrameStore(a.data), {LATENTS_FILE: load_file(f"{a.run}/{LATENTS_FILE}")})
     taus = [float(t) for t in a.taus.split(",")]
     seqs = heldout_sequences(model)
     nll = nll_by_temperature(model.mdn, seqs, taus)

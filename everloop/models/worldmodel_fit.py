@@ -54,6 +54,7 @@ def fit_decoder(model, store, mu: torch.Tensor, frames: int = 512, pixels: int =
                     colour_l1_after=calibration.histogram_l1(mapped, real))
     return logs
 
+
 @torch.no_grad()
 def fit_patches(model, store, mu: torch.Tensor) -> np.ndarray:
     """The patch bank: `patch_bank` training frames spread evenly (repeated when there are
