@@ -41,7 +41,7 @@ from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
 from .vae import VAE
 from .worldmodel_config import WorldModelConfig
-from .worldmodel_fit import fit_decoder, spread
+from .worldmodel_fit import fit_decoder, fit_dream, spread
 
 LATENTS_FILE = "latents.safetensors"  # {"mu", "logvar"}: [frames, z_dim] float32
 PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
@@ -95,17 +95,31 @@ class WorldModel(Family):
             self.register_buffer("patch_real", torch.zeros(frames, dtype=torch.uint8))
             self.register_buffer("patch_drawn", torch.zeros(frames, dtype=torch.uint8))
             self.register_buffer("patch_proj", torch.zeros(3 * cfg.patch_detail ** 2, calibration.PATCH_DIMS))
+        if cfg.fit_dream:  # tau 1, no noise memory until the RNN stage's end fits them (fit_dream)
+            self.register_buffer("dream_tau", torch.tensor(1.0))
+            self.register_buffer("dream_rho", torch.tensor(0.0))
         self._patches: tuple[tuple, calibration.PatchBank] | None = None  # built from the buffers on use
         self.vae_steps = 0  # counts towards adv_start; kept in the training state
         self.context_frames = cfg.seed_frames
-        self.temperature = 1.0  # sampling only; `generate --temperature` sets it
+        self._temperature: float | None = None  # `generate --temperature`; None: the fitted one
         self.stage = "vae"
         self.latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, logvar) [N, L]
         self._unsaved: dict = {}  # latents encoded since the trainer last took them (take_artifacts)
         self.ranges: tuple[list, list] | None = None  # (train, held-out) [start, end) ranges
         self.background: torch.Tensor | None = None  # median training frame [3, S, S] (foreground_weight)
 
-    # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden) --------------
+    # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden[, last eps]) ---
+    @property
+    def temperature(self) -> float:
+        """tau of the dream: `--temperature` if given, else fitted to the footage (fit_dream), else 1."""
+        if self._temperature is not None:
+            return self._temperature
+        return float(self.dream_tau) if self.cfg.fit_dream else 1.0
+
+    @temperature.setter
+    def temperature(self, tau: float | None) -> None:
+        self._temperature = tau
+
     def start(self, batch: int, generator: torch.Generator | None = None, seed_clip: torch.Tensor | None = None):
         """Dreams from a real clip's latents (float [B or 1, seed_frames, 3, S, S] in [0, 1]),
         whose last frame is the first one shown, or from the prior plus `burn_in` steps."""
@@ -124,10 +138,19 @@ class WorldModel(Family):
         return mu[:, -1], hidden
 
     def advance(self, state, generator: torch.Generator | None = None):
-        """One RNN step of every stream: feed z, sample the next z at `temperature`."""
-        z, hidden = state
+        """One RNN step of every stream: feed z, sample the next z at `temperature`; with a
+        fitted noise memory rho the normal draw is rho x the last one + sqrt(1 - rho^2) x a
+        fresh one (carried in the state, so a stream is the same however it is chunked)."""
+        z, hidden, *last = state
         (logits, mu, log_sigma), hidden = self.mdn(z[:, None], hidden)
-        return mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator), hidden
+        rho = float(self.dream_rho) if self.cfg.fit_dream else 0.0
+        if rho == 0:  # white noise, as World Models (and every run before fit_dream)
+            return mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator), hidden
+        eps = devices.randn(*z.shape, generator=generator, device=z.device)
+        if last:
+            eps = rho * last[0] + (1 - rho * rho) ** 0.5 * eps
+        z = mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator, eps=eps)
+        return z, hidden, eps
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents [N, L] -> frames (rollout.latent_of takes a state's latent), calibrated to
@@ -201,7 +224,12 @@ class WorldModel(Family):
 
     def end_stage(self, name: str) -> dict | None:
         """Called by the trainer as a stage completes; its logs go to log.jsonl."""
-        return self.heldout_nll() if name == "rnn" else None
+        if name != "rnn":
+            return None
+        was_training, _ = self.training, self.eval()  # as a dream runs: no dropout
+        logs = {**(self.heldout_nll() or {}), **(fit_dream(self) if self.cfg.fit_dream else {})}
+        self.train(was_training)
+        return logs or None
 
     def _load_or_encode(self, store, saved: dict | None) -> None:
         """The latents the encode stage saved, unless the data changed size since: encode again."""

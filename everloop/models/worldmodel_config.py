@@ -14,7 +14,7 @@ class WorldModelConfig:
                               "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0, "clip_weight": 0.0,
                               "foreground_weight": 0.0, "colour_table": 0,
                               "still_snap": 0.0, "patch_detail": 0, "still_hold": 0,
-                              "rnn_dropout": 0.0}
+                              "rnn_dropout": 0.0, "fit_dream": False}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -131,6 +131,17 @@ class WorldModelConfig:
     the held-out tail of goop was 37.9 nats per dim (3.2 with 0.3), and its dreams replayed
     stretches of the clip: loops of 136-272 steps in 5 of 8 streams, two streams on one
     trajectory; with 0.3 neither in 10,000 steps (docs/fidelity.md)."""
+    fit_dream: bool = True
+    """After the RNN stage, fit the dream's sampling to the footage (worldmodel_fit.fit_dream):
+    a temperature and a memory of the sampling noise (each step's normal draw is
+    rho x the last one + sqrt(1 - rho^2) x a fresh one), chosen from a small grid so that
+    dreamt latents move like the training footage's (RMS latent displacement at lags of 1,
+    2, 4 and 8 steps and the 99th percentile of one step). Why: trained with dropout the
+    mixture is wider than the RNN's errors in a dream without it, and white noise in each
+    step is a jitter the footage has not: on the lamp (seed 0) a dream's latent steps at
+    tau 1 were 1.5x the footage's, with no memory from one step to the next (the real
+    steps' cosine with the previous one is +0.82, the dream's 0.0), which eval flags as
+    flicker and counts in flow_hist (docs/fidelity.md). `--temperature` still sets tau."""
     sigma_min: float = 0.01
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
     (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
@@ -177,7 +188,8 @@ PRESETS: dict[str, dict] = {
     "default": {},
     # `make demo` (7 minutes on 2 cores): the default recipe; the budget split is by time.
     "demo": {},
-    # Tests: 16x16 frames, width 8, tiny RNN; every frame a step, nothing held out.
+    # Tests: 16x16 frames, width 8, tiny RNN; every frame a step, nothing held out; no dream
+    # fit (its 20 x 300 dream steps would double a tiny run; tests/test_dream_fit.py sets it).
     "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
-                 "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2},
+                 "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2, "fit_dream": False},
 }

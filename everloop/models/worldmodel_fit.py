@@ -92,3 +92,58 @@ def heldout_sequences(model, seed: int = 0) -> list[tuple[torch.Tensor, torch.Te
             eps = torch.randn(len(idx), c.z_dim, generator=gen).to(mu.device)
             out.append((mu[idx] + c.posterior_noise * torch.exp(0.5 * logvar[idx]) * eps, scored))
     return out
+
+
+DREAM_TAUS = (0.25, 0.35, 0.5, 0.71, 1.0)
+DREAM_RHOS = (0.0, 0.5, 0.7, 0.85)
+DREAM_LAGS = (1, 2, 4, 8)
+
+
+def motion_stats(z: list[torch.Tensor]) -> torch.Tensor:
+    """How latent sequences [T, L] move: RMS displacement at each of DREAM_LAGS steps, and
+    the 99th percentile of one step's length (where a burst of fast change would show)."""
+    rms = [torch.cat([(s[k:] - s[:-k]).pow(2).sum(-1) for s in z]).mean().sqrt() for k in DREAM_LAGS]
+    one = torch.cat([(s[1:] - s[:-1]).norm(dim=-1) for s in z])
+    return torch.stack([*rms, torch.quantile(one.float(), 0.99)])
+
+
+@torch.no_grad()
+def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict:
+    """The dream's temperature and noise memory (config.fit_dream) whose latent motion is
+    closest to the training footage's: for each (tau, rho) of the grid, `streams` dreams
+    continue `seed_frames` real latents from moments spread over the training frames for
+    `steps` steps (one fixed seed for all), and the sum of squared log-ratios of their
+    motion_stats to the footage's (posterior means, every clip_stride-th frame) is the
+    cost. Sets model.dream_tau / dream_rho; logs the choice and its cost beside tau 1's
+    white noise. The model must be in eval mode (no dropout), as in a dream."""
+    c, mu = model.cfg, model.latents[0]
+    real = [mu[torch.arange(s + p, e, c.clip_stride, device=mu.device)]
+            for s, e in model.ranges[0] for p in range(c.clip_stride)]
+    real = [r for r in real if len(r) > max(DREAM_LAGS)]
+    span = (c.seed_frames - 1) * c.clip_stride + 1
+    ranges = [(s, e - span + 1) for s, e in model.ranges[0] if e - s >= span]
+    if not real or not ranges:
+        return {"dream_fit": "skipped: too few training latents"}
+    want = motion_stats(real).log()
+    idx = torch.from_numpy(spread(ranges, streams))[:, None] + torch.arange(c.seed_frames) * c.clip_stride
+    seeds = mu[idx.to(mu.device)]
+    kept = (model.dream_tau.clone(), model.dream_rho.clone(), model._temperature)
+    model._temperature, costs = None, {}
+    for tau in DREAM_TAUS:
+        for rho in DREAM_RHOS:
+            model.dream_tau.fill_(tau)
+            model.dream_rho.fill_(rho)
+            gen = torch.Generator().manual_seed(seed)
+            _, hidden = model.mdn(seeds[:, :-1])
+            state, zs = (seeds[:, -1], hidden), []
+            for _ in range(steps):
+                state = model.advance(state, gen)
+                zs.append(state[0])
+            got = motion_stats(list(torch.stack(zs, 1)))
+            costs[tau, rho] = float((got.log() - want).pow(2).sum()) if torch.isfinite(got).all() else float("inf")
+    (tau, rho), cost = min(costs.items(), key=lambda kv: kv[1])
+    model.dream_tau.fill_(tau if np.isfinite(cost) else float(kept[0]))
+    model.dream_rho.fill_(rho if np.isfinite(cost) else float(kept[1]))
+    model._temperature = kept[2]
+    return {"dream_tau": float(model.dream_tau), "dream_rho": float(model.dream_rho), "dream_cost": cost,
+            "dream_cost_white": costs[1.0, 0.0]}

@@ -1,0 +1,74 @@
+"""The dream's sampling fitted to the footage (worldmodel config.fit_dream): the motion
+statistics it matches, the fit at the RNN stage's end, the noise with memory that a
+stream carries in its state (chunked == long), and runs saved before it sampling as before."""
+import json
+
+import pytest
+import torch
+
+from everloop import checkpoint, rollout
+from everloop.models import config_from_dict
+from everloop.models.worldmodel_fit import (
+    DREAM_LAGS,
+    DREAM_RHOS,
+    DREAM_TAUS,
+    motion_stats,
+)
+from everloop.train import TrainArgs, train
+
+
+@pytest.fixture
+def fitted_run(tmp_path, tiny_data):
+    out = tmp_path / "wm"
+    return train(TrainArgs(data=str(tiny_data), out=str(out), family="worldmodel", preset="tiny", steps=8,
+                           sample_every=0, progress=False, precision="fp32",
+                           overrides={"fit_dream": True}))
+
+
+def test_motion_stats_of_a_straight_line_grow_with_the_lag():
+    v = torch.tensor([0.3, 0.4])  # one step is 0.5 long
+    line = torch.arange(20.0)[:, None] * v
+    stats = motion_stats([line])
+    assert torch.allclose(stats, torch.tensor([0.5 * k for k in DREAM_LAGS] + [0.5]), atol=1e-5)
+
+
+def test_the_rnn_stage_fits_a_temperature_and_noise_memory_from_the_grid(fitted_run):
+    events = [json.loads(line) for line in (fitted_run / "log.jsonl").read_text().splitlines()]
+    fit = next(e for e in events if "dream_tau" in e)
+    assert fit["dream_tau"] in DREAM_TAUS and min(abs(fit["dream_rho"] - r) for r in DREAM_RHOS) < 1e-6
+    assert 0 <= fit["dream_cost"] <= fit["dream_cost_white"]
+    model, _ = checkpoint.load_run(fitted_run)
+    assert model.temperature == pytest.approx(fit["dream_tau"])
+    rollout.set_temperature(model, 0.7)  # --temperature wins over the fit
+    assert model.temperature == 0.7
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.85])
+def test_a_stream_with_noise_memory_is_the_same_however_it_is_chunked(fitted_run, rho):
+    model, _ = checkpoint.load_run(fitted_run)
+    model.dream_rho.fill_(rho)
+
+    def steps(chunks):
+        gen = torch.Generator().manual_seed(3)
+        state, out = model.start(2, gen), []
+        for n in chunks:
+            for _ in range(n):
+                state = model.advance(state, gen)
+                out.append(rollout.latent_of(state))
+        return torch.stack(out), state
+
+    (long, end), (chunked, _) = steps([12]), steps([5, 7])
+    assert torch.equal(long, chunked) and torch.isfinite(long).all()
+    assert len(end) == (3 if rho else 2)  # the last normal draw rides along only with memory
+    assert (long[1:] - long[:-1]).abs().amax() > 0  # it moves
+
+
+def test_a_run_saved_before_fit_dream_samples_white_noise_at_tau_1(fitted_run):
+    config = json.loads((fitted_run / "config.json").read_text())["config"]
+    assert config["fit_dream"] is True
+    old = config_from_dict("worldmodel", {k: v for k, v in config.items() if k != "fit_dream"})
+    assert old.fit_dream is False
+    model, _ = checkpoint.load_run(fitted_run)
+    model.cfg.fit_dream = False  # as such a run samples: tau 1, white noise, (z, hidden) states
+    gen = torch.Generator().manual_seed(0)
+    assert model.temperature == 1.0 and len(model.advance(model.start(2, gen), gen)) == 2
