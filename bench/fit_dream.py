@@ -1,0 +1,58 @@
+"""Give a worldmodel run trained before `fit_dream` the dream fit that training now makes
+at the end of its RNN stage (models/worldmodel_fit.py fit_dream: a sampling temperature and
+a memory of the sampling noise whose dreamt latents move like the footage's), in a copy:
+what the fit alone changes, on the same weights.
+
+    .venv/bin/python bench/fit_dream.py RUN --data DATA --out FITTED_RUN
+
+The copy's config.json gets fit_dream true and its model.safetensors the two fitted
+scalars; the latents are the ones the run's encode stage saved (RUN/latents.safetensors)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from everloop.checkpoint import load_run
+from everloop.data import FrameStore
+from everloop.models.worldmodel import LATENTS_FILE
+from everloop.models.worldmodel_fit import fit_dream
+
+FITTED = ("dream_tau", "dream_rho")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    src, out = Path(a.run), Path(a.out)
+    if out.exists():
+        raise SystemExit(f"{out} exists")
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("eval*", "samples"))  # only what training wrote
+    config = json.loads((out / "config.json").read_text())
+    config["config"]["fit_dream"] = True
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    weights = load_file(out / "model.safetensors")
+    weights.update({k: torch.tensor(v) for k, v in zip(FITTED, (1.0, 0.0)) if k not in weights})
+    model, _ = load_run(str(src))  # the source's weights; the fit runs in eval mode, as a dream
+    model.cfg.fit_dream = True
+    model.register_buffer("dream_tau", weights["dream_tau"].clone())
+    model.register_buffer("dream_rho", weights["dream_rho"].clone())
+    model.begin_stage("rnn", FrameStore(a.data), {LATENTS_FILE: load_file(src / LATENTS_FILE)})
+    logs = fit_dream(model)
+    weights.update({k: getattr(model, k).detach().cpu().contiguous() for k in FITTED})
+    save_file(weights, out / "model.safetensors.tmp")
+    os.replace(out / "model.safetensors.tmp", out / "model.safetensors")
+    print(f"{out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
+
+
+if __name__ == "__main__":
+    main()
