@@ -1,12 +1,12 @@
 """Give a worldmodel run trained before `fit_dream` the dream fit that training now makes
-at the end of its RNN stage (models/worldmodel_fit.py fit_dream: a sampling temperature and
+at the end of its RNN stage (models/worldmodel_fit.py fit_dream: a scale of the mixture sigmas and
 a memory of the sampling noise whose dreamt latents move like the footage's), in a copy:
 what the fit alone changes, on the same weights.
 
     .venv/bin/python bench/fit_dream.py RUN --data DATA --out FITTED_RUN
 
 The copy's config.json gets fit_dream true and its model.safetensors the two fitted
-scalars; the latents are the ones the run's encode stage saved (RUN/latents.safetensors)."""
+scalars (replacing the temperature a development version of the fit saved); the latents are the ones the run's encode stage saved (RUN/latents.safetensors)."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,7 @@ from everloop.data import FrameStore
 from everloop.models.worldmodel import LATENTS_FILE
 from everloop.models.worldmodel_fit import fit_dream
 
-FITTED = ("dream_tau", "dream_rho")
+FITTED = ("dream_sigma", "dream_rho")
 
 
 def main() -> None:
@@ -40,11 +40,11 @@ def main() -> None:
     config = json.loads((out / "config.json").read_text())
     config["config"]["fit_dream"] = True
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    weights = load_file(out / "model.safetensors")
+    weights = {k: v for k, v in load_file(out / "model.safetensors").items() if k != "dream_tau"}  # an early fit's
     weights.update({k: torch.tensor(v) for k, v in zip(FITTED, (1.0, 0.0)) if k not in weights})
     model, _ = load_run(str(src))  # the source's weights; the fit runs in eval mode, as a dream
     model.cfg.fit_dream = True
-    model.register_buffer("dream_tau", weights["dream_tau"].clone())
+    model.register_buffer("dream_sigma", weights["dream_sigma"].clone())
     model.register_buffer("dream_rho", weights["dream_rho"].clone())
     model.begin_stage("rnn", FrameStore(a.data), {LATENTS_FILE: load_file(src / LATENTS_FILE)})
     logs = fit_dream(model)

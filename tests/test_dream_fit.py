@@ -11,7 +11,7 @@ from everloop.models import config_from_dict
 from everloop.models.worldmodel_fit import (
     DREAM_LAGS,
     DREAM_RHOS,
-    DREAM_TAUS,
+    DREAM_SIGMAS,
     motion_stats,
 )
 from everloop.train import TrainArgs, train
@@ -32,15 +32,14 @@ def test_motion_stats_of_a_straight_line_grow_with_the_lag():
     assert torch.allclose(stats, torch.tensor([0.5 * k for k in DREAM_LAGS] + [0.5]), atol=1e-5)
 
 
-def test_the_rnn_stage_fits_a_temperature_and_noise_memory_from_the_grid(fitted_run):
+def test_the_rnn_stage_fits_a_sigma_scale_and_noise_memory_from_the_grid(fitted_run):
     events = [json.loads(line) for line in (fitted_run / "log.jsonl").read_text().splitlines()]
-    fit = next(e for e in events if "dream_tau" in e)
-    assert fit["dream_tau"] in DREAM_TAUS and min(abs(fit["dream_rho"] - r) for r in DREAM_RHOS) < 1e-6
-    assert 0 <= fit["dream_cost"] <= fit["dream_cost_white"]
+    fit = next(e for e in events if "dream_sigma" in e)
+    assert min(abs(fit["dream_sigma"] - s) for s in DREAM_SIGMAS) < 1e-6
+    assert min(abs(fit["dream_rho"] - r) for r in DREAM_RHOS) < 1e-6
+    assert 0 <= fit["dream_cost"] <= fit["dream_cost_unfitted"]
     model, _ = checkpoint.load_run(fitted_run)
-    assert model.temperature == pytest.approx(fit["dream_tau"])
-    rollout.set_temperature(model, 0.7)  # --temperature wins over the fit
-    assert model.temperature == 0.7
+    assert float(model.dream_sigma) == pytest.approx(fit["dream_sigma"]) and model.temperature == 1.0
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.85])
@@ -69,6 +68,14 @@ def test_a_run_saved_before_fit_dream_samples_white_noise_at_tau_1(fitted_run):
     old = config_from_dict("worldmodel", {k: v for k, v in config.items() if k != "fit_dream"})
     assert old.fit_dream is False
     model, _ = checkpoint.load_run(fitted_run)
-    model.cfg.fit_dream = False  # as such a run samples: tau 1, white noise, (z, hidden) states
-    gen = torch.Generator().manual_seed(0)
-    assert model.temperature == 1.0 and len(model.advance(model.start(2, gen), gen)) == 2
+    model.dream_sigma.fill_(1.0)
+    model.dream_rho.fill_(0.0)
+
+    def stream(fit: bool):
+        model.cfg.fit_dream = fit  # off: as such a run samples (World Models' white noise)
+        gen = torch.Generator().manual_seed(0)
+        state = model.advance(model.start(2, gen), gen)
+        return state
+
+    old_state, unit_state = stream(False), stream(True)
+    assert len(old_state) == 2 and torch.equal(old_state[0], unit_state[0])  # a unit fit changes nothing

@@ -49,21 +49,24 @@ def tempered(logits: torch.Tensor, log_sigma: torch.Tensor, tau: float) -> tuple
 
 
 def mixture_sample(logits: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, tau: float = 1.0,
-                   generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """One draw per dimension at temperature tau: pi = softmax(logits / tau), std = sigma *
     sqrt(tau) (variance sigma^2 * tau; NN-Dreams used sigma * tau as a variance, a bug).
 
     One uniform and one normal of a fixed shape per call, so a stream is the same however
     it is chunked, and tau = 0 would be the mode of the most likely component. With a
     (CPU) `generator` they are drawn on the CPU and moved to mu's device (devices.randn).
-    `eps` (mu's shape without K) is the normal draw when the caller makes it (a noise with
-    memory, WorldModel.advance); then only the uniform is drawn here."""
+    `noise` [..., 2] (mu's shape with 2 for K) gives both draws as standard normals, the
+    first made uniform by the normal CDF, when the caller makes them (a noise with memory,
+    WorldModel.advance); then nothing is drawn here."""
     if tau < 0:
         raise EverloopError(f"temperature must be >= 0, got {tau}")
     shape = mu.shape[:-1]
-    u = devices.rand(*shape, 1, generator=generator, device=mu.device)
-    if eps is None:
+    if noise is None:
+        u = devices.rand(*shape, 1, generator=generator, device=mu.device)
         eps = devices.randn(*shape, generator=generator, device=mu.device)
+    else:
+        u, eps = torch.special.ndtr(noise[..., :1]), noise[..., 1]
     probs = F.softmax(logits.float() / max(tau, 1e-6), dim=-1)
     k = (probs.cumsum(-1) < u).sum(-1, keepdim=True).clamp_max(mu.shape[-1] - 1)  # inverse CDF
     m, ls = mu.gather(-1, k).squeeze(-1), log_sigma.gather(-1, k).squeeze(-1)

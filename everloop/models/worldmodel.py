@@ -95,31 +95,20 @@ class WorldModel(Family):
             self.register_buffer("patch_real", torch.zeros(frames, dtype=torch.uint8))
             self.register_buffer("patch_drawn", torch.zeros(frames, dtype=torch.uint8))
             self.register_buffer("patch_proj", torch.zeros(3 * cfg.patch_detail ** 2, calibration.PATCH_DIMS))
-        if cfg.fit_dream:  # tau 1, no noise memory until the RNN stage's end fits them (fit_dream)
-            self.register_buffer("dream_tau", torch.tensor(1.0))
+        if cfg.fit_dream:  # sigmas as learnt, no noise memory until the RNN stage's end fits them
+            self.register_buffer("dream_sigma", torch.tensor(1.0))
             self.register_buffer("dream_rho", torch.tensor(0.0))
         self._patches: tuple[tuple, calibration.PatchBank] | None = None  # built from the buffers on use
         self.vae_steps = 0  # counts towards adv_start; kept in the training state
         self.context_frames = cfg.seed_frames
-        self._temperature: float | None = None  # `generate --temperature`; None: the fitted one
+        self.temperature = 1.0  # sampling only; `generate --temperature` sets it
         self.stage = "vae"
         self.latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, logvar) [N, L]
         self._unsaved: dict = {}  # latents encoded since the trainer last took them (take_artifacts)
         self.ranges: tuple[list, list] | None = None  # (train, held-out) [start, end) ranges
         self.background: torch.Tensor | None = None  # median training frame [3, S, S] (foreground_weight)
 
-    # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden[, last eps]) ---
-    @property
-    def temperature(self) -> float:
-        """tau of the dream: `--temperature` if given, else fitted to the footage (fit_dream), else 1."""
-        if self._temperature is not None:
-            return self._temperature
-        return float(self.dream_tau) if self.cfg.fit_dream else 1.0
-
-    @temperature.setter
-    def temperature(self, tau: float | None) -> None:
-        self._temperature = tau
-
+    # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden[, last draws]) -
     def start(self, batch: int, generator: torch.Generator | None = None, seed_clip: torch.Tensor | None = None):
         """Dreams from a real clip's latents (float [B or 1, seed_frames, 3, S, S] in [0, 1]),
         whose last frame is the first one shown, or from the prior plus `burn_in` steps."""
@@ -138,19 +127,24 @@ class WorldModel(Family):
         return mu[:, -1], hidden
 
     def advance(self, state, generator: torch.Generator | None = None):
-        """One RNN step of every stream: feed z, sample the next z at `temperature`; with a
-        fitted noise memory rho the normal draw is rho x the last one + sqrt(1 - rho^2) x a
-        fresh one (carried in the state, so a stream is the same however it is chunked)."""
+        """One RNN step of every stream: feed z, sample the next z at `temperature`, every
+        sigma times the fitted `dream_sigma` (fit_dream). With a fitted noise memory rho both
+        draws (the component's, through the normal CDF, and the Gaussian's) are rho x the
+        last one + sqrt(1 - rho^2) x a fresh normal: each draw is distributed as before, but
+        a stream keeps its branch and its direction for ~1 / (1 - rho) steps. The last draws
+        ride in the state, so a stream is the same however it is chunked."""
         z, hidden, *last = state
         (logits, mu, log_sigma), hidden = self.mdn(z[:, None], hidden)
-        rho = float(self.dream_rho) if self.cfg.fit_dream else 0.0
-        if rho == 0:  # white noise, as World Models (and every run before fit_dream)
-            return mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator), hidden
-        eps = devices.randn(*z.shape, generator=generator, device=z.device)
+        logits, mu, log_sigma = logits[:, 0], mu[:, 0], log_sigma[:, 0]
+        if not self.cfg.fit_dream:  # World Models' sampling, as every run saved before the fit
+            return mixture_sample(logits, mu, log_sigma, self.temperature, generator), hidden
+        log_sigma, rho = log_sigma + self.dream_sigma.log(), float(self.dream_rho)
+        if rho == 0:
+            return mixture_sample(logits, mu, log_sigma, self.temperature, generator), hidden
+        noise = devices.randn(*z.shape, 2, generator=generator, device=z.device)
         if last:
-            eps = rho * last[0] + (1 - rho * rho) ** 0.5 * eps
-        z = mixture_sample(logits[:, 0], mu[:, 0], log_sigma[:, 0], self.temperature, generator, eps=eps)
-        return z, hidden, eps
+            noise = rho * last[0] + (1 - rho * rho) ** 0.5 * noise
+        return mixture_sample(logits, mu, log_sigma, self.temperature, generator, noise=noise), hidden, noise
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents [N, L] -> frames (rollout.latent_of takes a state's latent), calibrated to

@@ -133,15 +133,15 @@ class WorldModelConfig:
     trajectory; with 0.3 neither in 10,000 steps (docs/fidelity.md)."""
     fit_dream: bool = True
     """After the RNN stage, fit the dream's sampling to the footage (worldmodel_fit.fit_dream):
-    a temperature and a memory of the sampling noise (each step's normal draw is
-    rho x the last one + sqrt(1 - rho^2) x a fresh one), chosen from a small grid so that
+    a scale of every mixture sigma and a memory of the sampling noise (each step's draws are
+    rho x the last ones + sqrt(1 - rho^2) x fresh ones), chosen from a small grid so that
     dreamt latents move like the training footage's (RMS latent displacement at lags of 1,
     2, 4 and 8 steps and the 99th percentile of one step). Why: trained with dropout the
-    mixture is wider than the RNN's errors in a dream without it, and white noise in each
-    step is a jitter the footage has not: on the lamp (seed 0) a dream's latent steps at
-    tau 1 were 1.5x the footage's, with no memory from one step to the next (the real
-    steps' cosine with the previous one is +0.82, the dream's 0.0), which eval flags as
-    flicker and counts in flow_hist (docs/fidelity.md). `--temperature` still sets tau."""
+    mixture is wider than the RNN's errors in a dream without it, and fresh noise in every
+    step is a jitter the footage has not: on the lamp (seed 0) a dream's latent steps were
+    1.5x the footage's, with no memory from one step to the next (the real steps' cosine
+    with the previous one is +0.82, the dream's 0.0), which eval flags as flicker and
+    counts in flow_hist (docs/fidelity.md). `--temperature` applies on top, as before."""
     sigma_min: float = 0.01
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
     (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""

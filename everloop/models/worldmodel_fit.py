@@ -94,8 +94,8 @@ def heldout_sequences(model, seed: int = 0) -> list[tuple[torch.Tensor, torch.Te
     return out
 
 
-DREAM_TAUS = (0.25, 0.35, 0.5, 0.71, 1.0)
-DREAM_RHOS = (0.0, 0.5, 0.7, 0.85)
+DREAM_SIGMAS = (0.35, 0.5, 0.71, 1.0)
+DREAM_RHOS = (0.0, 0.5, 0.7, 0.85, 0.92, 0.97)
 DREAM_LAGS = (1, 2, 4, 8)
 
 
@@ -109,13 +109,16 @@ def motion_stats(z: list[torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict:
-    """The dream's temperature and noise memory (config.fit_dream) whose latent motion is
-    closest to the training footage's: for each (tau, rho) of the grid, `streams` dreams
-    continue `seed_frames` real latents from moments spread over the training frames for
-    `steps` steps (one fixed seed for all), and the sum of squared log-ratios of their
-    motion_stats to the footage's (posterior means, every clip_stride-th frame) is the
-    cost. Sets model.dream_tau / dream_rho; logs the choice and its cost beside tau 1's
-    white noise. The model must be in eval mode (no dropout), as in a dream."""
+    """The dream's sigma scale and noise memory (config.fit_dream) whose latent motion is
+    closest to the training footage's: for each (sigma scale, rho) of the grid, `streams`
+    dreams continue `seed_frames` real latents from moments spread over the training frames
+    for `steps` steps at tau 1 (one fixed seed for all), and the sum of squared log-ratios
+    of their motion_stats to the footage's (posterior means, every clip_stride-th frame) is
+    the cost. Only the sigmas are scaled, not the mixture weights: a dream's branching
+    stays as likely as the RNN learnt it (a lower temperature, which also sharpens the
+    weights, put two of the lamp's 8 streams on one path by t = 100k). Sets
+    model.dream_sigma / dream_rho; logs the choice and its cost beside the unfitted one's.
+    The model must be in eval mode (no dropout), as in a dream."""
     c, mu = model.cfg, model.latents[0]
     real = [mu[torch.arange(s + p, e, c.clip_stride, device=mu.device)]
             for s, e in model.ranges[0] for p in range(c.clip_stride)]
@@ -127,11 +130,11 @@ def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict
     want = motion_stats(real).log()
     idx = torch.from_numpy(spread(ranges, streams))[:, None] + torch.arange(c.seed_frames) * c.clip_stride
     seeds = mu[idx.to(mu.device)]
-    kept = (model.dream_tau.clone(), model.dream_rho.clone(), model._temperature)
-    model._temperature, costs = None, {}
-    for tau in DREAM_TAUS:
+    kept = (model.dream_sigma.clone(), model.dream_rho.clone(), model.temperature)
+    model.temperature, costs = 1.0, {}
+    for scale in DREAM_SIGMAS:
         for rho in DREAM_RHOS:
-            model.dream_tau.fill_(tau)
+            model.dream_sigma.fill_(scale)
             model.dream_rho.fill_(rho)
             gen = torch.Generator().manual_seed(seed)
             _, hidden = model.mdn(seeds[:, :-1])
@@ -140,10 +143,10 @@ def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict
                 state = model.advance(state, gen)
                 zs.append(state[0])
             got = motion_stats(list(torch.stack(zs, 1)))
-            costs[tau, rho] = float((got.log() - want).pow(2).sum()) if torch.isfinite(got).all() else float("inf")
-    (tau, rho), cost = min(costs.items(), key=lambda kv: kv[1])
-    model.dream_tau.fill_(tau if np.isfinite(cost) else float(kept[0]))
+            costs[scale, rho] = float((got.log() - want).pow(2).sum()) if torch.isfinite(got).all() else float("inf")
+    (scale, rho), cost = min(costs.items(), key=lambda kv: kv[1])
+    model.dream_sigma.fill_(scale if np.isfinite(cost) else float(kept[0]))
     model.dream_rho.fill_(rho if np.isfinite(cost) else float(kept[1]))
-    model._temperature = kept[2]
-    return {"dream_tau": float(model.dream_tau), "dream_rho": float(model.dream_rho), "dream_cost": cost,
-            "dream_cost_white": costs[1.0, 0.0]}
+    model.temperature = kept[2]
+    return {"dream_sigma": float(model.dream_sigma), "dream_rho": float(model.dream_rho), "dream_cost": cost,
+            "dream_cost_unfitted": costs[1.0, 0.0]}
