@@ -30,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from everloop.report import FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 PROCESSES = {"lava": SHARED / "lavalamp" / "lavalite-classic.mp4",
              **{p: SHARED / "processes" / f"{p}.mp4" for p in ("glschool", "goop", "eruption", "interference")}}
 FIVE = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
-FLAGS = ("frozen", "flicker", "loop", "collapse", "twins", "nan", "saturation")
 PASS = 1.5  # the acceptance line: within 1.5x of the real-vs-real band
 NOTES = "\n## Notes"  # docs/fidelity.md from this heading on is written by people, and kept
 

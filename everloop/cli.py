@@ -188,6 +188,7 @@ def cmd_eval(a) -> None:
     from .evaluate import EvalArgs, evaluate
     from .flags import given
     from .outputs import swap_into_place, temp_path
+    from .report import failures
     if a.threads:
         torch.set_num_threads(a.threads)
     args = EvalArgs(**given(a, EvalArgs))  # flags not given keep EvalArgs' defaults
@@ -201,7 +202,7 @@ def cmd_eval(a) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     last = str(rep["horizons"][-1])
     worst = max(rep["drift"], key=lambda m: rep["drift"][m][last])
-    flags = [k for k in ("frozen", "flicker", "loop", "collapse", "nan", "saturation") if rep.get(k)]
+    flags = failures(rep)  # every flag the report.md lists (twins were missing here)
     print(f"wrote {args.out}/report.json: {rep['frames']} frames x {rep['streams']} stream(s); at t={last} "
           f"worst drift {worst} {rep['drift'][worst][last]:.2f}x the real band; "
           f"failures: {', '.join(flags) if flags else 'none'}")

@@ -62,8 +62,17 @@ def write_outputs(rep: dict, ev, out) -> Path:
     return out
 
 
+FLAGS = ("frozen", "flicker", "loop", "collapse", "twins", "nan", "saturation")
+"""The failure flags of report.json, in the order reports list them."""
+
+
+def failures(rep: dict) -> list[str]:
+    """The flags a report raises."""
+    return [k for k in FLAGS if rep.get(k)]
+
+
 def _markdown(rep: dict, hz: list[int]) -> str:
-    flags = [k for k in ("frozen", "flicker", "loop", "collapse", "twins", "nan", "saturation") if rep.get(k)]
+    flags = failures(rep)
     lines = [f"# everloop eval: {rep['frames']} frames x {rep['streams']} stream(s)", "",
              f"Failures: **{', '.join(flags) if flags else 'none'}**", "",
              "Drift: distance to real half A / real-vs-real band (1 = as far as real footage is from itself).",

@@ -8,7 +8,7 @@ import pytest
 from conftest import blob_frames, write_store
 from PIL import Image
 
-from everloop import drift
+from everloop import drift, report
 from everloop.cli import add_eval_parser
 from everloop.errors import EverloopError
 from everloop.evaluate import evaluate, evaluate_frames
@@ -45,7 +45,7 @@ def test_real_footage_against_itself_scores_about_one(golden):
         assert list(by_t) == ["16", "128"]
         for t, r in by_t.items():
             assert 0.2 < r < 2, (m, t, r)
-    for flag in ("frozen", "flicker", "loop", "collapse", "twins", "nan", "saturation"):
+    for flag in report.FLAGS:
         assert golden[flag] is False, flag
     assert golden["prediction"] == {} and golden["latent"] == {}
 
@@ -119,6 +119,7 @@ def test_two_streams_on_one_trajectory_are_twins_not_a_collapse():
     rep = run(gen)
     assert rep["twins"] and not rep["collapse"]
     assert min(rep["detectors"]["collapse"]["closest_pair"].values()) == 0
+    assert report.failures(rep) == ["twins"]  # what `everloop eval` prints and report.md lists
 
 
 def test_stream_windows_and_long_runs_at_constant_memory():
