@@ -26,6 +26,11 @@ from everloop.models.worldmodel_fit import fit_dream
 FITTED = ("dream_sigma", "dream_rho")
 
 
+def save(weights: dict, run: Path) -> None:
+    save_file(weights, run / "model.safetensors.tmp")
+    os.replace(run / "model.safetensors.tmp", run / "model.safetensors")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
@@ -42,15 +47,12 @@ def main() -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2))
     weights = {k: v for k, v in load_file(out / "model.safetensors").items() if k != "dream_tau"}  # an early fit's
     weights.update({k: torch.tensor(v) for k, v in zip(FITTED, (1.0, 0.0)) if k not in weights})
-    model, _ = load_run(str(src))  # the source's weights; the fit runs in eval mode, as a dream
-    model.cfg.fit_dream = True
-    model.register_buffer("dream_sigma", weights["dream_sigma"].clone())
-    model.register_buffer("dream_rho", weights["dream_rho"].clone())
-    model.begin_stage("rnn", FrameStore(a.data), {LATENTS_FILE: load_file(src / LATENTS_FILE)})
+    save(weights, out)
+    model, _ = load_run(str(out))  # eval mode, no dropout: as a dream runs
+    model.begin_stage("rnn", FrameStore(a.data), {LATENTS_FILE: load_file(out / LATENTS_FILE)})
     logs = fit_dream(model)
     weights.update({k: getattr(model, k).detach().cpu().contiguous() for k in FITTED})
-    save_file(weights, out / "model.safetensors.tmp")
-    os.replace(out / "model.safetensors.tmp", out / "model.safetensors")
+    save(weights, out)
     print(f"{out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
 
 
