@@ -111,7 +111,7 @@ class WorldModelConfig:
     4.0x to 2.6x the band; 8 (ninth session, two lamp seeds, 10,000-step evals) from 2.35 /
     1.55 / 2.79 to 1.45 / 0.71 / 1.62 at t = 16 / 128 / 1k on seed 0 and 2.58 / 1.60 / 2.58
     to 1.59 / 0.60 / 1.50 on seed 2, colour unchanged within 0.1; on goop, the fire, the
-    aquarium and the waves every metric moved by 0.08 or less (docs/fidelity.md). A held
+    aquarium and the waves every metric moved by 0.09 or less (docs/fidelity.md). A held
     pixel is at most this far from what the decoder drew. Playback and `everloop eval` hold
     alike (a window of an eval's sparse stream starts from its own first frame)."""
     free_bits: float = 0.5
