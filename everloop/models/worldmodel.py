@@ -89,7 +89,7 @@ class WorldModel(Family):
             raise EverloopError(f"patch_detail {cfg.patch_detail} / patch_bank {cfg.patch_bank}: the side is "
                                 f"0 (off) to size ({cfg.size}), the bank at least 1 frame")
         if not 0 <= cfg.still_hold <= 32:  # past a few grey levels a slow scene would stop
-            raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 8)")
+            raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 3)")
         if cfg.patch_detail > 0:  # an empty bank (no detail added) until the encode stage fills it
             frames = (cfg.patch_bank, 3, cfg.size, cfg.size)
             self.register_buffer("patch_real", torch.zeros(frames, dtype=torch.uint8))

@@ -102,18 +102,17 @@ class WorldModelConfig:
     patch_bank: int = 1024
     """Training frames in the patch bank, spread evenly (kept with the model as two uint8
     frames each: 25 MB at 64x64 for 1,024)."""
-    still_hold: int = 8
+    still_hold: int = 3
     """Grey levels (0-255) below which a shown pixel holds still (rollout.hold_still; 0 = off):
     a decoded pixel that moved by less than this in every channel from what the stream last
     showed keeps that. A decoder redraws the whole frame every step, so everything of a
     lamp moves a little (its dream's optical flow: 57% of pixels still against the real
     lamp's 65%); a camera's still pixels stay still. 3 took one lamp dream's flow_hist from
-    4.0x to 2.6x the band; 8 (ninth session, two lamp seeds, 10,000-step evals) from 2.35 /
-    1.55 / 2.79 to 1.45 / 0.71 / 1.62 at t = 16 / 128 / 1k on seed 0 and 2.58 / 1.60 / 2.58
-    to 1.59 / 0.60 / 1.50 on seed 2, colour unchanged within 0.1; on goop, the fire, the
-    aquarium and the waves every metric moved by 0.09 or less (docs/fidelity.md). A held
-    pixel is at most this far from what the decoder drew. Playback and `everloop eval` hold
-    alike (a window of an eval's sparse stream starts from its own first frame)."""
+    4.0x to 2.6x the band. 8 was measured and not kept (ninth session, docs/fidelity.md):
+    the lamp's flow at t = 1k 2.79 -> 1.62 (seed 0) and 2.58 -> 1.50 (seed 2), but over
+    100,000 steps seed 0 gained a frozen flag (a calm phase held still for 6 steps) and
+    seed 2's flow at t = 100k went 1.10 -> 1.94. Playback and `everloop eval` hold alike (a
+    window of an eval's sparse stream starts from its own first frame)."""
     free_bits: float = 0.5
     """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
     without it the KL pushes unused dims onto the prior and the VAE blurs details away."""
