@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from everloop.checkpoint import load_run
+from everloop.checkpoint import load_run, write_tensors
 from everloop.data import FrameStore
 from everloop.models.worldmodel import WorldModel
 from everloop.models.worldmodel_config import WorldModelConfig
-
-
-def save(weights: dict, run: Path) -> None:
-    save_file(weights, run / "model.safetensors.tmp")
-    os.replace(run / "model.safetensors.tmp", run / "model.safetensors")
 
 
 def main() -> None:
@@ -54,11 +48,11 @@ def main() -> None:
     weights = {k: v for k, v in load_file(out / "model.safetensors").items() if k not in buffers}
     fresh = WorldModel(WorldModelConfig(**cfg)).state_dict()  # placeholders of the right shape, then the fit
     weights.update({k: fresh[k] for k in buffers if k in fresh})
-    save(weights, out)
+    write_tensors(out / "model.safetensors", weights)
     model, _ = load_run(str(out))
     logs = model.begin_stage("encode", FrameStore(a.data), {})
     weights.update({k: model.state_dict()[k].contiguous() for k in buffers if k in fresh})
-    save(weights, out)
+    write_tensors(out / "model.safetensors", weights)
     print(f"{out}: calibrated; " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
 
 

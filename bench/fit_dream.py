@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from everloop.checkpoint import load_run
+from everloop.checkpoint import load_run, write_tensors
 from everloop.data import FrameStore
 from everloop.models.worldmodel import LATENTS_FILE
 from everloop.models.worldmodel_fit import fit_dream
 
 FITTED = ("dream_sigma", "dream_rho")
-
-
-def save(weights: dict, run: Path) -> None:
-    save_file(weights, run / "model.safetensors.tmp")
-    os.replace(run / "model.safetensors.tmp", run / "model.safetensors")
 
 
 def main() -> None:
@@ -47,12 +41,12 @@ def main() -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2))
     weights = {k: v for k, v in load_file(out / "model.safetensors").items() if k != "dream_tau"}  # an early fit's
     weights.update({k: torch.tensor(v) for k, v in zip(FITTED, (1.0, 0.0)) if k not in weights})
-    save(weights, out)
+    write_tensors(out / "model.safetensors", weights)
     model, _ = load_run(str(out))  # eval mode, no dropout: as a dream runs
     model.begin_stage("rnn", FrameStore(a.data), {LATENTS_FILE: load_file(out / LATENTS_FILE)})
     logs = fit_dream(model)
     weights.update({k: getattr(model, k).detach().cpu().contiguous() for k in FITTED})
-    save(weights, out)
+    write_tensors(out / "model.safetensors", weights)
     print(f"{out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
 
 

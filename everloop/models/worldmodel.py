@@ -220,7 +220,8 @@ class WorldModel(Family):
         """Called by the trainer as a stage completes; its logs go to log.jsonl."""
         if name != "rnn":
             return None
-        was_training, _ = self.training, self.eval()  # as a dream runs: no dropout
+        was_training = self.training
+        self.eval()  # as a dream runs: no dropout
         logs = {**(self.heldout_nll() or {}), **(fit_dream(self) if self.cfg.fit_dream else {})}
         self.train(was_training)
         return logs or None
