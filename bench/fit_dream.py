@@ -1,12 +1,13 @@
-"""Give a worldmodel run trained before `fit_dream` the dream fit that training now makes
-at the end of its RNN stage (models/worldmodel_fit.py fit_dream: a scale of the mixture sigmas and
-a memory of the sampling noise whose dreamt latents move like the footage's), in a copy:
-what the fit alone changes, on the same weights.
+"""Give a worldmodel run trained before `fit_dream` / `dream_colours` the dream fits that
+training now makes at the end of its RNN stage (models/worldmodel_fit.py: fit_dream, a
+scale of the mixture sigmas and a memory of the sampling noise whose dreamt latents move
+like the footage's; then fit_dream_colours, the colour table refitted on dreams), in a
+copy: what the fits alone change, on the same weights.
 
     .venv/bin/python bench/fit_dream.py RUN --data DATA --out FITTED_RUN
 
-The copy's config.json gets fit_dream true and its model.safetensors the two fitted
-scalars (replacing the temperature a development version of the fit saved); the latents are the ones the run's encode stage saved (RUN/latents.safetensors)."""
+The copy's config.json gets fit_dream and dream_colours true and its model.safetensors the two fitted
+scalars and the table (replacing the temperature a development version of the fit saved); the latents are the ones the run's encode stage saved (RUN/latents.safetensors)."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ from safetensors.torch import load_file
 from everloop.checkpoint import load_run, write_tensors
 from everloop.data import FrameStore
 from everloop.models.worldmodel import LATENTS_FILE
-from everloop.models.worldmodel_fit import fit_dream
+from everloop.models.worldmodel_fit import fit_dream, fit_dream_colours
 
 FITTED = ("dream_sigma", "dream_rho")
 
@@ -37,15 +38,19 @@ def main() -> None:
         raise SystemExit(f"{out} exists")
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("eval*", "samples"))  # only what training wrote
     config = json.loads((out / "config.json").read_text())
-    config["config"]["fit_dream"] = True
+    config["config"].update(fit_dream=True, dream_colours=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     weights = {k: v for k, v in load_file(out / "model.safetensors").items() if k != "dream_tau"}  # an early fit's
     weights.update({k: torch.tensor(v) for k, v in zip(FITTED, (1.0, 0.0)) if k not in weights})
     write_tensors(out / "model.safetensors", weights)
     model, _ = load_run(str(out))  # eval mode, no dropout: as a dream runs
-    model.begin_stage("rnn", FrameStore(a.data), {LATENTS_FILE: load_file(out / LATENTS_FILE)})
+    store = FrameStore(a.data)
+    model.begin_stage("rnn", store, {LATENTS_FILE: load_file(out / LATENTS_FILE)})
     logs = fit_dream(model)
-    weights.update({k: getattr(model, k).detach().cpu().contiguous() for k in FITTED})
+    if model.cfg.colour_table > 0:
+        logs.update(fit_dream_colours(model, store))
+    weights.update({k: getattr(model, k).detach().cpu().contiguous()
+                    for k in (*FITTED, "colour_lut") if hasattr(model, k)})
     write_tensors(out / "model.safetensors", weights)
     print(f"{out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
 

@@ -378,7 +378,7 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                 if loop.stopping:  # the stage is not over: a resume continues inside it
                     break
                 if multi:
-                    stage_event("end", model.end_stage(current))
+                    stage_event("end", model.end_stage(current, store))
                     if not last:
                         stage_done = True
                         loop.save()

@@ -52,6 +52,20 @@ def test_a_table_that_does_not_help_is_not_kept():
     assert torch.equal(table, colour.identity_table(9))
 
 
+def test_a_table_is_chosen_on_the_check_colours_and_must_beat_the_one_kept():
+    """Fitted on blurred colours, chosen on other ones: where the check's drawn colours are
+    already the real ones, nothing beats `keep` (here an inverted table, which loses to the
+    identity but is what the caller had: it stays); a helpful check takes the fit."""
+    drawn, real = blurred_pair()
+    keep = 1 - colour.identity_table(9)
+    same = colour.fit_table(drawn, real, iterations=10, grid=9, check=(real, real), keep=colour.identity_table(9))
+    assert torch.equal(same, colour.identity_table(9))
+    helped = colour.fit_table(drawn, real, iterations=10, grid=9, check=(drawn, real), keep=keep)
+    assert not torch.equal(helped, keep)
+    mapped = colour.apply_pixels(torch.from_numpy(drawn).float(), helped).numpy()
+    assert colour.histogram_l1(mapped, real) < colour.histogram_l1(drawn, real)
+
+
 def test_still_plate_snaps_only_still_pixels_near_it():
     """Left half of the footage never moves, the right half flickers: a decoded frame a
     little off the plate is put back on it on the left only; far off, it is kept."""

@@ -1,6 +1,7 @@
 """The dream's sampling fitted to the footage (worldmodel config.fit_dream): the motion
 statistics it matches, the fit at the RNN stage's end, the noise with memory that a
-stream carries in its state (chunked == long), and runs saved before it sampling as before."""
+stream carries in its state (chunked == long), the colour table refitted on dreams, and
+runs saved before it sampling as before."""
 import json
 
 import pytest
@@ -22,7 +23,7 @@ def fitted_run(tmp_path, tiny_data):
     out = tmp_path / "wm"
     return train(TrainArgs(data=str(tiny_data), out=str(out), family="worldmodel", preset="tiny", steps=8,
                            sample_every=0, progress=False, precision="fp32",
-                           overrides={"fit_dream": True}))
+                           overrides={"fit_dream": True, "dream_colours": True}))
 
 
 def test_motion_stats_of_a_straight_line_grow_with_the_lag():
@@ -30,6 +31,15 @@ def test_motion_stats_of_a_straight_line_grow_with_the_lag():
     line = torch.arange(20.0)[:, None] * v
     stats = motion_stats([line])
     assert torch.allclose(stats, torch.tensor([0.5 * k for k in DREAM_LAGS] + [0.5]), atol=1e-5)
+
+
+def test_the_rnn_stage_refits_the_colour_table_on_dreams_never_worse_on_other_dreams(fitted_run):
+    events = [json.loads(line) for line in (fitted_run / "log.jsonl").read_text().splitlines()]
+    fit = next(e for e in events if "dream_colour_l1_before" in e)
+    assert 0 <= fit["dream_colour_l1_after"] <= fit["dream_colour_l1_before"] <= 2
+    model, _ = checkpoint.load_run(fitted_run)
+    assert model.cfg.dream_colours and torch.isfinite(model.colour_lut).all()
+    assert 0 <= float(model.colour_lut.min()) and float(model.colour_lut.max()) <= 1
 
 
 def test_the_rnn_stage_fits_a_sigma_scale_and_noise_memory_from_the_grid(fitted_run):

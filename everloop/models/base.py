@@ -122,8 +122,8 @@ class Family(nn.Module):
         write into the run folder; forgotten here once taken."""
         return {}
 
-    def end_stage(self, name: str) -> dict | None:
-        """Called as a stage completes; may return logs."""
+    def end_stage(self, name: str, store) -> dict | None:
+        """Called as a stage completes (`store`: the training data); may return logs."""
         return None
 
     def sample_batch(self, store, rng: np.random.Generator) -> torch.Tensor:

@@ -45,7 +45,8 @@ def identity_table(grid: int = GRID) -> torch.Tensor:
 
 
 def fit_table(drawn: np.ndarray, real: np.ndarray, iterations: int = 60, grid: int = GRID,
-              seed: int = 0, check_every: int = 5) -> torch.Tensor:
+              seed: int = 0, check_every: int = 5, check: tuple[np.ndarray, np.ndarray] | None = None,
+              keep: torch.Tensor | None = None) -> torch.Tensor:
     """The table taking the colours `drawn` [N, 3] (a decoder's, in [0, 1]) towards the
     distribution of `real` [N, 3] (the same pixels of the real frames).
 
@@ -54,17 +55,23 @@ def fit_table(drawn: np.ndarray, real: np.ndarray, iterations: int = 60, grid: i
     (`transport_1d`); the same maps move the table's grid of colours. Half the pixels fit,
     the other half check: every `check_every` iterations the table is applied to the
     checking half, and the table whose colours are closest to the real ones there
-    (`histogram_l1`) is kept, the identity included. The check matters: where a scene is
+    (`histogram_l1`) is kept, the identity (or `keep`, a table fitted before) included.
+    `check`: (drawn, real) colours to choose on instead of half of these; for dreams, other
+    dreams than the fit's, so that a table that paints the fit's scenes towards the
+    footage's (more flame, say) is not kept, only one that fixes how colours are drawn. The check matters: where a scene is
     mostly one exact colour (a fire's black night) the transport is steep beside it, the
     table's grid cannot follow, and later iterations add a haze (a fire's dream without the
     check: color_hist 16x the band). ~12 s on one core for 300,000 pixels."""
     rng = np.random.default_rng(seed)
     pixels = np.asarray(drawn, np.float64).reshape(-1, 3), np.asarray(real, np.float64).reshape(-1, 3)
-    half = len(pixels[0]) // 2
+    half = len(pixels[0]) // 2 if check is None else len(pixels[0])
     x, y = pixels[0][:half], pixels[1][:half]
-    check_drawn, check_real = torch.from_numpy(pixels[0][half:]).float(), pixels[1][half:]
+    check_drawn, check_real = ((pixels[0][half:], pixels[1][half:]) if check is None else
+                               (np.asarray(c, np.float64).reshape(-1, 3) for c in check))
+    check_drawn = torch.from_numpy(check_drawn).float()
     table = identity_table(grid).reshape(3, -1).T.double().numpy()  # [G^3, 3]
-    best, best_l1 = identity_table(grid), histogram_l1(pixels[0][half:], check_real)
+    best = identity_table(grid) if keep is None else keep.detach().cpu().float()
+    best_l1 = histogram_l1(apply_pixels(check_drawn, best).numpy(), check_real)
     for i in range(1, iterations + 1):
         rot, _ = np.linalg.qr(rng.standard_normal((3, 3)))
         xr, yr, tr = x @ rot, np.sort(y @ rot, 0), table @ rot

@@ -41,7 +41,7 @@ from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
 from .vae import VAE
 from .worldmodel_config import WorldModelConfig
-from .worldmodel_fit import fit_decoder, fit_dream, spread
+from .worldmodel_fit import fit_decoder, fit_dream, fit_dream_colours, spread
 
 LATENTS_FILE = "latents.safetensors"  # {"mu", "logvar"}: [frames, z_dim] float32
 PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
@@ -216,13 +216,15 @@ class WorldModel(Family):
         """Per-pixel median of up to `frames` training frames spread evenly: the still scene."""
         return to_float(store.frames[spread(self.ranges[0], frames)]).median(0).values.to(devices.of(self))
 
-    def end_stage(self, name: str) -> dict | None:
+    def end_stage(self, name: str, store) -> dict | None:
         """Called by the trainer as a stage completes; its logs go to log.jsonl."""
         if name != "rnn":
             return None
         was_training = self.training
         self.eval()  # as a dream runs: no dropout
         logs = {**(self.heldout_nll() or {}), **(fit_dream(self) if self.cfg.fit_dream else {})}
+        if self.cfg.dream_colours and self.cfg.colour_table > 0:
+            logs.update(fit_dream_colours(self, store))
         self.train(was_training)
         return logs or None
 

@@ -14,7 +14,7 @@ class WorldModelConfig:
                               "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0, "clip_weight": 0.0,
                               "foreground_weight": 0.0, "colour_table": 0,
                               "still_snap": 0.0, "patch_detail": 0, "still_hold": 0,
-                              "rnn_dropout": 0.0, "fit_dream": False}
+                              "rnn_dropout": 0.0, "fit_dream": False, "dream_colours": False}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -144,6 +144,14 @@ class WorldModelConfig:
     1.5x the footage's, with no memory from one step to the next (the real steps' cosine
     with the previous one is +0.82, the dream's 0.0), which eval flags as flicker and
     counts in flow_hist (docs/fidelity.md). `--temperature` applies on top, as before."""
+    dream_colours: bool = True
+    """After the dream fit, fit the colour table again (worldmodel_fit.fit_dream_colours) on
+    dreams as they are played, not on reconstructions; kept only where it beats the
+    reconstructions' table on other dreams. Why: a dream's latents lie off the encoder's, and
+    the decoder draws them with less contrast: the waves' dreams had fewer of the footage's
+    saturated crests (color_hist 4.2-4.7x the band at every horizon with the reconstructions'
+    table, 1.0-1.2x with the dreams'); on the fire the dreams' table did not beat the other
+    one on other dreams and was not kept (docs/fidelity.md)."""
     sigma_min: float = 0.01
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
     (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
@@ -193,5 +201,6 @@ PRESETS: dict[str, dict] = {
     # Tests: 16x16 frames, width 8, tiny RNN; every frame a step, nothing held out; no dream
     # fit (its 20 x 300 dream steps would double a tiny run; tests/test_dream_fit.py sets it).
     "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
-                 "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2, "fit_dream": False},
+                 "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2, "fit_dream": False,
+             "dream_colours": False},
 }

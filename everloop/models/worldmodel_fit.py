@@ -150,3 +150,39 @@ def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict
     model.temperature = kept[2]
     return {"dream_sigma": float(model.dream_sigma), "dream_rho": float(model.dream_rho), "dream_cost": cost,
             "dream_cost_unfitted": costs[1.0, 0.0]}
+
+
+@torch.no_grad()
+def fit_dream_colours(model, store, streams: int = 16, steps: int = 300, every: int = 10,
+                      pixels: int = 300_000, seed: int = 0) -> dict:
+    """The colour table fitted again (config.dream_colours), now on dreams as they are
+    played (from the prior, `burn_in` steps, then every `every`-th of `steps` steps of
+    `streams` streams) against training frames spread over the footage: the table is fitted
+    on one set of dreams and chosen (against the reconstructions' table too) on another, of
+    another seed, so that it is kept only where it fixes how the decoder draws dreams, not
+    which scenes those dreams happened to show. The model must be in eval mode."""
+    def colours(frames: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+        flat = frames.permute(0, 2, 3, 1).reshape(-1, 3).cpu().numpy()
+        return flat[rng.permutation(len(flat))[:pixels]]
+
+    def dreams(stream_seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(stream_seed)
+        state, zs = model.start(streams, gen), []
+        for t in range(steps):
+            state = model.advance(state, gen)
+            if t % every == 0:
+                zs.append(state[0])
+        z = torch.cat(zs)
+        return torch.cat([model.decode_detail(model.vae.decode(z[i:i + 256]).float()) for i in range(0, len(z), 256)])
+
+    rng = np.random.default_rng(seed)
+    real = to_float(store.frames[spread(model.ranges[0], 2 * streams * -(-steps // every))])
+    fit_real, check_real = colours(real[0::2], rng), colours(real[1::2], rng)
+    fit_drawn, check_drawn = colours(dreams(seed + 1), rng), colours(dreams(seed + 2), rng)
+    before = calibration.histogram_l1(calibration.apply_pixels(torch.from_numpy(check_drawn), model.colour_lut.cpu()).numpy(),
+                                      check_real)
+    table = calibration.fit_table(fit_drawn, fit_real, grid=model.cfg.colour_table, check=(check_drawn, check_real),
+                                  keep=model.colour_lut)
+    model.colour_lut = table.to(devices.of(model))
+    after = calibration.histogram_l1(calibration.apply_pixels(torch.from_numpy(check_drawn), table).numpy(), check_real)
+    return {"dream_colour_l1_before": before, "dream_colour_l1_after": after}
