@@ -150,8 +150,9 @@ class WorldModelConfig:
     reconstructions' table on other dreams. Why: a dream's latents lie off the encoder's, and
     the decoder draws them with less contrast: the waves' dreams had fewer of the footage's
     saturated crests (color_hist 4.2-4.7x the band at every horizon with the reconstructions'
-    table, 1.0-1.2x with the dreams'); on the fire the dreams' table did not beat the other
-    one on other dreams and was not kept (docs/fidelity.md)."""
+    table, 1.3-1.6x with the dreams', 100,000 steps); on the lamp (3 seeds), the fire, goop
+    and the aquarium the dreams' table did not beat the other one on other dreams and was
+    not kept: they dream exactly as before (docs/fidelity.md). ~30 s at the end of training."""
     sigma_min: float = 0.01
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
     (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
