@@ -1,7 +1,8 @@
-"""What the worldmodel fits from the data at its encode stage, with no gradient: the
-decoder's calibration (patch bank of real detail, colour table, still plate;
-calibration.py), which worldmodel.py calls; and the held-out latent sequences that
-bench/dream_temperature.py scores."""
+"""What the worldmodel fits from the data with no gradient, called by worldmodel.py: at
+the encode stage the decoder's calibration (patch bank of real detail, colour table, still
+plate; calibration.py); at the RNN stage's end the dream's sampling (fit_dream) and the
+colour table again, on dreams (fit_dream_colours); and the held-out latent sequences that
+heldout_nll and bench/dream_temperature.py score."""
 from __future__ import annotations
 
 import numpy as np
