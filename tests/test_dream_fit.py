@@ -37,6 +37,8 @@ def test_the_rnn_stage_refits_the_colour_table_on_dreams_never_worse_on_other_dr
     events = [json.loads(line) for line in (fitted_run / "log.jsonl").read_text().splitlines()]
     fit = next(e for e in events if "dream_colour_l1_before" in e)
     assert 0 <= fit["dream_colour_l1_after"] <= fit["dream_colour_l1_before"] <= 2
+    if "dream_colour_confirm_after" in fit and fit["dream_colour_l1_after"] < fit["dream_colour_l1_before"]:
+        assert fit["dream_colour_confirm_after"] < fit["dream_colour_confirm_before"]  # kept: both sets agreed
     model, _ = checkpoint.load_run(fitted_run)
     assert model.cfg.dream_colours and torch.isfinite(model.colour_lut).all()
     assert 0 <= float(model.colour_lut.min()) and float(model.colour_lut.max()) <= 1

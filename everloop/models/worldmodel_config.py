@@ -147,7 +147,7 @@ class WorldModelConfig:
     dream_colours: bool = True
     """After the dream fit, fit the colour table again (worldmodel_fit.fit_dream_colours) on
     dreams as they are played, not on reconstructions; kept only where it beats the
-    reconstructions' table on other dreams. Why: a dream's latents lie off the encoder's, and
+    reconstructions' table on two other sets of dreams. Why: a dream's latents lie off the encoder's, and
     the decoder draws them with less contrast: the waves' dreams had fewer of the footage's
     saturated crests (color_hist 4.2-4.7x the band at every horizon with the reconstructions'
     table, 1.3-1.6x with the dreams', 100,000 steps); on the lamp (3 seeds), the fire, goop
