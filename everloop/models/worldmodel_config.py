@@ -150,9 +150,10 @@ class WorldModelConfig:
     reconstructions' table on two other sets of dreams. Why: a dream's latents lie off the encoder's, and
     the decoder draws them with less contrast: the waves' dreams had fewer of the footage's
     saturated crests (color_hist 4.2-4.7x the band at every horizon with the reconstructions'
-    table, 1.3-1.6x with the dreams', 100,000 steps); on the lamp (3 seeds), the fire, goop
-    and the aquarium the dreams' table did not beat the other one on other dreams and was
-    not kept: they dream exactly as before (docs/fidelity.md). ~30 s at the end of training."""
+    table; with the dreams', 100,000 steps, 1.0-1.4x on one training and 1.5-1.8x on
+    another). On the lamp (3 seeds), the fire, goop and an aquarium run the dreams' table was
+    not kept, so they dream as before; a fresh aquarium kept one (docs/fidelity.md). ~30 s
+    at the end of training."""
     sigma_min: float = 0.01
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
     (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
@@ -203,5 +204,5 @@ PRESETS: dict[str, dict] = {
     # fit (its 20 x 300 dream steps would double a tiny run; tests/test_dream_fit.py sets it).
     "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
                  "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2, "fit_dream": False,
-             "dream_colours": False},
+                 "dream_colours": False},
 }

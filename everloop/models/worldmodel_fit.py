@@ -183,19 +183,19 @@ def fit_dream_colours(model, store, streams: int = 16, steps: int = 300, every: 
     real = to_float(store.frames[spread(model.ranges[0], 2 * streams * -(-steps // every))])
     fit_real, check_real = colours(real[0::2], rng), colours(real[1::2], rng)
     fit_drawn, check_drawn = colours(dreams(seed + 1), rng), colours(dreams(seed + 2), rng)
-    before = calibration.histogram_l1(calibration.apply_pixels(torch.from_numpy(check_drawn), model.colour_lut.cpu()).numpy(),
-                                      check_real)
+
+    def score(drawn: np.ndarray, table: torch.Tensor) -> float:
+        return calibration.histogram_l1(calibration.apply_pixels(torch.from_numpy(drawn), table).numpy(), check_real)
+
     kept = model.colour_lut.detach().cpu().float()
     table = calibration.fit_table(fit_drawn, fit_real, grid=model.cfg.colour_table, check=(check_drawn, check_real),
                                   keep=kept)
-    after = calibration.histogram_l1(calibration.apply_pixels(torch.from_numpy(check_drawn), table).numpy(), check_real)
-    logs = {"dream_colour_l1_before": before, "dream_colour_l1_after": after}
+    before = score(check_drawn, kept)
+    logs = {"dream_colour_l1_before": before, "dream_colour_l1_after": score(check_drawn, table)}
     if not torch.equal(table, kept):  # a third set of dreams must agree: one set of a bursty scene can mislead
         confirm = colours(dreams(seed + 3), rng)
-        scores = [calibration.histogram_l1(calibration.apply_pixels(torch.from_numpy(confirm), t).numpy(), check_real)
-                  for t in (kept, table)]
-        logs.update(dream_colour_confirm_before=scores[0], dream_colour_confirm_after=scores[1])
-        if scores[1] >= scores[0]:
+        logs.update(dream_colour_confirm_before=score(confirm, kept), dream_colour_confirm_after=score(confirm, table))
+        if logs["dream_colour_confirm_after"] >= logs["dream_colour_confirm_before"]:
             table, logs["dream_colour_l1_after"] = kept, before
     model.colour_lut = table.to(devices.of(model))
     return logs
