@@ -49,6 +49,6 @@ def test_held_out_nll_by_temperature_scores_only_the_held_out_tail(held_run, tin
 
 def test_a_config_saved_before_rnn_dropout_resumes_without_it(held_run):
     config = json.loads((held_run / "config.json").read_text())
-    assert config["config"]["rnn_dropout"] == 0.3
+    assert config["config"]["rnn_dropout"] == 0.5
     old = {k: v for k, v in config["config"].items() if k != "rnn_dropout"}
     assert config_from_dict("worldmodel", old).rnn_dropout == 0.0
