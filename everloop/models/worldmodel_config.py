@@ -137,9 +137,10 @@ class WorldModelConfig:
     one after the previous step's (bench/rnn_replay.py; unseen footage: 0-17%), and the
     aquarium failed on a loop (a stretch replayed frame for frame 266 steps later) in two
     trainings. With 0.5, the same VAEs and RNN steps (eleventh session): the aquarium
-    passes every metric at every horizon with no flag, the lamp's loop and the fire's
-    flow at t = 10k are gone, the lamp's held-out NLL 1.88 -> 1.26; the lamp's colour and
-    flow at t = 10k / 100k were worse on seed 0 (docs/fidelity.md)."""
+    passes every metric at every horizon with no flag, goop's loop, the lamp's loop and
+    twins and the fire's flow at t = 10k are gone, the lamp's held-out NLL 1.88 -> 1.26 and
+    2.17 -> 1.00; but the lamp's flow and colour at t = 10k / 100k got worse on both seeds
+    (a 10-minute clip needs less), and colour on the fire and the waves (docs/fidelity.md)."""
     fit_dream: bool = True
     """After the RNN stage, fit the dream's sampling to the footage (worldmodel_fit.fit_dream):
     a scale of every mixture sigma and a memory of the sampling noise (each step's draws are
