@@ -22,9 +22,29 @@ from everloop.checkpoint import load_run, read_artifacts
 from everloop.data import FrameStore
 from everloop.evaluate import evaluate_frames
 from everloop.metrics import lag_motion
+from everloop.models import config_to_dict, make_config
 from everloop.models.worldmodel import LATENTS_FILE
 
 METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
+
+
+def rnn_on_latents(run: str, data: str, overrides: list[str], fresh: bool):
+    """(model, store): RUN's worldmodel with `overrides` (KEY=VALUE, read as `--set` reads
+    them) applied to its config, in its RNN stage on its saved latents; with `fresh` a new
+    MDN-RNN built from the overridden config (VAE and calibration kept)."""
+    model, _ = load_run(run)
+    pairs = dict(kv.split("=", 1) for kv in overrides)
+    read = make_config("worldmodel", "default", {**config_to_dict(model.cfg), **pairs})
+    for key in pairs:
+        setattr(model.cfg, key, getattr(read, key))
+    if fresh:
+        model.reset_stage("rnn")
+    store = FrameStore(data)
+    model.ranges = store.split(model.cfg.holdout)
+    saved = read_artifacts(run, [LATENTS_FILE])[LATENTS_FILE]
+    model.latents = (saved["mu"], saved["logvar"])
+    model.stage = "rnn"
+    return model, store
 
 
 def main() -> None:
@@ -39,18 +59,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model, _ = load_run(a.run)
+    model, store = rnn_on_latents(a.run, a.data, a.set, fresh=a.steps > 0)
     cfg = model.cfg
-    for kv in a.set:
-        key, value = kv.split("=", 1)
-        setattr(cfg, key, type(getattr(cfg, key))(value))
-    if a.steps > 0:
-        model.reset_stage("rnn")  # fresh MDN-RNN built from the (overridden) config
-    store = FrameStore(a.data)
-    model.ranges = store.split(cfg.holdout)
-    saved = read_artifacts(a.run, [LATENTS_FILE])[LATENTS_FILE]
-    model.latents = (saved["mu"], saved["logvar"])
-    model.stage = "rnn"
     opt = torch.optim.Adam(model.mdn.parameters(), lr=cfg.lr_rnn)
     rng = np.random.default_rng(0)
     t0, curve = time.time(), []

@@ -1,6 +1,6 @@
 """Does a worldmodel's dream replay its footage? Latent-space measures, no decoding.
 
-    .venv/bin/python bench/rnn_replay.py RUN --data DATA [--steps 4000 --set posterior_noise=1.0] [--out COPY]
+    .venv/bin/python bench/rnn_replay.py RUN --data DATA [--steps 4000 --set posterior_noise=1.0]
 
 With --steps > 0 the MDN-RNN is retrained from scratch on RUN's saved latents (VAE and
 calibration kept; `--set` overrides config fields) and the dream fit is redone as training
@@ -15,22 +15,20 @@ prior and are compared with the footage's latents (posterior means, every frame)
 - `revisit`: eval's loop signal in latent space: each step's distance to the nearest of its
   stream's latents 2..300 steps back, over the training sequence's lag-1 step; runs below
   the training sequence's own 1st percentile (longest, and steps in such runs per 1,000).
-With --out the retrained run is written as a copy for `everloop eval`."""
+To eval a retrained RNN, redo the stage in a copy of the run instead: edit the copy's
+config.json and run `everloop train --data DATA --out COPY --stage rnn --steps N`."""
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from everloop.checkpoint import load_run, read_artifacts, write_tensors
-from everloop.data import FrameStore
-from everloop.models.worldmodel import LATENTS_FILE
+# bench/ is on the path of a script run from it
+from rnn_generalisation import rnn_on_latents
+
 from everloop.models.worldmodel_fit import fit_dream
 
 
@@ -59,23 +57,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=2000, help="dream steps per stream (8 streams)")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", help="write the retrained run here (a copy of RUN)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
-    model, _ = load_run(a.run)
+    model, store = rnn_on_latents(a.run, a.data, a.set, fresh=a.steps > 0)
     cfg = model.cfg
-    for kv in a.set:
-        key, value = kv.split("=", 1)
-        setattr(cfg, key, type(getattr(cfg, key))(value))
-    store = FrameStore(a.data)
-    model.ranges = store.split(cfg.holdout)
-    saved = read_artifacts(a.run, [LATENTS_FILE])[LATENTS_FILE]
-    model.latents = (saved["mu"], saved["logvar"])
     logs: dict = {}
     if a.steps > 0:
-        model.reset_stage("rnn")
-        model.stage = "rnn"
         opt = torch.optim.Adam(model.mdn.parameters(), lr=cfg.lr_rnn)
         rng, t0 = np.random.default_rng(a.seed), time.time()
         model.train()
@@ -103,12 +91,11 @@ def main() -> None:
     d = torch.cdist(dream.flatten(0, 1), train_z)
     nn_dist, nn_at = d.min(1)
     nn_at = torch.from_numpy(train_idx)[nn_at].view(8, -1).numpy()
-    held = float(torch.cdist(mu[torch.from_numpy(held_idx)], train_z).min(1).values.median()) if len(held_idx) else None
     follows = np.abs(np.diff(nn_at, axis=1) - cfg.clip_stride) <= 1
-    held_track = None
-    if len(held_idx) > cfg.clip_stride:  # unseen footage's own share (its nearest training moments)
-        hz = mu[torch.from_numpy(held_idx)]
-        h_at = train_idx[torch.cdist(hz, train_z).min(1).indices.numpy()]
+    held, held_track = None, None
+    if len(held_idx) > cfg.clip_stride:  # unseen footage: how near the training moments, how often it follows them
+        h_dist, h_at = torch.cdist(mu[torch.from_numpy(held_idx)], train_z).min(1)
+        held, h_at = float(h_dist.median()), train_idx[h_at.numpy()]
         h_follow = [np.abs(np.diff(h_at[p::cfg.clip_stride]) - cfg.clip_stride) <= 1 for p in range(cfg.clip_stride)]
         held_track = float(np.concatenate(h_follow).mean())
     real = mu[torch.from_numpy(np.arange(model.ranges[0][0][0], model.ranges[0][0][1], cfg.clip_stride))]
@@ -122,26 +109,13 @@ def main() -> None:
         below += int((r < thr).sum())
     out = {"run": a.run, "set": a.set, "steps": a.steps, **{k: round(v, 3) if isinstance(v, float) else v
                                                             for k, v in logs.items()},
-           "nn_dream": round(float(nn_dist.median()), 3), "nn_heldout": round(held, 3) if held else None,
+           "nn_dream": round(float(nn_dist.median()), 3), "nn_heldout": round(held, 3) if held is not None else None,
            "track_share": round(float(follows.mean()), 3),
            "track_heldout": round(held_track, 3) if held_track is not None else None,
            "track_longest": max(longest_run(f) for f in follows),
            "revisit_thr": round(thr, 3), "revisit_longest": runs, "revisit_per_1k": round(1000 * below / dream[:, 2:, 0].numel(), 1),
            "real_revisit_longest": longest_run((real_r < thr).numpy())}
     print(json.dumps(out), flush=True)
-    if a.out:
-        dst = Path(a.out)
-        if dst.exists():
-            raise SystemExit(f"{dst} exists")
-        shutil.copytree(a.run, dst, ignore=shutil.ignore_patterns("eval*", "samples"))
-        config = json.loads((dst / "config.json").read_text())
-        config["config"].update({k: getattr(cfg, k) for k in (kv.split("=", 1)[0] for kv in a.set)})
-        (dst / "config.json").write_text(json.dumps(config, indent=2))
-        weights = load_file(dst / "model.safetensors")
-        weights.update({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                        if k.startswith(("mdn.", "dream_"))})
-        write_tensors(dst / "model.safetensors", weights)
-        (dst / "train_state.pt").unlink(missing_ok=True)  # not this model's: no resuming a copy
 
 
 if __name__ == "__main__":
