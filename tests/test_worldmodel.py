@@ -310,6 +310,22 @@ def test_rnn_windows_hold_posterior_means_when_asked(wm_run, tiny_data):
     assert not is_row(batches[True]).any()       # samples are not
 
 
+def test_stride_jitter_plays_each_window_at_one_stride_near_clip_stride(wm_run, tiny_data):
+    from everloop.data import FrameStore
+    cfg = json.loads((wm_run / "config.json").read_text())["config"]
+    store = FrameStore(tiny_data)
+    m = build("worldmodel", make_config("worldmodel", "tiny", {**cfg, "posterior_noise": 0.0, "clip_stride": 3,
+                                                                "stride_jitter": 1}))
+    m.begin_stage("rnn", store, checkpoint.read_artifacts(wm_run, m.artifact_files), fresh=False)
+    z, mu = m.sample_batch(store, np.random.default_rng(0)), m.latents[0]
+    rows = torch.stack([torch.nonzero((w[:, None, :] == mu).all(-1))[:, 1] for w in z])  # [B, seq_len + 1]
+    steps = rows.diff(dim=1)
+    assert (steps == steps[:, :1]).all()  # one stride per window
+    assert set(steps[:, 0].tolist()) <= {2, 3, 4} and len(set(steps[:, 0].tolist())) > 1
+    with pytest.raises(EverloopError, match="stride_jitter 3"):
+        build("worldmodel", make_config("worldmodel", "tiny", {"clip_stride": 3, "stride_jitter": 3}))
+
+
 # ---- the sharper decoder: output, upsampling, L1, the patch discriminator ----------------------
 
 @pytest.mark.parametrize("upsample,output,blocks,loss,grid", [("transposed", "sigmoid", 0, "l2", 0),

@@ -88,6 +88,9 @@ class WorldModel(Family):
         if not 0 <= cfg.patch_detail <= cfg.size or cfg.patch_detail and cfg.patch_bank < 1:
             raise EverloopError(f"patch_detail {cfg.patch_detail} / patch_bank {cfg.patch_bank}: the side is "
                                 f"0 (off) to size ({cfg.size}), the bank at least 1 frame")
+        if not 0 <= cfg.stride_jitter < cfg.clip_stride:
+            raise EverloopError(f"stride_jitter {cfg.stride_jitter}: use 0 (off) to clip_stride - 1 "
+                                f"({cfg.clip_stride - 1})")
         if not 0 <= cfg.still_hold <= 32:  # past a few grey levels a slow scene would stop
             raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 3)")
         if cfg.patch_detail > 0:  # an empty bank (no detail added) until the encode stage fills it
@@ -287,9 +290,12 @@ class WorldModel(Family):
         c = self.cfg
         if self.stage == "vae":
             return to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
-        span = c.seq_len * c.clip_stride + 1
-        idx = _window_starts(self.ranges[0], span, c.rnn_batch, rng)[:, None] + np.arange(c.seq_len + 1) * c.clip_stride
-        idx = torch.from_numpy(idx)
+        span = c.seq_len * (c.clip_stride + c.stride_jitter) + 1
+        starts = _window_starts(self.ranges[0], span, c.rnn_batch, rng)
+        stride = c.clip_stride
+        if c.stride_jitter:
+            stride = c.clip_stride + rng.integers(-c.stride_jitter, c.stride_jitter + 1, (c.rnn_batch, 1))
+        idx = torch.from_numpy(starts[:, None] + np.arange(c.seq_len + 1) * stride)
         mu, logvar = self.latents[0][idx], self.latents[1][idx]
         eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32)).to(mu.device)
         return mu + c.posterior_noise * torch.exp(0.5 * logvar) * eps

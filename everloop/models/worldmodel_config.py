@@ -170,6 +170,11 @@ class WorldModelConfig:
     clip_stride: int = 6
     """Real frames between two RNN steps: at 30 fps, 6 gives 5 steps a second and visible
     motion per step (a lava lamp barely moves in one frame, and the RNN would learn z' = z)."""
+    stride_jitter: int = 0
+    """RNN training windows step every clip_stride +- k frames, k drawn per window from
+    [-stride_jitter, stride_jitter]: the same process played a little faster or slower, so
+    a short clip's latent steps cannot be learned by heart as one fixed sequence (a time
+    stretch of a video texture; 0 = every window at clip_stride, as every run before)."""
     rnn_batch: int = 64
     """Windows per RNN step."""
     lr_rnn: float = 1e-3
