@@ -178,7 +178,7 @@ class WorldModelConfig:
     Measured at 1 (twelfth session, docs/fidelity.md): the aquarium's dream follows its clip
     in 31% of steps instead of 42% and still passes every metric; goop's flow got worse at
     every horizon (2.3-3.1x against 1.8-2.5x), and the lamp's at t = 10k / 100k (with dropout
-0.3, both seeds), so the default stays 0."""
+    0.3, both seeds), so the default stays 0."""
     rnn_batch: int = 64
     """Windows per RNN step."""
     lr_rnn: float = 1e-3
