@@ -28,24 +28,18 @@ import torch
 from everloop import drift, rollout
 from everloop.checkpoint import load_run
 from everloop.data import FrameStore, to_float, to_uint8
-
-WINDOW = 64
-
-
-def counts(window: np.ndarray) -> np.ndarray:
-    """Flow magnitudes of one uint8 window [T, H, W, 3] per half-octave bin (eval's bins)."""
-    mags = np.clip(drift.flow_magnitudes(window), drift.FLOW_EDGES[0], drift.FLOW_EDGES[-1])
-    return np.histogram(np.log2(mags), np.log2(drift.FLOW_EDGES))[0].astype(np.float64)
+from everloop.reference import WINDOW, band, window_halves
 
 
-def histogram(windows) -> np.ndarray:
-    """Share of flow magnitudes per bin over several windows."""
-    h = np.sum([counts(w) for w in windows], 0)
-    return h / h.sum()
+def summaries(windows) -> list[dict]:
+    """Each uint8 window's flow_hist summary, as the eval summarises it."""
+    return [{"flow_hist": drift.flow_counts(w)} for w in windows]
 
 
-def emd(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(np.cumsum(a - b)).sum() * 0.5)  # as drift.set_distance's flow_hist
+def share(summed: list[dict]) -> list[float]:
+    """% of the windows' flow magnitudes per bin, slowest first."""
+    h = np.sum([s["flow_hist"] for s in summed], 0).astype(np.float64)
+    return np.round(100 * h / h.sum(), 1).tolist()
 
 
 @torch.inference_mode()
@@ -67,27 +61,21 @@ def main() -> None:
     torch.set_num_threads(1)
     model, _ = load_run(a.run)
     store, stride = FrameStore(a.data), model.cfg.clip_stride
-    starts = [(lo, t) for lo, hi in store.episodes for t in range(0, (hi - lo + stride - 1) // stride - WINDOW + 1,
-                                                                   WINDOW)]
-    halves = [starts[:(len(starts) + 1) // 2], starts[(len(starts) + 1) // 2:]]
-    half_a, half_b = ([store.frames[lo + stride * np.arange(t, t + WINDOW)]
-                       for lo, t in (h[i] for i in np.linspace(0, len(h) - 1, min(32, len(h))).round().astype(int))]
-                      for h in halves)
-    ref, b_counts, rng = histogram(half_a), [counts(w) for w in half_b], np.random.default_rng(0)
-    draws = [np.sum([b_counts[i] for i in rng.choice(len(b_counts), 8, replace=len(b_counts) < 8)], 0)
-             for _ in range(16)]
-    band = float(np.mean([emd(d / d.sum(), ref) for d in draws]))
-    print(f"real A: {len(half_a)} windows; band (8 windows of B) emd {band:.3f}")
+    episodes = [store.frames[lo:hi:stride] for lo, hi in store.episodes]  # as `everloop eval` takes them
+    half_a, half_b = ([np.asarray(episodes[i][t:t + WINDOW]) for i, t in h] for h in window_halves(episodes, WINDOW))
+    ref = summaries(half_a)
+    width = band(ref, summaries(half_b), ["flow_hist"], 8, 0)["flow_hist"][0]
+    print(f"real A: {len(half_a)} windows; band (8 windows of B) emd {width:.3f}")
 
-    def show(name: str, h: np.ndarray) -> None:
-        print(f"{name:<28} emd {emd(h, ref):.3f} = {emd(h, ref) / band:.2f}x  {np.round(100 * h, 1).tolist()}",
-              flush=True)
+    def show(name: str, got: list[dict], against: list[dict] = ref) -> None:
+        d = drift.set_distance("flow_hist", against, got)
+        print(f"{name:<28} emd {d:.3f} = {d / width:.2f}x  {share(got)}", flush=True)
     show("real A", ref)
     with torch.inference_mode():
         z = torch.stack([model.vae.encode(to_float(w))[0] for w in half_a[:8]])
-    recon, own = histogram(decode(model, z)), histogram(half_a[:8])
+    recon = summaries(decode(model, z))
     show("recon (8 windows of A)", recon)
-    print(f"{'  recon to those windows':<28} emd {emd(recon, own):.3f} = {emd(recon, own) / band:.2f}x")
+    show("  recon to those windows", recon, ref[:8])
     fitted = (float(model.dream_sigma), float(model.dream_rho)) if model.cfg.fit_dream else None
     grid = list(itertools.product([float(s) for s in a.sigmas.split(",") if s],
                                   [float(r) for r in a.rhos.split(",") if r]))
@@ -97,7 +85,7 @@ def main() -> None:
             model.dream_rho.fill_(setting[1])
         z = next(rollout.latents(model, batch=a.streams, seed=0, chunk=a.at + WINDOW))[:, a.at:]
         name = "dream" + ("" if setting is None else f" s{setting[0]:.2f} r{setting[1]:.2f}")
-        show(name + (" (fitted)" if setting == fitted and setting else ""), histogram(decode(model, z)))
+        show(name + (" (fitted)" if setting == fitted and setting else ""), summaries(decode(model, z)))
 
 
 if __name__ == "__main__":

@@ -132,9 +132,14 @@ def summarise(window: np.ndarray, flow: bool = True) -> dict[str, np.ndarray]:
          "temporal_spectrum": temporal_spectrum(window),
          "brightness": _grey(window).mean((1, 2)).astype(np.float64)}
     if flow and cv2 is not None:
-        mags = np.clip(flow_magnitudes(window), FLOW_EDGES[0], FLOW_EDGES[-1])
-        s["flow_hist"] = np.histogram(np.log2(mags), np.log2(FLOW_EDGES))[0]
+        s["flow_hist"] = flow_counts(window)
     return s
+
+
+def flow_counts(window: np.ndarray) -> np.ndarray:
+    """flow_hist's summary of one window: its pixels' flow magnitudes per half-octave bin."""
+    mags = np.clip(flow_magnitudes(window), FLOW_EDGES[0], FLOW_EDGES[-1])
+    return np.histogram(np.log2(mags), np.log2(FLOW_EDGES))[0]
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:

@@ -30,15 +30,7 @@ class Reference:
                  max_windows: int = 32, progress: bool = False):
         self.window, self.shape = window, tuple(episodes[0].shape[1:])
         self.second = max(2, round(steps_per_second))
-        starts = [(i, s) for i, ep in enumerate(episodes) for s in range(0, len(ep) - window + 1, window)]
-        if len(starts) < 2:
-            raise EverloopError(f"the real data has {sum(len(e) for e in episodes)} frames at this stride; "
-                                f"need two windows of {window} consecutive frames (use fewer --frames "
-                                f"or a longer DATA)")
-        half = (len(starts) + 1) // 2
-        halves = [starts[:half], starts[half:]]
-        halves = [h if len(h) <= max_windows else
-                  [h[i] for i in np.linspace(0, len(h) - 1, max_windows).round().astype(int)] for h in halves]
+        halves = window_halves(episodes, window, max_windows)
         with tqdm(total=sum(map(len, halves)), desc="reference", unit="window", disable=not progress,
                   dynamic_ncols=True) as bar:
             self.A, self.B = ([self._summary(np.asarray(episodes[i][s:s + window]), bar) for i, s in h]
@@ -102,10 +94,29 @@ class Reference:
 
     def band(self, k: int, seed: int) -> dict[str, tuple[float, float]]:
         """{metric: (mean, std)} of d(k random B windows, A) over DRAWS seeded draws."""
-        rng = np.random.default_rng(seed)
-        d = {m: [] for m in self.metrics}
-        for _ in range(DRAWS):
-            sub = [self.B[i] for i in rng.choice(len(self.B), size=k, replace=len(self.B) < k)]
-            for m in self.metrics:
-                d[m].append(drift.set_distance(m, self.A, sub))
-        return {m: (float(np.mean(v)), float(np.std(v))) for m, v in d.items()}
+        return band(self.A, self.B, self.metrics, k, seed)
+
+
+def window_halves(episodes, window: int, max_windows: int = 32) -> list[list[tuple[int, int]]]:
+    """(episode, start) of every whole window of `window` frames, in order, split into the
+    earlier half A and the later half B, each thinned evenly to at most `max_windows`."""
+    starts = [(i, s) for i, ep in enumerate(episodes) for s in range(0, len(ep) - window + 1, window)]
+    if len(starts) < 2:
+        raise EverloopError(f"the real data has {sum(len(e) for e in episodes)} frames at this stride; "
+                            f"need two windows of {window} consecutive frames (use fewer --frames "
+                            f"or a longer DATA)")
+    half = (len(starts) + 1) // 2
+    halves = [starts[:half], starts[half:]]
+    return [h if len(h) <= max_windows else
+            [h[i] for i in np.linspace(0, len(h) - 1, max_windows).round().astype(int)] for h in halves]
+
+
+def band(a: list[dict], b: list[dict], metrics, k: int, seed: int) -> dict[str, tuple[float, float]]:
+    """{metric: (mean, std)} of d(k random windows of summaries `b`, `a`) over DRAWS seeded draws."""
+    rng = np.random.default_rng(seed)
+    d = {m: [] for m in metrics}
+    for _ in range(DRAWS):
+        sub = [b[i] for i in rng.choice(len(b), size=k, replace=len(b) < k)]
+        for m in metrics:
+            d[m].append(drift.set_distance(m, a, sub))
+    return {m: (float(np.mean(v)), float(np.std(v))) for m, v in d.items()}
