@@ -91,8 +91,12 @@ class MDNRNN(nn.Module):
         self.drop = nn.Dropout(dropout)  # training only (Zaremba et al.: on the non-recurrent path)
         self.head = nn.Linear(hidden, 3 * z_dim * mixtures)
 
+    def features(self, z: torch.Tensor, hidden=None):
+        """The RNN's output [B, T, hidden] for each step (what the heads read), and the new hidden."""
+        return self.rnn(self.drop(z), hidden)
+
     def forward(self, z: torch.Tensor, hidden=None):
-        out, hidden = self.rnn(self.drop(z), hidden)
+        out, hidden = self.features(z, hidden)
         p = self.head(self.drop(out)).view(*out.shape[:-1], self.z_dim, 3 * self.k)
         logits, mu, raw = p.split(self.k, dim=-1)
         return (logits, mu, floor_log_sigma(raw, self.sigma_min)), hidden

@@ -36,12 +36,19 @@ from ..errors import EverloopError
 from ..metrics import psnr_of_mse
 from . import calibration
 from .base import Family
+from .flow_head import FlowHead
 from .mdn import MDNRNN, mixture_nll, mixture_sample
 from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
 from .vae import VAE
-from .worldmodel_config import WorldModelConfig
-from .worldmodel_fit import fit_decoder, fit_dream, fit_dream_colours, spread
+from .worldmodel_config import WorldModelConfig, check
+from .worldmodel_fit import (
+    fit_decoder,
+    fit_dream,
+    fit_dream_colours,
+    hidden_pairs,
+    spread,
+)
 
 LATENTS_FILE = "latents.safetensors"  # {"mu", "logvar"}: [frames, z_dim] float32
 PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
@@ -70,34 +77,25 @@ class WorldModel(Family):
 
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
+        check(cfg, PIXEL_LOSSES)
         self.cfg = cfg
         self.vae = VAE(cfg)
         self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min, cfg.rnn_dropout)
-        if cfg.recon_loss not in PIXEL_LOSSES:
-            raise EverloopError(f"recon_loss {cfg.recon_loss!r}: use {', '.join(PIXEL_LOSSES)}")
         if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
             self.disc = PatchDiscriminator(cfg.disc_width)
-        if cfg.colour_table == 1 or cfg.colour_table > 129:
-            raise EverloopError(f"colour_table {cfg.colour_table}: use 0 (off) or a table side from 2 to 129 "
-                                f"(default 33)")
         if cfg.colour_table > 0:  # identity until the encode stage fits it (calibration.py)
             self.register_buffer("colour_lut", calibration.identity_table(cfg.colour_table))
         if cfg.still_snap > 0:  # nothing still until the encode stage finds the plate
             self.register_buffer("still_plate", torch.zeros(3, cfg.size, cfg.size))
             self.register_buffer("stillness", torch.zeros(1, cfg.size, cfg.size))
-        if not 0 <= cfg.patch_detail <= cfg.size or cfg.patch_detail and cfg.patch_bank < 1:
-            raise EverloopError(f"patch_detail {cfg.patch_detail} / patch_bank {cfg.patch_bank}: the side is "
-                                f"0 (off) to size ({cfg.size}), the bank at least 1 frame")
-        if not 0 <= cfg.stride_jitter < cfg.clip_stride:
-            raise EverloopError(f"stride_jitter {cfg.stride_jitter}: use 0 (off) to clip_stride - 1 "
-                                f"({cfg.clip_stride - 1})")
-        if not 0 <= cfg.still_hold <= 32:  # past a few grey levels a slow scene would stop
-            raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 3)")
         if cfg.patch_detail > 0:  # an empty bank (no detail added) until the encode stage fills it
             frames = (cfg.patch_bank, 3, cfg.size, cfg.size)
             self.register_buffer("patch_real", torch.zeros(frames, dtype=torch.uint8))
             self.register_buffer("patch_drawn", torch.zeros(frames, dtype=torch.uint8))
             self.register_buffer("patch_proj", torch.zeros(3 * cfg.patch_detail ** 2, calibration.PATCH_DIMS))
+        if cfg.dream_head == "flow":
+            self.flow = FlowHead(cfg.z_dim, cfg.rnn_hidden, cfg.flow_width, cfg.rnn_dropout)
+        self._flow_pairs: torch.Tensor | None = None  # [P, hidden + z_dim] for the flow stage
         if cfg.fit_dream:  # sigmas as learnt, no noise memory until the RNN stage's end fits them
             self.register_buffer("dream_sigma", torch.tensor(1.0))
             self.register_buffer("dream_rho", torch.tensor(0.0))
@@ -137,6 +135,8 @@ class WorldModel(Family):
         a stream keeps its branch and its direction for ~1 / (1 - rho) steps. The last draws
         ride in the state, so a stream is the same however it is chunked."""
         z, hidden, *last = state
+        if self.cfg.dream_head == "flow":
+            return self._advance_flow(z, hidden, last, generator)
         (logits, mu, log_sigma), hidden = self.mdn(z[:, None], hidden)
         logits, mu, log_sigma = logits[:, 0], mu[:, 0], log_sigma[:, 0]
         if not self.cfg.fit_dream:  # World Models' sampling, as every run saved before the fit
@@ -148,6 +148,17 @@ class WorldModel(Family):
         if last:
             noise = rho * last[0] + (1 - rho * rho) ** 0.5 * noise
         return mixture_sample(logits, mu, log_sigma, self.temperature, generator, noise=noise), hidden, noise
+
+    def _advance_flow(self, z, hidden, last, generator):
+        """advance() with the flow head: the noise it maps to the next latent is N(0, I)
+        times the fitted sigma scale and sqrt(temperature), with the fitted memory rho."""
+        out, hidden = self.mdn.features(z[:, None], hidden)
+        noise = devices.randn(*z.shape, generator=generator, device=z.device)
+        rho = float(self.dream_rho) if self.cfg.fit_dream else 0.0
+        if last and rho > 0:
+            noise = rho * last[0] + (1 - rho * rho) ** 0.5 * noise
+        scale = (float(self.dream_sigma) if self.cfg.fit_dream else 1.0) * self.temperature ** 0.5
+        return self.flow.sample(out[:, 0], noise * scale, self.cfg.flow_steps), hidden, noise
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents [N, L] -> frames (rollout.latent_of takes a state's latent), calibrated to
@@ -180,7 +191,10 @@ class WorldModel(Family):
     def stages(self) -> list[tuple[str, float]]:
         """(name, share of the budget) in order; train.py runs them, `encode` is hook only."""
         share = min(max(self.cfg.vae_share, 0.0), 1.0)
-        return [("vae", share), ("encode", 0.0), ("rnn", 1.0 - share)]
+        if self.cfg.dream_head != "flow":
+            return [("vae", share), ("encode", 0.0), ("rnn", 1.0 - share)]
+        flow = min(self.cfg.flow_share, 1.0 - share)
+        return [("vae", share), ("encode", 0.0), ("rnn", 1.0 - share - flow), ("flow", flow)]
 
     def reset_stage(self, name: str) -> None:
         """Forget what stage `name` made (for `train --stage`): fresh weights or latents."""
@@ -198,6 +212,9 @@ class WorldModel(Family):
         elif name == "rnn":
             c = self.cfg
             self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min, c.rnn_dropout)
+        elif name == "flow":
+            c = self.cfg
+            self.flow = FlowHead(c.z_dim, c.rnn_hidden, c.flow_width, c.rnn_dropout)
 
     artifact_files = (LATENTS_FILE,)
 
@@ -211,9 +228,13 @@ class WorldModel(Family):
             self.background = self._median_frame(store)  # the same on resume: no state to save
         if name == "encode":
             return self._encode(store)
-        if name == "rnn" and self.latents is None:
+        if name in ("rnn", "flow") and self.latents is None:
             self._load_or_encode(store, saved.get(LATENTS_FILE))
+        if name == "flow":
+            self._flow_pairs = hidden_pairs(self)
+            return {"flow_pairs": len(self._flow_pairs)}
         return None
+
 
     def _median_frame(self, store, frames: int = 512) -> torch.Tensor:
         """Per-pixel median of up to `frames` training frames spread evenly: the still scene."""
@@ -221,13 +242,16 @@ class WorldModel(Family):
 
     def end_stage(self, name: str, store) -> dict | None:
         """Called by the trainer as a stage completes; its logs go to log.jsonl."""
-        if name != "rnn":
+        last = "flow" if self.cfg.dream_head == "flow" else "rnn"
+        if name not in ("rnn", last):
             return None
         was_training = self.training
         self.eval()  # as a dream runs: no dropout
-        logs = {**(self.heldout_nll() or {}), **(fit_dream(self) if self.cfg.fit_dream else {})}
-        if self.cfg.dream_colours and self.cfg.colour_table > 0:
-            logs.update(fit_dream_colours(self, store))
+        logs = (self.heldout_nll() or {}) if name == "rnn" else {}
+        if name == last:  # the dream's sampling is fitted once its last part is trained
+            logs.update(fit_dream(self) if self.cfg.fit_dream else {})
+            if self.cfg.dream_colours and self.cfg.colour_table > 0:
+                logs.update(fit_dream_colours(self, store))
         self.train(was_training)
         return logs or None
 
@@ -280,6 +304,8 @@ class WorldModel(Family):
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         opt = {"vae": torch.optim.Adam(self.vae.parameters(), lr=self.cfg.lr_vae),
                "rnn": torch.optim.Adam(self.mdn.parameters(), lr=self.cfg.lr_rnn)}
+        if self.cfg.dream_head == "flow":
+            opt["flow"] = torch.optim.Adam(self.flow.parameters(), lr=self.cfg.lr_rnn)
         if self.cfg.adv_weight > 0:
             opt["disc"] = torch.optim.Adam(self.disc.parameters(), lr=self.cfg.lr_disc, betas=(0.5, 0.9))
         return opt
@@ -290,6 +316,8 @@ class WorldModel(Family):
         c = self.cfg
         if self.stage == "vae":
             return to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
+        if self.stage == "flow":
+            return self._flow_pairs[torch.from_numpy(rng.integers(0, len(self._flow_pairs), c.flow_batch))]
         span = c.seq_len * (c.clip_stride + c.stride_jitter) + 1
         starts = _window_starts(self.ranges[0], span, c.rnn_batch, rng)
         stride = c.clip_stride
@@ -306,6 +334,12 @@ class WorldModel(Family):
                 return self._vae_step(batch, opt)
             if self.stage == "rnn":
                 return self._rnn_step(batch, opt["rnn"])
+            if self.stage == "flow":
+                loss = self.flow.loss(batch[:, :self.cfg.rnn_hidden], batch[:, self.cfg.rnn_hidden:])
+                opt["flow"].zero_grad(set_to_none=True)
+                loss.backward()
+                opt["flow"].step()
+                return {"flow_loss": loss.item()}
         raise EverloopError(f"worldmodel has no training steps in stage {self.stage!r}")
 
     def _vae_step(self, x: torch.Tensor, opt: dict) -> dict[str, float]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..errors import EverloopError
+
 
 @dataclass
 class WorldModelConfig:
@@ -14,7 +16,8 @@ class WorldModelConfig:
                               "decoder_output": "sigmoid", "adv_weight": 0.0, "latent_grid": 0, "clip_weight": 0.0,
                               "foreground_weight": 0.0, "colour_table": 0,
                               "still_snap": 0.0, "patch_detail": 0, "still_hold": 0,
-                              "rnn_dropout": 0.0, "fit_dream": False, "dream_colours": False}
+                              "rnn_dropout": 0.0, "fit_dream": False, "dream_colours": False,
+                              "dream_head": "mdn"}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -141,6 +144,24 @@ class WorldModelConfig:
     twins and the fire's flow at t = 10k are gone, the lamp's held-out NLL 1.88 -> 1.26 and
     2.17 -> 1.00; but the lamp's flow and colour at t = 10k / 100k got worse on both seeds
     (a 10-minute clip needs less), and colour on the fire and the waves (docs/fidelity.md)."""
+    dream_head: str = "flow"
+    """What draws a dream's next latent from the RNN's hidden state: 'mdn' (World Models:
+    the mixture head, each latent dimension drawn on its own) or 'flow' (flow_head.py: a
+    flow-matching MLP trained after the RNN, in a stage of its own, on the frozen RNN's
+    hidden states over the training footage; it draws all dimensions together). The MDN
+    head is trained either way (the RNN learns through it; held-out NLL is its). Measured
+    on the same RNNs (thirteenth session, docs/fidelity.md): the MDN's per-dimension draws
+    land off the encoder's latents, and the decoder draws those with less contrast."""
+    flow_share: float = 0.04
+    """Share of the --steps / --minutes budget for the flow head's stage (dream_head
+    'flow'), taken from the RNN's: a small MLP on precomputed hidden states, ~70 steps/s on
+    one core, so 30 minutes give it ~5,000 steps."""
+    flow_width: int = 256
+    """Width of the flow head's three hidden layers."""
+    flow_steps: int = 16
+    """Euler steps per drawn latent (each one pass of the flow head's MLP)."""
+    flow_batch: int = 256
+    """(hidden state, next latent) pairs per flow-head step."""
     fit_dream: bool = True
     """After the RNN stage, fit the dream's sampling to the footage (worldmodel_fit.fit_dream):
     a scale of every mixture sigma and a memory of the sampling noise (each step's draws are
@@ -221,5 +242,26 @@ PRESETS: dict[str, dict] = {
     # fit (its 20 x 300 dream steps would double a tiny run; tests/test_dream_fit.py sets it).
     "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
                  "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2, "fit_dream": False,
+             "flow_width": 16, "flow_steps": 4, "flow_batch": 16, "flow_share": 0.25,
                  "dream_colours": False},
 }
+
+
+def check(cfg: WorldModelConfig, pixel_losses) -> None:
+    """Refuse values the model cannot run with, in one line naming the option."""
+    if cfg.recon_loss not in pixel_losses:
+        raise EverloopError(f"recon_loss {cfg.recon_loss!r}: use {', '.join(pixel_losses)}")
+    if cfg.colour_table == 1 or cfg.colour_table > 129:
+        raise EverloopError(f"colour_table {cfg.colour_table}: use 0 (off) or a table side from 2 to 129 (default 33)")
+    if not 0 <= cfg.patch_detail <= cfg.size or cfg.patch_detail and cfg.patch_bank < 1:
+        raise EverloopError(f"patch_detail {cfg.patch_detail} / patch_bank {cfg.patch_bank}: the side is "
+                            f"0 (off) to size ({cfg.size}), the bank at least 1 frame")
+    if not 0 <= cfg.stride_jitter < cfg.clip_stride:
+        raise EverloopError(f"stride_jitter {cfg.stride_jitter}: use 0 (off) to clip_stride - 1 ({cfg.clip_stride - 1})")
+    if not 0 <= cfg.still_hold <= 32:  # past a few grey levels a slow scene would stop
+        raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 3)")
+    if cfg.dream_head not in ("mdn", "flow"):
+        raise EverloopError(f"dream_head {cfg.dream_head!r}: use 'mdn' or 'flow'")
+    if cfg.flow_steps < 1 or cfg.flow_width < 1 or not 0 <= cfg.flow_share < 1:
+        raise EverloopError(f"flow_steps {cfg.flow_steps} / flow_width {cfg.flow_width} / flow_share "
+                            f"{cfg.flow_share}: steps and width at least 1, the share in [0, 1)")

@@ -1,8 +1,9 @@
 """What the worldmodel fits from the data with no gradient, called by worldmodel.py: at
 the encode stage the decoder's calibration (patch bank of real detail, colour table, still
 plate; calibration.py); at the RNN stage's end the dream's sampling (fit_dream) and the
-colour table again, on dreams (fit_dream_colours); and the held-out latent sequences that
-heldout_nll and bench/dream_temperature.py score."""
+colour table again, on dreams (fit_dream_colours); the flow head's training pairs
+(hidden_pairs); and the held-out latent sequences that heldout_nll and
+bench/dream_temperature.py score."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from .. import devices
 from ..data import to_float, to_uint8
+from ..errors import EverloopError
 from . import calibration
 
 
@@ -71,6 +73,29 @@ def fit_patches(model, store, mu: torch.Tensor) -> np.ndarray:
     model.patch_proj = calibration.fit_projection(model.patch_drawn.float().cpu() / 255,
                                                  model.cfg.patch_detail).to(dev)
     return idx
+
+
+@torch.no_grad()
+def hidden_pairs(model, most: int = 65536) -> torch.Tensor:
+    """[P, rnn_hidden + z_dim]: the RNN's hidden state after each training latent (posterior
+    means, every clip_stride-th frame from each phase, the RNN run over the whole range as a
+    dream runs it, without dropout) beside the latent that followed; up to `most` pairs
+    spread evenly. What the flow stage trains on; the same on resume (nothing random)."""
+    c, mu = model.cfg, model.latents[0]
+    was_training = model.mdn.training
+    model.mdn.eval()
+    pairs = []
+    for s, e in model.ranges[0]:
+        for phase in range(c.clip_stride):
+            z = mu[torch.arange(s + phase, e, c.clip_stride, device=mu.device)]
+            if len(z) > 1:
+                out, _ = model.mdn.features(z[None, :-1])
+                pairs.append(torch.cat([out[0], z[1:]], -1))
+    model.mdn.train(was_training)
+    if not pairs:
+        raise EverloopError("the flow stage needs two training latents a clip_stride apart; the data is too short")
+    pairs = torch.cat(pairs)
+    return pairs[torch.from_numpy(spread([(0, len(pairs))], most)).to(pairs.device)]
 
 
 @torch.no_grad()

@@ -1,0 +1,54 @@
+"""The flow-matching dream head (worldmodel dream_head 'flow', models/flow_head.py): it
+learns a conditional distribution, it is trained in a stage of its own after the RNN, it
+is what draws the dream (a test that fails if the dream ignored it), and a run with the
+MDN head has no such stage."""
+import json
+
+import torch
+
+from everloop import checkpoint, rollout
+from everloop.models.flow_head import FlowHead
+from everloop.train import TrainArgs, train
+
+
+def wm_args(data, out, **kw):
+    return TrainArgs(data=str(data), out=str(out), family="worldmodel", preset="tiny", sample_every=0,
+                     progress=False, precision="fp32", **kw)
+
+
+def test_the_head_learns_where_each_condition_leads():
+    torch.manual_seed(0)
+    h, z1 = torch.eye(4), torch.tensor([[2.0, 0.0], [0.0, 2.0], [-2.0, 0.0], [0.0, -2.0]])
+    head = FlowHead(2, 4, width=64)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(1500):
+        loss = head.loss(h.repeat(16, 1), z1.repeat(16, 1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        drawn = head.sample(h.repeat(32, 1), torch.randn(128, 2, generator=torch.Generator().manual_seed(1)), 16)
+    assert torch.isfinite(drawn).all()
+    assert (drawn - z1.repeat(32, 1)).norm(dim=1).median() < 0.3  # every draw near its condition's point
+
+
+def test_the_flow_stage_follows_the_rnn_and_draws_the_dream(tmp_path, tiny_data):
+    run = train(wm_args(tiny_data, tmp_path / "wm", steps=8))
+    state = checkpoint.load_train_state(run)
+    assert state["stage_starts"] == {"vae": 0, "encode": 4, "rnn": 4, "flow": 6}
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in logs if "flow_loss" in e] == ["flow", "flow"]
+    assert all(torch.isfinite(torch.tensor(e["flow_loss"])) for e in logs if "flow_loss" in e)
+    model, _ = checkpoint.load_run(run)
+    z = next(rollout.latents(model, batch=2, seed=3, chunk=40))
+    assert torch.isfinite(z).all() and (z[:, 1:] - z[:, :-1]).abs().sum() > 0
+    with torch.no_grad():
+        model.flow.net[-1].bias.add_(1.0)  # the head moved: the dream must move with it
+    assert not torch.equal(z, next(rollout.latents(model, batch=2, seed=3, chunk=40)))
+
+
+def test_a_run_with_the_mdn_head_trains_no_flow_stage(tmp_path, tiny_data):
+    run = train(wm_args(tiny_data, tmp_path / "mdn", steps=8, overrides={"dream_head": "mdn"}))
+    assert set(checkpoint.load_train_state(run)["stage_starts"]) == {"vae", "encode", "rnn"}
+    model, _ = checkpoint.load_run(run)
+    assert not hasattr(model, "flow")
