@@ -172,12 +172,12 @@ def test_stages_leave_weights_latents_and_logs(wm_run):
     config = json.loads((wm_run / "config.json").read_text())
     assert config["family"] == "worldmodel" and config["step"] == 8
     state = checkpoint.load_train_state(wm_run)
-    assert state["stage"] == "rnn" and state["stage_starts"] == {"vae": 0, "encode": 4, "rnn": 4}
+    assert state["stage"] == "flow" and state["stage_starts"] == {"vae": 0, "encode": 4, "rnn": 4, "flow": 6}
     from safetensors.torch import load_file
     lat = load_file(str(wm_run / "latents.safetensors"))
     assert lat["mu"].shape == (120, 8) == lat["logvar"].shape
     stages = [json.loads(line).get("stage") for line in (wm_run / "log.jsonl").read_text().splitlines()]
-    assert stages == ["vae"] * 4 + ["encode"] + ["rnn"] * 4
+    assert stages == ["vae"] * 4 + ["encode"] + ["rnn"] * 2 + ["flow"] * 3  # the flow stage's begin logs its pairs
 
 
 def test_save_load_gives_identical_frames(wm_run):
@@ -187,7 +187,7 @@ def test_save_load_gives_identical_frames(wm_run):
     assert not np.array_equal(stream(model, 12, seed=5), stream(tiny_model(), 12, seed=5))
 
 
-@pytest.mark.parametrize("stop_at", [2, 6])  # inside the vae stage, inside the rnn stage
+@pytest.mark.parametrize("stop_at", [2, 5, 7])  # inside the vae, the rnn and the flow stage
 def test_resume_continues_exactly_inside_a_stage(tmp_path, tiny_data, monkeypatch, stop_at):
     straight = train(wm_args(tiny_data, tmp_path / "a", steps=8))
 

@@ -158,7 +158,8 @@ class WorldModel(Family):
         if last and rho > 0:
             noise = rho * last[0] + (1 - rho * rho) ** 0.5 * noise
         scale = (float(self.dream_sigma) if self.cfg.fit_dream else 1.0) * self.temperature ** 0.5
-        return self.flow.sample(out[:, 0], noise * scale, self.cfg.flow_steps), hidden, noise
+        z = self.flow.sample(out[:, 0], noise * scale, self.cfg.flow_steps)
+        return (z, hidden, noise) if rho > 0 else (z, hidden)  # the draw rides along only with memory
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents [N, L] -> frames (rollout.latent_of takes a state's latent), calibrated to
