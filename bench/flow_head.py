@@ -6,7 +6,7 @@ decoder's calibration is fitted again first (the same patch bank; the colour tab
 reconstructions, which a run whose MDN dreams refitted it no longer holds), so that the
 dream colour fit starts where a fresh run's flow stage starts.
 
-    .venv/bin/python bench/flow_head.py RUN --data DATA --out NEW_RUN [--steps 5000]
+    .venv/bin/python bench/flow_head.py RUN --data DATA --out NEW_RUN [--updates 5000]
 
 The stage runs as `everloop train` runs it (the model's sample_batch / train_step /
 begin_stage / end_stage, 1 thread, torch seeded 0); the copy has no train_state.pt (it
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=5000, help="flow-head training steps")
+    ap.add_argument("--updates", type=int, default=5000, help="flow-head updates (trainer steps x flow_updates)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -62,10 +62,11 @@ def main() -> None:
     opt = {"flow": torch.optim.Adam(model.flow.parameters(), lr=model.cfg.lr_rnn)}  # as configure_optimizers makes it
     rng, t0 = np.random.default_rng(0), time.time()
     model.train()
-    for step in range(a.steps):
+    steps = -(-a.updates // model.cfg.flow_updates)
+    for step in range(steps):
         logs = model.train_step(model.sample_batch(store, rng), opt)
-        if step % 1000 == 0 or step == a.steps - 1:
-            print(f"step {step} {logs} {(step + 1) / (time.time() - t0):.0f} steps/s", flush=True)
+        if step % 25 == 0 or step == steps - 1:
+            print(f"step {step} {logs} {(step + 1) / (time.time() - t0):.2f} steps/s", flush=True)
     logs = model.end_stage("flow", store)
     write_tensors(out / "model.safetensors", {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     print(f"{out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))

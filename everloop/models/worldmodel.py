@@ -318,7 +318,8 @@ class WorldModel(Family):
         if self.stage == "vae":
             return to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
         if self.stage == "flow":
-            return self._flow_pairs[torch.from_numpy(rng.integers(0, len(self._flow_pairs), c.flow_batch))]
+            picks = rng.integers(0, len(self._flow_pairs), c.flow_batch * c.flow_updates)
+            return self._flow_pairs[torch.from_numpy(picks)].view(c.flow_updates, c.flow_batch, -1)
         span = c.seq_len * (c.clip_stride + c.stride_jitter) + 1
         starts = _window_starts(self.ranges[0], span, c.rnn_batch, rng)
         stride = c.clip_stride
@@ -336,11 +337,7 @@ class WorldModel(Family):
             if self.stage == "rnn":
                 return self._rnn_step(batch, opt["rnn"])
             if self.stage == "flow":
-                loss = self.flow.loss(batch[:, :self.cfg.rnn_hidden], batch[:, self.cfg.rnn_hidden:])
-                opt["flow"].zero_grad(set_to_none=True)
-                loss.backward()
-                opt["flow"].step()
-                return {"flow_loss": loss.item()}
+                return self._flow_step(batch, opt["flow"])
         raise EverloopError(f"worldmodel has no training steps in stage {self.stage!r}")
 
     def _vae_step(self, x: torch.Tensor, opt: dict) -> dict[str, float]:
@@ -398,6 +395,17 @@ class WorldModel(Family):
         opt.step()
         sigma = params[2].detach().exp().mean()
         return {"nll": nll.item(), "grad_norm": float(norm), "sigma": sigma.item()}
+
+    def _flow_step(self, batch: torch.Tensor, opt) -> dict[str, float]:
+        """flow_updates updates of the flow head, one per [flow_batch, hidden + z_dim] slice."""
+        losses = []
+        for pairs in batch:
+            loss = self.flow.loss(pairs[:, :self.cfg.rnn_hidden], pairs[:, self.cfg.rnn_hidden:])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return {"flow_loss": float(np.mean(losses))}
 
     def _self_fed(self, inp: torch.Tensor, noise):
         """Step by step; at each step after the first, a `self_feed` share of the inputs is

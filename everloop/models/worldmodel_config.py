@@ -152,10 +152,14 @@ class WorldModelConfig:
     head is trained either way (the RNN learns through it; held-out NLL is its). Measured
     on the same RNNs (thirteenth session, docs/fidelity.md): the MDN's per-dimension draws
     land off the encoder's latents, and the decoder draws those with less contrast."""
-    flow_share: float = 0.04
+    flow_share: float = 0.015
     """Share of the --steps / --minutes budget for the flow head's stage (dream_head
-    'flow'), taken from the RNN's: a small MLP on precomputed hidden states, ~70 steps/s on
-    one core, so 30 minutes give it ~5,000 steps."""
+    'flow'), taken from the RNN's: 30 minutes on one core give it ~100 trainer steps of
+    `flow_updates` updates, ~5,000 updates (bench/flow_head.py's measured runs had 5,000)."""
+    flow_updates: int = 40
+    """Flow-head updates (each a batch of flow_batch pairs) in one trainer step: a small MLP
+    step costs ~5 ms on one core, an RNN step ~0.2 s, so a trainer step of either stage
+    costs about the same and a share of --steps means what the same share of --minutes does."""
     flow_width: int = 256
     """Width of the flow head's three hidden layers."""
     flow_steps: int = 16
@@ -242,7 +246,7 @@ PRESETS: dict[str, dict] = {
     # fit (its 20 x 300 dream steps would double a tiny run; tests/test_dream_fit.py sets it).
     "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
                  "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2, "fit_dream": False,
-             "flow_width": 16, "flow_steps": 4, "flow_batch": 16, "flow_share": 0.25,
+             "flow_width": 16, "flow_steps": 4, "flow_batch": 16, "flow_share": 0.25, "flow_updates": 2,
                  "dream_colours": False},
 }
 
@@ -262,6 +266,6 @@ def check(cfg: WorldModelConfig, pixel_losses) -> None:
         raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 3)")
     if cfg.dream_head not in ("mdn", "flow"):
         raise EverloopError(f"dream_head {cfg.dream_head!r}: use 'mdn' or 'flow'")
-    if cfg.flow_steps < 1 or cfg.flow_width < 1 or not 0 <= cfg.flow_share < 1:
-        raise EverloopError(f"flow_steps {cfg.flow_steps} / flow_width {cfg.flow_width} / flow_share "
-                            f"{cfg.flow_share}: steps and width at least 1, the share in [0, 1)")
+    if min(cfg.flow_steps, cfg.flow_width, cfg.flow_updates) < 1 or not 0 <= cfg.flow_share < 1:
+        raise EverloopError(f"flow_steps {cfg.flow_steps} / flow_width {cfg.flow_width} / flow_updates "
+                            f"{cfg.flow_updates} / flow_share {cfg.flow_share}: at least 1 each, the share in [0, 1)")
