@@ -95,7 +95,7 @@ class WorldModel(Family):
             self.register_buffer("patch_proj", torch.zeros(3 * cfg.patch_detail ** 2, calibration.PATCH_DIMS))
         if cfg.dream_head == "flow":
             self.flow = FlowHead(cfg.z_dim, cfg.rnn_hidden, cfg.flow_width, cfg.rnn_dropout)
-        self._flow_pairs: torch.Tensor | None = None  # [P, hidden + z_dim] for the flow stage
+        self._flow_pairs: torch.Tensor | None = None  # [P, hidden + 2 z_dim] for the flow stage (hidden_pairs)
         if cfg.fit_dream:  # sigmas as learnt, no noise memory until the RNN stage's end fits them
             self.register_buffer("dream_sigma", torch.tensor(1.0))
             self.register_buffer("dream_rho", torch.tensor(0.0))
@@ -318,8 +318,13 @@ class WorldModel(Family):
         if self.stage == "vae":
             return to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
         if self.stage == "flow":
-            picks = rng.integers(0, len(self._flow_pairs), c.flow_batch * c.flow_updates)
-            return self._flow_pairs[torch.from_numpy(picks)].view(c.flow_updates, c.flow_batch, -1)
+            picks = self._flow_pairs[torch.from_numpy(rng.integers(0, len(self._flow_pairs), c.flow_batch * c.flow_updates))]
+            h, mu, logvar = picks.split([c.rnn_hidden, c.z_dim, c.z_dim], -1)
+            eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32)).to(mu.device)
+            # the next latent drawn from its posterior as the RNN's targets are: from the means
+            # alone the head's draws were narrower and two fire streams of 8 became one by t = 100k
+            z = mu + c.posterior_noise * torch.exp(0.5 * logvar) * eps
+            return torch.cat([h, z], -1).view(c.flow_updates, c.flow_batch, -1)
         span = c.seq_len * (c.clip_stride + c.stride_jitter) + 1
         starts = _window_starts(self.ranges[0], span, c.rnn_batch, rng)
         stride = c.clip_stride
