@@ -52,3 +52,22 @@ def test_a_run_with_the_mdn_head_trains_no_flow_stage(tmp_path, tiny_data):
     assert set(checkpoint.load_train_state(run)["stage_starts"]) == {"vae", "encode", "rnn"}
     model, _ = checkpoint.load_run(run)
     assert not hasattr(model, "flow")
+
+
+def test_flow_targets_are_drawn_from_the_next_latents_posterior_by_the_trainers_rng():
+    import numpy as np
+
+    from everloop.models import build, make_config
+    pairs = []
+    for noise in (0.0, 0.35):
+        model = build("worldmodel", make_config("worldmodel", "tiny", {"posterior_noise": noise}))
+        c = model.cfg
+        h, mu, logvar = torch.randn(50, c.rnn_hidden), torch.randn(50, c.z_dim), torch.zeros(50, c.z_dim)
+        model.stage, model._flow_pairs = "flow", torch.cat([h, mu, logvar], -1)
+        a, b = (model.sample_batch(None, np.random.default_rng(4)) for _ in range(2))
+        assert a.shape == (c.flow_updates, c.flow_batch, c.rnn_hidden + c.z_dim) and torch.equal(a, b)
+        pairs.append((a, mu))
+    (exact, mu), (noisy, _) = pairs
+    picked = exact[..., -mu.shape[1]:].reshape(-1, mu.shape[1])
+    assert all(any(torch.equal(p, m) for m in mu) for p in picked)  # no noise: the means themselves
+    assert not torch.equal(noisy[..., -mu.shape[1]:], exact[..., -mu.shape[1]:])
