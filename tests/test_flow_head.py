@@ -65,7 +65,7 @@ def test_flow_targets_are_drawn_from_the_next_latents_posterior_by_the_trainers_
         h, mu, logvar = torch.randn(50, c.rnn_hidden), torch.randn(50, c.z_dim), torch.zeros(50, c.z_dim)
         model.stage, model._flow_pairs = "flow", torch.cat([h, mu, logvar], -1)
         a, b = (model.sample_batch(None, np.random.default_rng(4)) for _ in range(2))
-        assert a.shape == (c.flow_updates, c.flow_batch, c.rnn_hidden + c.z_dim) and torch.equal(a, b)
+        assert a.shape == (c.flow_batch, c.flow_updates, c.rnn_hidden + c.z_dim) and torch.equal(a, b)
         pairs.append((a, mu))
     (exact, mu), (noisy, _) = pairs
     picked = exact[..., -mu.shape[1]:].reshape(-1, mu.shape[1])

@@ -324,7 +324,7 @@ class WorldModel(Family):
             # the next latent drawn from its posterior as the RNN's targets are: from the means
             # alone the head's draws were narrower and two fire streams of 8 became one by t = 100k
             z = mu + c.posterior_noise * torch.exp(0.5 * logvar) * eps
-            return torch.cat([h, z], -1).view(c.flow_updates, c.flow_batch, -1)
+            return torch.cat([h, z], -1).view(c.flow_batch, c.flow_updates, -1)  # rows first, as every batch
         span = c.seq_len * (c.clip_stride + c.stride_jitter) + 1
         starts = _window_starts(self.ranges[0], span, c.rnn_batch, rng)
         stride = c.clip_stride
@@ -404,7 +404,7 @@ class WorldModel(Family):
     def _flow_step(self, batch: torch.Tensor, opt) -> dict[str, float]:
         """flow_updates updates of the flow head, one per [flow_batch, hidden + z_dim] slice."""
         losses = []
-        for pairs in batch:
+        for pairs in batch.unbind(1):
             loss = self.flow.loss(pairs[:, :self.cfg.rnn_hidden], pairs[:, self.cfg.rnn_hidden:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
