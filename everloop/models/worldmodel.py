@@ -128,7 +128,8 @@ class WorldModel(Family):
         return mu[:, -1], hidden
 
     def advance(self, state, generator: torch.Generator | None = None):
-        """One RNN step of every stream: feed z, sample the next z at `temperature`, every
+        """One RNN step of every stream: feed z, sample the next z at `temperature` (the flow
+        head: _advance_flow; the MDN's mixture, here), every
         sigma times the fitted `dream_sigma` (fit_dream). With a fitted noise memory rho both
         draws (the component's, through the normal CDF, and the Gaussian's) are rho x the
         last one + sqrt(1 - rho^2) x a fresh normal: each draw is distributed as before, but
