@@ -241,9 +241,10 @@ class WorldModelConfig:
 PRESETS: dict[str, dict] = {
     "default": {},
     # `make demo` (7 minutes on 2 cores): the default recipe; the budget split is by time, and
-    # the flow head needs ~25 s for its ~5,000 updates whatever the budget (at 1.5% of 7
-    # minutes it had 6 s, most of it its pairs: 4 trainer steps, the demo's lamp 0.63x at lag 300).
-    "demo": {"flow_share": 0.06},
+    # the flow head needs its ~5,000+ updates whatever the budget: at 1.5% of 7 minutes it had
+    # 6 s (4 trainer steps; the demo's lamp 0.63x at lag 300), at 6% ~3,400 updates (flow loss
+    # 1.6, two of the sheet's 72 frames not a lamp); 12% is ~50 s.
+    "demo": {"flow_share": 0.12},
     # Tests: 16x16 frames, width 8, tiny RNN; every frame a step, nothing held out; no dream
     # fit (its 20 x 300 dream steps would double a tiny run; tests/test_dream_fit.py sets it).
     "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
