@@ -14,7 +14,8 @@ itself (% of pixels per bin, slowest first):
   `still_hold` included), to A and to the 8 real windows it encodes: what the decoder
   alone does to motion;
 - `one-step mean` / `one-step sample`: the same 8 windows, each latent the RNN's prediction
-  (its mixture's mean, or a draw at the fitted sigma scale) from the real latents before it
+  (its MDN mixture's mean, or a draw at the fitted sigma scale; a run whose dream_head is
+  'flow' dreams with its flow head instead, which these rows do not show) from the real latents before it
   (up to `seed_frames` of context ahead of the window): what a dream starts from, one step
   at a time, with no drift and no noise memory;
 - `dream`: `--streams` dreams from the prior, the 64 steps from `--at` on, at the run's

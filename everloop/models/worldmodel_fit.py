@@ -141,7 +141,8 @@ def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict
     dreams continue `seed_frames` real latents from moments spread over the training frames
     for `steps` steps at tau 1 (one fixed seed for all), and the sum of squared log-ratios
     of their motion_stats to the footage's (posterior means, every clip_stride-th frame) is
-    the cost. Only the sigmas are scaled, not the mixture weights: a dream's branching
+    the cost. With the flow head the scale multiplies the noise it maps to the next latent,
+    and rho is that noise's memory. With the MDN only the sigmas are scaled, not the mixture weights: a dream's branching
     stays as likely as the RNN learnt it (a lower temperature, which also sharpens the
     weights, put two of the lamp's 8 streams on one path by t = 100k). Sets
     model.dream_sigma / dream_rho; logs the choice and its cost beside the unfitted one's.
