@@ -39,21 +39,19 @@ from everloop.data import FrameStore, to_float, to_uint8
 from everloop.models.mdn import mixture_sample
 from everloop.reference import WINDOW, band, window_halves
 
-METRIC = "flow_hist"  # or color_hist (--metric)
+
+def summaries(windows, metric: str = "flow_hist") -> list[dict]:
+    """Each uint8 window's summary of `metric` (flow_hist or color_hist), as the eval makes it."""
+    if metric == "flow_hist":
+        return [{metric: drift.flow_counts(w)} for w in windows]
+    return [{metric: drift.summarise(w, flow=False)[metric]} for w in windows]
 
 
-def summaries(windows) -> list[dict]:
-    """Each uint8 window's summary of METRIC, as the eval summarises it."""
-    if METRIC == "flow_hist":
-        return [{METRIC: drift.flow_counts(w)} for w in windows]
-    return [{METRIC: drift.summarise(w, flow=False)[METRIC]} for w in windows]
-
-
-def share(summed: list[dict]) -> list[float]:
+def share(summed: list[dict], metric: str = "flow_hist") -> list[float]:
     """% of the windows' flow magnitudes per bin, slowest first (colour: the 8 fullest bins)."""
-    h = np.sum([s[METRIC] for s in summed], 0).astype(np.float64)
+    h = np.sum([s[metric] for s in summed], 0).astype(np.float64)
     h = 100 * h / h.sum()
-    return np.round(h if METRIC == "flow_hist" else np.sort(h)[::-1][:8], 1).tolist()
+    return np.round(h if metric == "flow_hist" else np.sort(h)[::-1][:8], 1).tolist()
 
 
 @torch.inference_mode()
@@ -91,30 +89,29 @@ def main() -> None:
     ap.add_argument("--rhos", default="", help="comma-separated noise memories to try")
     ap.add_argument("--metric", default="flow_hist", choices=["flow_hist", "color_hist"])
     a = ap.parse_args()
-    global METRIC
-    METRIC = a.metric
+    metric = a.metric
     torch.set_num_threads(1)
     model, _ = load_run(a.run)
     store, stride = FrameStore(a.data), model.cfg.clip_stride
     episodes = [store.frames[lo:hi:stride] for lo, hi in store.episodes]  # as `everloop eval` takes them
     half_a, half_b = ([np.asarray(episodes[i][t:t + WINDOW]) for i, t in h] for h in window_halves(episodes, WINDOW))
-    ref = summaries(half_a)
-    width = band(ref, summaries(half_b), [METRIC], 8, 0)[METRIC][0]
-    print(f"real A: {len(half_a)} windows; band (8 windows of B) {METRIC} {width:.4f}")
+    ref = summaries(half_a, metric)
+    width = band(ref, summaries(half_b, metric), [metric], 8, 0)[metric][0]
+    print(f"real A: {len(half_a)} windows; band (8 windows of B) {metric} {width:.4f}")
 
     def show(name: str, got: list[dict], against: list[dict] = ref) -> None:
-        d = drift.set_distance(METRIC, against, got)
+        d = drift.set_distance(metric, against, got)
         groups = [got[i:i + 8] for i in range(0, len(got) - 7, 8)]  # what the eval's 8 streams would see
-        by8 = np.mean([drift.set_distance(METRIC, against, g) for g in groups]) / width if len(groups) > 1 else d / width
-        print(f"{name:<28} {d:.4f} = {d / width:.2f}x (8 at a time {by8:.2f}x)  {share(got)}", flush=True)
+        by8 = np.mean([drift.set_distance(metric, against, g) for g in groups]) / width if len(groups) > 1 else d / width
+        print(f"{name:<28} {d:.4f} = {d / width:.2f}x (8 at a time {by8:.2f}x)  {share(got, metric)}", flush=True)
     show("real A", ref)
     with torch.inference_mode():
         z = torch.stack([model.vae.encode(to_float(w))[0] for w in half_a[:8]])
-    recon = summaries(decode(model, z))
+    recon = summaries(decode(model, z), metric)
     show("recon (8 windows of A)", recon)
     show("  recon to those windows", recon, ref[:8])
     for name, predicted in one_step(model, episodes, window_halves(episodes, WINDOW)[0][:8]).items():
-        show(name, summaries(decode(model, predicted)))
+        show(name, summaries(decode(model, predicted), metric))
     fitted = (float(model.dream_sigma), float(model.dream_rho)) if model.cfg.fit_dream else None
     grid = list(itertools.product([float(s) for s in a.sigmas.split(",") if s],
                                   [float(r) for r in a.rhos.split(",") if r]))
@@ -124,7 +121,7 @@ def main() -> None:
             model.dream_rho.fill_(setting[1])
         z = next(rollout.latents(model, batch=a.streams, seed=0, chunk=a.at + WINDOW))[:, a.at:]
         name = "dream" + ("" if setting is None else f" s{setting[0]:.2f} r{setting[1]:.2f}")
-        show(name + (" (fitted)" if setting == fitted and setting else ""), summaries(decode(model, z)))
+        show(name + (" (fitted)" if setting == fitted and setting else ""), summaries(decode(model, z), metric))
 
 
 if __name__ == "__main__":
