@@ -6,7 +6,7 @@ decoder's calibration is fitted again first (the same patch bank; the colour tab
 reconstructions, which a run whose MDN dreams refitted it no longer holds), so that the
 dream colour fit starts where a fresh run's flow stage starts.
 
-    .venv/bin/python bench/flow_head.py RUN --data DATA --out NEW_RUN [--updates 5000]
+    .venv/bin/python bench/flow_head.py RUN --data DATA --out NEW_RUN [--updates N]
 
 The stage runs as `everloop train` runs it (the model's sample_batch / train_step /
 begin_stage / end_stage, 1 thread, torch seeded 0); the copy has no train_state.pt (it
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--updates", type=int, default=5000, help="flow-head updates (trainer steps x flow_updates)")
+    ap.add_argument("--updates", type=int, help="flow-head updates (default: the config's flow_head_updates)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def main() -> None:
     opt = {"flow": torch.optim.Adam(model.flow.parameters(), lr=model.cfg.lr_rnn)}  # as configure_optimizers makes it
     rng, t0 = np.random.default_rng(0), time.time()
     model.train()
-    steps = -(-a.updates // model.cfg.flow_updates)
+    steps = -(-(a.updates or model.cfg.flow_head_updates) // model.cfg.flow_updates)
     for step in range(steps):
         logs = model.train_step(model.sample_batch(store, rng), opt)
         if step % 25 == 0 or step == steps - 1:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -373,7 +374,10 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                         checkpoint.write_artifacts(out, made)
                 else:  # one stage: its begin hook still runs (playable fits its palette there)
                     stage_event("begin", model.begin_stage(current, store, {}, fresh_first))
-                if last or shares[i] > 0:
+                fixed = model.stage_steps(current)
+                if fixed is not None:  # its own length, from where it began (on resume too)
+                    end, limit = stage_starts.get(current, loop.step) + fixed, math.inf
+                if last or shares[i] > 0 or fixed is not None:
                     loop.run(train_step, end, limit, on_step=logged)
                 if loop.stopping:  # the stage is not over: a resume continues inside it
                     break

@@ -47,6 +47,14 @@ def test_the_flow_stage_follows_the_rnn_and_draws_the_dream(tmp_path, tiny_data)
     assert not torch.equal(z, next(rollout.latents(model, batch=2, seed=3, chunk=40)))
 
 
+def test_the_flow_stage_makes_its_updates_whatever_the_budget(tmp_path, tiny_data):
+    for name, budget in (("steps", {"steps": 8}), ("minutes", {"minutes": 0.005})):
+        run = train(wm_args(tiny_data, tmp_path / name, overrides={"flow_head_updates": 10}, **budget))
+        logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        assert sum("flow_loss" in e for e in logs) == 5, name  # 10 updates, flow_updates 2 a step
+        assert logs[-1]["stage"] == "flow"
+
+
 def test_a_run_with_the_mdn_head_trains_no_flow_stage(tmp_path, tiny_data):
     run = train(wm_args(tiny_data, tmp_path / "mdn", steps=8, overrides={"dream_head": "mdn"}))
     assert set(checkpoint.load_train_state(run)["stage_starts"]) == {"vae", "encode", "rnn"}

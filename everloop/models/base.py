@@ -108,6 +108,13 @@ class Family(nn.Module):
         """(name, share of the training budget) in order; one stage by default."""
         return [("train", 1.0)]
 
+    def stage_steps(self, name: str) -> int | None:
+        """Trainer steps of a stage of fixed length (None: its share of --steps / --minutes).
+        Such a stage runs its steps whatever the budget (a stop still saves): its share is
+        the time the stages before it leave for it. For work whose right amount is a number
+        of updates, not a share of a budget that differs from machine to machine."""
+        return None
+
     def reset_stage(self, name: str) -> None:
         """Forget what stage `name` made (`train --stage NAME` redoes it)."""
         raise EverloopError(f"--stage: the {self.family} family trains in one stage; use --force to start over")

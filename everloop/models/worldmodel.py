@@ -198,6 +198,10 @@ class WorldModel(Family):
         flow = min(self.cfg.flow_share, 1.0 - share)
         return [("vae", share), ("encode", 0.0), ("rnn", 1.0 - share - flow), ("flow", flow)]
 
+    def stage_steps(self, name: str) -> int | None:
+        """The flow stage: flow_head_updates updates, flow_updates per trainer step."""
+        return -(-self.cfg.flow_head_updates // self.cfg.flow_updates) if name == "flow" else None
+
     def reset_stage(self, name: str) -> None:
         """Forget what stage `name` made (for `train --stage`): fresh weights or latents."""
         if name == "vae":
