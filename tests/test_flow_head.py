@@ -79,3 +79,17 @@ def test_flow_targets_are_drawn_from_the_next_latents_posterior_by_the_trainers_
     picked = exact[..., -mu.shape[1]:].reshape(-1, mu.shape[1])
     assert all(any(torch.equal(p, m) for m in mu) for p in picked)  # no noise: the means themselves
     assert not torch.equal(noisy[..., -mu.shape[1]:], exact[..., -mu.shape[1]:])
+
+
+def test_the_flow_head_trains_in_fp32_under_bf16_autocast():
+    import numpy as np
+
+    from everloop.models import build, make_config
+    model = build("worldmodel", make_config("worldmodel", "tiny", {}))
+    c = model.cfg
+    model.stage, model._flow_pairs = "flow", torch.randn(50, c.rnn_hidden + 2 * c.z_dim)
+    seen = []
+    model.flow.net[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    opt = {"flow": torch.optim.Adam(model.flow.parameters(), lr=1e-3)}
+    logs = model.train_step(model.sample_batch(None, np.random.default_rng(0)), opt, autocast=True)
+    assert seen and set(seen) == {torch.float32} and np.isfinite(logs["flow_loss"])
