@@ -24,6 +24,7 @@ from everloop.evaluate import evaluate_frames
 from everloop.metrics import lag_motion
 from everloop.models import config_to_dict, make_config
 from everloop.models.worldmodel import LATENTS_FILE
+from everloop.models.worldmodel_fit import heldout_nll
 
 METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
 
@@ -69,7 +70,7 @@ def main() -> None:
         logs = model.train_step(model.sample_batch(store, rng), {"rnn": opt})
         if step % a.every == 0 or step == a.steps:
             model.eval()
-            held = (model.heldout_nll() or {}).get("heldout_nll", float("nan"))  # a tail shorter than a window: none
+            held = (heldout_nll(model) or {}).get("heldout_nll", float("nan"))  # a tail shorter than a window: none
             curve.append((step, round(logs["nll"], 3), round(held, 3)))
             print(f"step {step}: train nll {logs['nll']:.3f} held-out {held:.3f} sigma {logs['sigma']:.3f} "
                   f"({step / (time.time() - t0):.1f} steps/s)", flush=True)

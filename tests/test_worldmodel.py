@@ -157,11 +157,11 @@ def test_a_seed_clip_starts_the_dream_at_its_last_frame(tiny_data):
 def test_self_fed_training_pass_equals_the_sequence_pass_when_it_feeds_nothing():
     model = tiny_model(self_feed=1e-9)  # the step loop, but (almost surely) no own inputs
     z = torch.randn(3, 6, 8, generator=torch.Generator().manual_seed(0))
-    looped = model._self_fed(z, 0.0)
+    looped = model.mdn.self_fed(z, 0.0, model.cfg.self_feed)
     whole, _ = model.mdn(z)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(looped, whole))
     model.cfg.self_feed = 1.0
-    fed = model._self_fed(z, 0.0)
+    fed = model.mdn.self_fed(z, 0.0, model.cfg.self_feed)
     assert torch.allclose(fed[1][:, 0], whole[1][:, 0], atol=1e-6)  # the first input is always real
     assert not torch.allclose(fed[1][:, 1:], whole[1][:, 1:], atol=1e-3)
 

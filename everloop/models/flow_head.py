@@ -49,3 +49,15 @@ class FlowHead(nn.Module):
             s = torch.full((len(x), 1), i / steps, device=x.device, dtype=x.dtype)
             x = x + self(x, s, h) / steps
         return x
+
+    def train_updates(self, batch: torch.Tensor, hidden: int, opt: torch.optim.Optimizer) -> float:
+        """One update per slice batch[:, i] (pairs [B, hidden + L]: hidden state, target
+        latent); the mean loss."""
+        losses = []
+        for pairs in batch.unbind(1):
+            loss = self.loss(pairs[:, :hidden], pairs[:, hidden:])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return sum(losses) / len(losses)

@@ -101,6 +101,24 @@ class MDNRNN(nn.Module):
         logits, mu, raw = p.split(self.k, dim=-1)
         return (logits, mu, floor_log_sigma(raw, self.sigma_min)), hidden
 
+    def self_fed(self, inp: torch.Tensor, noise, share: float):
+        """forward() of inp [B, T, L] step by step, for training: at each step after the
+        first, a `share` of the inputs is the model's own (detached) sample of that step,
+        drawn from its previous output; `noise` (a tensor like inp, or 0) is added to every
+        input. The mixture parameters of every step, as forward() returns them."""
+        b, t, _ = inp.shape
+        use_own = torch.rand(b, t, 1, device=inp.device) < share
+        hidden, outs, prev = None, [], None
+        for i in range(t):
+            x = inp[:, i]
+            if prev is not None:
+                own = mixture_sample(*(p[:, 0].detach() for p in prev))
+                x = torch.where(use_own[:, i], own, x)
+            x = x + (noise[:, i] if torch.is_tensor(noise) else 0.0)
+            prev, hidden = self(x[:, None], hidden)
+            outs.append(prev)
+        return tuple(torch.cat([o[j] for o in outs], 1) for j in range(3))
+
 
 @torch.no_grad()
 def nll_by_temperature(mdn: MDNRNN, sequences: list[tuple[torch.Tensor, torch.Tensor]],

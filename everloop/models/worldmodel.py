@@ -2,12 +2,14 @@
 
 A ConvVAE compresses each frame to a small latent z; an MDN-RNN (mdn.py) learns
 p(z_{t+1} | z_<=t) as a mixture of Gaussians per dimension; a dream samples that mixture
-step after step and decodes every z. Three training stages under one `train` call, each
+step after step and decodes every z. Four training stages under one `train` call, each
 resumable (train.py runs them; `--stage NAME` redoes one and what follows):
   vae    -- reconstruction (L1 + L2) + KL, and a patch discriminator's term, on single frames;
   encode -- every frame of the dataset -> (mu, logvar), written to RUN/latents.safetensors;
   rnn    -- windows of latents, z = posterior mean + 0.35 x posterior noise (World Models
-            drew full posterior samples: measured to shimmer; means alone loop).
+            drew full posterior samples: measured to shimmer; means alone loop);
+  flow   -- (dream_head 'flow', the default) the head that draws a dream's next latent
+            from the RNN's hidden state, on the frozen RNN (flow_head.py).
 
 What everloop changes from the seed (NN-Dreams and the World Models port), and why:
 - a dream starts from the latent of a real clip (`generate --seed-clip`) or from the VAE
@@ -46,6 +48,7 @@ from .worldmodel_fit import (
     fit_decoder,
     fit_dream,
     fit_dream_colours,
+    heldout_nll,
     hidden_pairs,
     spread,
 )
@@ -253,7 +256,7 @@ class WorldModel(Family):
             return None
         was_training = self.training
         self.eval()  # as a dream runs: no dropout
-        logs = (self.heldout_nll() or {}) if name == "rnn" else {}
+        logs = (heldout_nll(self) or {}) if name == "rnn" else {}
         if name == last:  # the dream's sampling is fitted once its last part is trained
             logs.update(fit_dream(self) if self.cfg.fit_dream else {})
             if self.cfg.dream_colours and self.cfg.colour_table > 0:
@@ -292,21 +295,6 @@ class WorldModel(Family):
         logs.update(fit_decoder(self, store, mu))
         return logs
 
-    @torch.no_grad()
-    def heldout_nll(self, windows: int = 64) -> dict | None:
-        """Mean NLL per latent dim (nats) of the posterior means of held-out windows."""
-        if not self.ranges or not self.ranges[1] or self.latents is None:
-            return None
-        span = self.cfg.seq_len * self.cfg.clip_stride + 1
-        try:
-            starts = _window_starts(self.ranges[1], span, windows, np.random.default_rng(0))
-        except EverloopError:
-            return None  # held-out tail shorter than one window
-        idx = starts[:, None] + np.arange(self.cfg.seq_len + 1) * self.cfg.clip_stride
-        z = self.latents[0][torch.from_numpy(idx)]
-        (logits, mu, log_sigma), _ = self.mdn(z[:, :-1])
-        return {"heldout_nll": mixture_nll(logits, mu, log_sigma, z[:, 1:]).item()}
-
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         opt = {"vae": torch.optim.Adam(self.vae.parameters(), lr=self.cfg.lr_vae),
                "rnn": torch.optim.Adam(self.mdn.parameters(), lr=self.cfg.lr_rnn)}
@@ -342,7 +330,7 @@ class WorldModel(Family):
 
     def train_step(self, batch: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
         if self.stage == "flow":  # fp32 always: under bf16 its loss ran 1.7 -> 225,000 in the demo
-            return self._flow_step(batch, opt["flow"])
+            return {"flow_loss": self.flow.train_updates(batch, self.cfg.rnn_hidden, opt["flow"])}
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast):
             if self.stage == "vae":
                 return self._vae_step(batch, opt)
@@ -394,7 +382,7 @@ class WorldModel(Family):
         inp, target = z[:, :-1], z[:, 1:]
         noise = c.context_noise * torch.randn_like(inp) if c.context_noise > 0 else 0.0
         if c.self_feed > 0:
-            params = self._self_fed(inp, noise)
+            params = self.mdn.self_fed(inp, noise, c.self_feed)
         else:
             params, _ = self.mdn(inp + noise)
         nll = mixture_nll(*params, target)
@@ -405,33 +393,6 @@ class WorldModel(Family):
         opt.step()
         sigma = params[2].detach().exp().mean()
         return {"nll": nll.item(), "grad_norm": float(norm), "sigma": sigma.item()}
-
-    def _flow_step(self, batch: torch.Tensor, opt) -> dict[str, float]:
-        """flow_updates updates of the flow head, one per [flow_batch, hidden + z_dim] slice."""
-        losses = []
-        for pairs in batch.unbind(1):
-            loss = self.flow.loss(pairs[:, :self.cfg.rnn_hidden], pairs[:, self.cfg.rnn_hidden:])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        return {"flow_loss": float(np.mean(losses))}
-
-    def _self_fed(self, inp: torch.Tensor, noise):
-        """Step by step; at each step after the first, a `self_feed` share of the inputs is
-        the model's own (detached) sample of that step, drawn from its previous output."""
-        b, t, _ = inp.shape
-        use_own = torch.rand(b, t, 1, device=inp.device) < self.cfg.self_feed
-        hidden, outs, prev = None, [], None
-        for i in range(t):
-            x = inp[:, i]
-            if prev is not None:
-                own = mixture_sample(*(p[:, 0].detach() for p in prev))
-                x = torch.where(use_own[:, i], own, x)
-            x = x + (noise[:, i] if torch.is_tensor(noise) else 0.0)
-            prev, hidden = self.mdn(x[:, None], hidden)
-            outs.append(prev)
-        return tuple(torch.cat([o[j] for o in outs], 1) for j in range(3))
 
     def prepare_sampling(self) -> None:
         """Nothing to do: no EMA, no BatchNorm."""

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from .. import devices
-from ..data import to_float, to_uint8
+from ..data import to_float, to_uint8, window_starts
 from ..errors import EverloopError
 from . import calibration
+from .mdn import mixture_nll
 
 
 def spread(ranges, n: int) -> np.ndarray:
@@ -119,6 +120,22 @@ def heldout_sequences(model, seed: int = 0) -> list[tuple[torch.Tensor, torch.Te
             eps = torch.randn(len(idx), c.z_dim, generator=gen).to(mu.device)
             out.append((mu[idx] + c.posterior_noise * torch.exp(0.5 * logvar[idx]) * eps, scored))
     return out
+
+
+@torch.no_grad()
+def heldout_nll(model, windows: int = 64) -> dict | None:
+    """Mean NLL per latent dim (nats) of the posterior means of held-out windows; None
+    where nothing is held out or the held-out tail is shorter than one window."""
+    c = model.cfg
+    if not model.ranges or not model.ranges[1] or model.latents is None:
+        return None
+    starts = window_starts(model.ranges[1], c.seq_len * c.clip_stride + 1, windows, np.random.default_rng(0))
+    if starts is None:
+        return None
+    idx = starts[:, None] + np.arange(c.seq_len + 1) * c.clip_stride
+    z = model.latents[0][torch.from_numpy(idx)]
+    (logits, mu, log_sigma), _ = model.mdn(z[:, :-1])
+    return {"heldout_nll": mixture_nll(logits, mu, log_sigma, z[:, 1:]).item()}
 
 
 DREAM_SIGMAS = (0.35, 0.5, 0.71, 1.0)
