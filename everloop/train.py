@@ -375,8 +375,11 @@ def _train(args: TrainArgs, store: FrameStore, device: torch.device, model, opt,
                 else:  # one stage: its begin hook still runs (playable fits its palette there)
                     stage_event("begin", model.begin_stage(current, store, {}, fresh_first))
                 fixed = model.stage_steps(current)
-                if fixed is not None:  # its own length, from where it began (on resume too)
-                    end, limit = stage_starts.get(current, loop.step) + fixed, math.inf
+                fixed_end = None if fixed is None else stage_starts.get(current, loop.step) + fixed
+                # its own length, from where it began (on resume too); a last stage resumed past
+                # it trains on under --steps / --minutes as any last stage (a run made longer)
+                if fixed_end is not None and not (last and loop.step >= fixed_end):
+                    end, limit = fixed_end, math.inf
                 if last or shares[i] > 0 or fixed is not None:
                     loop.run(train_step, end, limit, on_step=logged)
                 if loop.stopping:  # the stage is not over: a resume continues inside it

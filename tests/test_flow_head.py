@@ -53,6 +53,9 @@ def test_the_flow_stage_makes_its_updates_whatever_the_budget(tmp_path, tiny_dat
         logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         assert sum("flow_loss" in e for e in logs) == 5, name  # 10 updates, flow_updates 2 a step
         assert logs[-1]["stage"] == "flow"
+    longer = train(wm_args(tiny_data, tmp_path / "steps", steps=14, resume=True))  # a run made longer
+    logs = [json.loads(line) for line in (longer / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logs if "flow_loss" in e] == list(range(7, 15))  # 7-11 its 5, then on to 14
 
 
 def test_a_run_with_the_mdn_head_trains_no_flow_stage(tmp_path, tiny_data):

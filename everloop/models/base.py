@@ -112,7 +112,8 @@ class Family(nn.Module):
         """Trainer steps of a stage of fixed length (None: its share of --steps / --minutes).
         Such a stage runs its steps whatever the budget (a stop still saves): its share is
         the time the stages before it leave for it. For work whose right amount is a number
-        of updates, not a share of a budget that differs from machine to machine."""
+        of updates, not a share of a budget that differs from machine to machine. A last
+        stage resumed once past its length trains on to the new --steps / --minutes."""
         return None
 
     def reset_stage(self, name: str) -> None:
