@@ -11,8 +11,9 @@ that was rolled back. --resume keeps the run's family, preset, config and seed (
 contradicting --family / --preset / --set / --seed is an error); the budget, sampling,
 saving, precision, device and data path may change.
 
-A family may train in stages (worldmodel: vae, encode, rnn): it lists them with their
-shares of the budget in `model.stages()`, and the loop runs them in order, calling
+A family may train in stages (worldmodel: vae, encode, rnn, flow): it lists them with their
+shares of the budget in `model.stages()` (a stage of fixed length names its steps in
+`model.stage_steps()`), and the loop runs them in order, calling
 `model.begin_stage` / `end_stage` around each and saving between them. The stage and the
 step each stage began at are saved with the run, so --resume continues inside the right
 stage and --stage NAME redoes one (and those after it). A family of one stage (the
