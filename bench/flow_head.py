@@ -62,7 +62,7 @@ def main() -> None:
     opt = {"flow": torch.optim.Adam(model.flow.parameters(), lr=model.cfg.lr_rnn)}  # as configure_optimizers makes it
     rng, t0 = np.random.default_rng(0), time.time()
     model.train()
-    steps = -(-(a.updates or model.cfg.flow_head_updates) // model.cfg.flow_updates)
+    steps = -(-a.updates // model.cfg.flow_updates) if a.updates else model.stage_steps("flow")  # as train runs it
     for step in range(steps):
         logs = model.train_step(model.sample_batch(store, rng), opt)
         if step % 25 == 0 or step == steps - 1:
