@@ -13,6 +13,7 @@ from everloop.models.worldmodel_fit import (
     DREAM_LAGS,
     DREAM_RHOS,
     DREAM_SIGMAS,
+    footage_seeds,
     motion_stats,
 )
 from everloop.train import TrainArgs, train
@@ -42,6 +43,22 @@ def test_the_rnn_stage_refits_the_colour_table_on_dreams_never_worse_on_other_dr
     model, _ = checkpoint.load_run(fitted_run)
     assert model.cfg.dream_colours and torch.isfinite(model.colour_lut).all()
     assert 0 <= float(model.colour_lut.min()) and float(model.colour_lut.max()) <= 1
+
+
+def test_dreams_fitted_on_the_footage_continue_training_windows_other_ones_per_shift(fitted_run):
+    model, _ = checkpoint.load_run(fitted_run)
+    c = model.cfg
+    model.latents = (torch.arange(300.0)[:, None].expand(300, c.z_dim).clone(), None)  # a latent says its frame
+    model.ranges = ([(0, 120), (150, 300)], [(120, 150)])
+    span = (c.seed_frames - 1) * c.clip_stride
+    sets = [footage_seeds(model, 16, shift=k / 4)[..., 0].long() for k in range(4)]
+    for frames in sets:
+        assert frames.shape == (16, c.seed_frames)
+        assert ((frames[:, 1:] - frames[:, :-1]) == c.clip_stride).all()  # at the model's stride
+        first = frames[:, 0]
+        inside = ((first >= 0) & (first + span < 120)) | ((first >= 150) & (first + span < 300))
+        assert inside.all()  # never across the held-out gap or past the end
+    assert all(not torch.equal(sets[0], other) for other in sets[1:])
 
 
 def test_the_rnn_stage_fits_a_sigma_scale_and_noise_memory_from_the_grid(fitted_run):

@@ -194,7 +194,10 @@ class WorldModelConfig:
     saturated crests (color_hist 4.2-4.7x the band at every horizon with the reconstructions'
     table; with the dreams', 100,000 steps, 1.0-1.4x on one training and 1.5-1.8x on
     another). On the lamp (3 seeds), the fire, goop and an aquarium run the dreams' table was
-    not kept, so they dream as before; a fresh aquarium kept one (docs/fidelity.md). ~30 s
+    not kept, so they dream as before; a fresh aquarium kept one (docs/fidelity.md). The
+    dreams continue training moments spread over the footage, as the eval's streams do (from
+    the prior, their first ~150 steps drew colours no played stream draws, and the fire's and
+    the waves' tables fitted on those missed colour at 100,000 steps). ~1 minute on one core
     at the end of training."""
     sigma_min: float = 0.01
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
