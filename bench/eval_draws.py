@@ -1,0 +1,86 @@
+"""How much of an `everloop eval` ratio is the draw of its 8 streams: the ratio of every
+drift metric at each horizon as a distribution, from more streams than the eval's 8.
+
+    .venv/bin/python bench/eval_draws.py RUN --data DATA [--streams 32] [--horizons 16,128,1000]
+        [--metrics color_hist,brightness] [--seed 0]
+
+`--streams` streams continue real clips spread over DATA, as the eval's do (same seeding,
+same stride, `still_hold` as played); at each horizon the 64-step window is decoded, and
+d(8 of those windows, A) over the eval's band (8 windows of B against A) is taken for 200
+random groups of 8: printed are the mean ("expected ratio": what one eval shows on
+average), its 5-95% range (how far one eval's cell can fall from it by the draw alone), and
+the ratio of all the windows pooled (the bias without the draw). A process whose cells sit
+near 1.5 in one eval can have its mean at 1.1 (the fire's colour, fifteenth session) or
+at 1.4 (the waves'); only the mean says which. ~2 minutes for 32 streams to t = 1k on one
+core; horizons past 10k take as long as the eval's stepping."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from everloop import drift, rollout
+from everloop.checkpoint import load_run
+from everloop.data import FrameStore, spread_clips, to_uint8
+from everloop.reference import WINDOW, band, window_halves
+
+GROUP, DRAWS = 8, 200  # the eval's streams per horizon; random groups per horizon
+
+
+@torch.inference_mode()
+def horizon_windows(model, store, streams: int, horizons: list[int], seed: int) -> dict[int, np.ndarray]:
+    """uint8 windows [streams, WINDOW, H, W, 3] at each horizon, streams as the eval starts them."""
+    stride, wanted = model.cfg.clip_stride, {h: [] for h in horizons}
+    clip = spread_clips(store, model.context_frames, stride, streams, seed) if model.context_frames > 0 else None
+    done = 0
+    for lat in rollout.latents(model, streams, seed, 1, 256, seed_clip=clip):
+        for h in horizons:
+            lo, hi = max(h - done, 0), min(h + WINDOW - done, lat.shape[1])
+            if lo < hi:
+                wanted[h].append(lat[:, lo:hi])
+        done += lat.shape[1]
+        if done >= max(horizons) + WINDOW:
+            break
+    out = {}
+    for h, parts in wanted.items():
+        z = torch.cat(parts, 1)
+        frames = to_uint8(torch.stack([model.decode(s) for s in z]))
+        out[h] = rollout.hold_still(frames, None, rollout.still_hold(model))[0]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--streams", type=int, default=32)
+    ap.add_argument("--horizons", default="16,128,1000", help="comma-separated model steps")
+    ap.add_argument("--metrics", default="color_hist,brightness", help="comma-separated eval metrics")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    metrics, horizons = a.metrics.split(","), [int(h) for h in a.horizons.split(",")]
+    flow = "flow_hist" in metrics
+    model, _ = load_run(a.run)
+    model.eval()
+    store, stride = FrameStore(a.data), model.cfg.clip_stride
+    episodes = [store.frames[lo:hi:stride] for lo, hi in store.episodes]  # as `everloop eval` takes them
+    half_a, half_b = ([drift.summarise(np.asarray(episodes[i][t:t + WINDOW]), flow=flow) for i, t in h]
+                      for h in window_halves(episodes, WINDOW))
+    width = band(half_a, half_b, metrics, GROUP, a.seed)
+    rng = np.random.default_rng(a.seed)
+    print(f"{a.run}: {a.streams} streams, ratios of groups of {GROUP} (mean, 5-95%) and of all pooled")
+    for h, windows in horizon_windows(model, store, a.streams, horizons, a.seed).items():
+        got = [drift.summarise(w, flow=flow) for w in windows]
+        cells = []
+        for m in metrics:
+            r = np.array([drift.set_distance(m, [got[i] for i in rng.choice(len(got), GROUP, replace=False)], half_a)
+                          for _ in range(DRAWS)]) / width[m][0]
+            pooled = drift.set_distance(m, got, half_a) / width[m][0]
+            cells.append(f"{m} {r.mean():.2f} ({np.percentile(r, 5):.2f}-{np.percentile(r, 95):.2f}) pooled {pooled:.2f}")
+        print(f"t={h}: " + " | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
