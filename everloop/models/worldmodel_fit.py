@@ -216,7 +216,7 @@ def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict
 
 @torch.no_grad()
 def fit_dream_colours(model, store, streams: int = 64, steps: int = 300, every: int = 10,
-                      pixels: int = 300_000, seed: int = 0) -> dict:
+                      pixels: int = 300_000, check_pixels: int = 4_000_000, seed: int = 0) -> dict:
     """The colour table fitted again (config.dream_colours), now on dreams as they are
     played: `streams` streams continuing training latents spread over the footage (as
     `everloop eval`'s streams continue real clips), every `every`-th of their `steps` steps,
@@ -230,10 +230,14 @@ def fit_dream_colours(model, store, streams: int = 64, steps: int = 300, every: 
     ~150 steps unlike any played stream (the fire's: 0.036-0.045 L1 from the footage's
     colours there, 0.014-0.027 after), and a table fitted on 64 of them made the eval's
     colour 2.2x -> 4.9x; why 64 streams: 16 showed too few scenes of a bursty process.
+    The table is fitted on `pixels` pixels of each side and chosen on up to `check_pixels`:
+    two samples of 300,000 pixels of the same frames lie 0.007-0.009 apart in histogram L1
+    by chance (of 4,000,000: 0.001-0.002; the lamp, the fire, the waves), about as far as
+    the tables to choose between lie (the waves': 0.016 against 0.012).
     The model must be in eval mode."""
-    def colours(frames: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+    def colours(frames: torch.Tensor, rng: np.random.Generator, n: int = pixels) -> np.ndarray:
         flat = frames.permute(0, 2, 3, 1).reshape(-1, 3).cpu().numpy()
-        return flat[rng.permutation(len(flat))[:pixels]]
+        return flat[rng.permutation(len(flat))[:n]]
 
     def dreams(k: int) -> torch.Tensor:
         gen, seeds = torch.Generator().manual_seed(seed + k), footage_seeds(model, streams, shift=k / 4)
@@ -250,8 +254,8 @@ def fit_dream_colours(model, store, streams: int = 64, steps: int = 300, every: 
         return {"dream_colours": "skipped: too few training latents"}
     rng = np.random.default_rng(seed)
     real = to_float(store.frames[spread(model.ranges[0], 2 * streams * -(-steps // every))])
-    fit_real, check_real = colours(real[0::2], rng), colours(real[1::2], rng)
-    fit_drawn, check_drawn = colours(dreams(1), rng), colours(dreams(2), rng)
+    fit_real, check_real = colours(real[0::2], rng), colours(real[1::2], rng, check_pixels)
+    fit_drawn, check_drawn = colours(dreams(1), rng), colours(dreams(2), rng, check_pixels)
 
     def score(drawn: np.ndarray, table: torch.Tensor) -> float:
         return calibration.histogram_l1(calibration.apply_pixels(torch.from_numpy(drawn), table).numpy(), check_real)
@@ -262,7 +266,7 @@ def fit_dream_colours(model, store, streams: int = 64, steps: int = 300, every: 
     before = score(check_drawn, kept)
     logs = {"dream_colour_l1_before": before, "dream_colour_l1_after": score(check_drawn, table)}
     if not torch.equal(table, kept):  # a third set of dreams must agree: one set of a bursty scene can mislead
-        confirm = colours(dreams(3), rng)
+        confirm = colours(dreams(3), rng, check_pixels)
         logs.update(dream_colour_confirm_before=score(confirm, kept), dream_colour_confirm_after=score(confirm, table))
         if logs["dream_colour_confirm_after"] >= logs["dream_colour_confirm_before"]:
             table, logs["dream_colour_l1_after"] = kept, before
