@@ -6,7 +6,9 @@ decoder's calibration is fitted again first (the same patch bank; the colour tab
 reconstructions, which a run whose MDN dreams refitted it no longer holds), so that the
 dream colour fit starts where a fresh run's flow stage starts.
 
-    .venv/bin/python bench/flow_head.py RUN --data DATA --out NEW_RUN [--updates N]
+    .venv/bin/python bench/flow_head.py RUN --data DATA --out NEW_RUN [--updates N] [--set KEY=JSON ...]
+
+A run that has a flow head gets a new one (--set flow_anchor=true: the anchored head).
 
 The stage runs as `everloop train` runs it (the model's sample_batch / train_step /
 begin_stage / end_stage, 1 thread, torch seeded 0); the copy has no train_state.pt (it
@@ -40,6 +42,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--updates", type=int, help="flow-head updates (default: the config's flow_head_updates)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="config fields to change")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -48,11 +51,12 @@ def main() -> None:
         raise SystemExit(f"{out} exists")
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("eval*", "samples", "train_state*"))
     config = json.loads((out / "config.json").read_text())
-    config["config"].update(dream_head="flow")
+    config["config"].update(dream_head="flow", **{k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.set)})
     (out / "config.json").write_text(json.dumps(config, indent=2))
     model = model_from_config(read_config(out), out / "config.json")
     model.drop_training_only()  # the discriminator: not in model.safetensors
     weights = load_file(out / "model.safetensors")
+    weights = {k: v for k, v in weights.items() if not k.startswith("flow.")}  # the stage trains a new head
     load_weights(model, {**{k: v for k, v in model.state_dict().items() if k.startswith("flow.")}, **weights},
                  out / "model.safetensors")
     store = FrameStore(a.data)

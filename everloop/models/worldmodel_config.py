@@ -17,7 +17,7 @@ class WorldModelConfig:
                               "foreground_weight": 0.0, "colour_table": 0,
                               "still_snap": 0.0, "patch_detail": 0, "still_hold": 0,
                               "rnn_dropout": 0.0, "fit_dream": False, "dream_colours": False,
-                              "dream_head": "mdn"}
+                              "dream_head": "mdn", "flow_anchor": False}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -169,6 +169,9 @@ class WorldModelConfig:
     """Flow-head updates (each a batch of flow_batch pairs) in one trainer step: a small MLP
     step costs ~5 ms on one core, an RNN step ~0.2 s, so a trainer step of either stage
     costs about the same (the progress bar's rate and ETA mean the same in both)."""
+    flow_anchor: bool = False
+    """The flow head also reads the current latent and draws the step to the next one
+    (flow_head.py), rather than the next latent from the RNN's hidden state alone."""
     flow_width: int = 256
     """Width of the flow head's three hidden layers."""
     flow_steps: int = 16
