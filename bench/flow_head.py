@@ -8,7 +8,7 @@ dream colour fit starts where a fresh run's flow stage starts.
 
     .venv/bin/python bench/flow_head.py RUN --data DATA --out NEW_RUN [--updates N] [--set KEY=JSON ...]
 
-A run that has a flow head gets a new one (--set flow_anchor=true: the anchored head).
+A run that has a flow head gets a new one (--set changes its config first).
 
 The stage runs as `everloop train` runs it (the model's sample_batch / train_step /
 begin_stage / end_stage, 1 thread, torch seeded 0); the copy has no train_state.pt (it

@@ -15,13 +15,7 @@ z0 ~ N(0, I), the point x_s = s z1 + (1 - s) z0 on the straight path moves at z1
 MLP v(x_s, s, h) learns that velocity by least squares. Drawing a latent integrates
 dx/ds = v(x, s, h) from s = 0 (the noise) to 1 with Euler steps: a deterministic map from
 the noise, so scaling the noise or giving it memory (the dream fit's sigma scale and rho)
-acts on the draw as it does on the MDN's.
-
-Anchored (config.flow_anchor): the head also reads the current latent z_t, and what it
-draws is the step z_{t+1} - z_t. The RNN sees z_t only through its gates (with dropout on
-its inputs in training), so a draw from its hidden state alone is a plausible next scene,
-not necessarily this scene moved on.
-"""
+acts on the draw as it does on the MDN's."""
 from __future__ import annotations
 
 import torch
@@ -29,43 +23,39 @@ from torch import nn
 
 
 class FlowHead(nn.Module):
-    """v(x, s, c): x [B, L] a point on the path, s [B, 1] in [0, 1], c [B, H (+ L)] the
-    condition: the RNN's hidden state (then, anchored, the current latent) -> velocity
-    [B, L]. Dropout on the hidden state in training, as on the MDN's head; none on the
-    anchor, which must be read exactly."""
+    """v(x, s, h): x [B, L] a point on the path, s [B, 1] in [0, 1], h [B, H] the RNN's
+    hidden state -> velocity [B, L]. Dropout on h in training, as on the MDN's head."""
 
-    def __init__(self, z_dim: int, hidden: int, width: int = 256, dropout: float = 0.0, anchor: bool = False):
+    def __init__(self, z_dim: int, hidden: int, width: int = 256, dropout: float = 0.0):
         super().__init__()
-        self.hidden, self.drop = hidden, nn.Dropout(dropout)
-        cond = hidden + (z_dim if anchor else 0)
-        self.net = nn.Sequential(nn.Linear(z_dim + cond + 1, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+        self.drop = nn.Dropout(dropout)
+        self.net = nn.Sequential(nn.Linear(z_dim + hidden + 1, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
                                  nn.Linear(width, width), nn.SiLU(), nn.Linear(width, z_dim))
 
-    def forward(self, x: torch.Tensor, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, s, self.drop(c[:, :self.hidden]), c[:, self.hidden:]], -1))
+    def forward(self, x: torch.Tensor, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, s, self.drop(h)], -1))
 
-    def loss(self, c: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    def loss(self, h: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the velocity on random points of random straight paths
         (torch's global RNG, which the trainer seeds and saves)."""
         z0 = torch.randn_like(z1)
         s = torch.rand(len(z1), 1, device=z1.device, dtype=z1.dtype)
-        return (self(s * z1 + (1 - s) * z0, s, c) - (z1 - z0)).pow(2).mean()
+        return (self(s * z1 + (1 - s) * z0, s, h) - (z1 - z0)).pow(2).mean()
 
-    def sample(self, c: torch.Tensor, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        """What noise z0 [B, L] flows to under condition c, in `steps` Euler steps."""
+    def sample(self, h: torch.Tensor, z0: torch.Tensor, steps: int) -> torch.Tensor:
+        """The latent [B, L] that noise z0 [B, L] flows to, in `steps` Euler steps."""
         x = z0
         for i in range(steps):
             s = torch.full((len(x), 1), i / steps, device=x.device, dtype=x.dtype)
-            x = x + self(x, s, c) / steps
+            x = x + self(x, s, h) / steps
         return x
 
-    def train_updates(self, batch: torch.Tensor, opt: torch.optim.Optimizer) -> float:
-        """One update per slice batch[:, i] (pairs [B, condition + L]: the condition, then
-        the target); the mean loss."""
+    def train_updates(self, batch: torch.Tensor, hidden: int, opt: torch.optim.Optimizer) -> float:
+        """One update per slice batch[:, i] (pairs [B, hidden + L]: hidden state, target
+        latent); the mean loss."""
         losses = []
         for pairs in batch.unbind(1):
-            z_dim = self.net[-1].out_features
-            loss = self.loss(pairs[:, :-z_dim], pairs[:, -z_dim:])
+            loss = self.loss(pairs[:, :hidden], pairs[:, hidden:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -83,7 +83,8 @@ class WorldModel(Family):
         check(cfg, PIXEL_LOSSES)
         self.cfg = cfg
         self.vae = VAE(cfg)
-        self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min, cfg.rnn_dropout)
+        self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min, cfg.rnn_dropout,
+                          cfg.rnn_input_dropout)
         if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
             self.disc = PatchDiscriminator(cfg.disc_width)
         if cfg.colour_table > 0:  # identity until the encode stage fits it (calibration.py)
@@ -97,8 +98,8 @@ class WorldModel(Family):
             self.register_buffer("patch_drawn", torch.zeros(frames, dtype=torch.uint8))
             self.register_buffer("patch_proj", torch.zeros(3 * cfg.patch_detail ** 2, calibration.PATCH_DIMS))
         if cfg.dream_head == "flow":
-            self.flow = FlowHead(cfg.z_dim, cfg.rnn_hidden, cfg.flow_width, cfg.rnn_dropout, cfg.flow_anchor)
-        self._flow_pairs: torch.Tensor | None = None  # [P, hidden + 4 z_dim] for the flow stage (hidden_pairs)
+            self.flow = FlowHead(cfg.z_dim, cfg.rnn_hidden, cfg.flow_width, cfg.rnn_dropout)
+        self._flow_pairs: torch.Tensor | None = None  # [P, hidden + 2 z_dim] for the flow stage (hidden_pairs)
         if cfg.fit_dream:  # sigmas as learnt, no noise memory until the RNN stage's end fits them
             self.register_buffer("dream_sigma", torch.tensor(1.0))
             self.register_buffer("dream_rho", torch.tensor(0.0))
@@ -162,10 +163,7 @@ class WorldModel(Family):
         if last and rho > 0:
             noise = rho * last[0] + (1 - rho * rho) ** 0.5 * noise
         scale = (float(self.dream_sigma) if self.cfg.fit_dream else 1.0) * self.temperature ** 0.5
-        if self.cfg.flow_anchor:  # the head draws the step from this latent
-            z = z + self.flow.sample(torch.cat([out[:, 0], z], -1), noise * scale, self.cfg.flow_steps)
-        else:
-            z = self.flow.sample(out[:, 0], noise * scale, self.cfg.flow_steps)
+        z = self.flow.sample(out[:, 0], noise * scale, self.cfg.flow_steps)
         return (z, hidden, noise) if rho > 0 else (z, hidden)  # the draw rides along only with memory
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -223,10 +221,11 @@ class WorldModel(Family):
             self.latents = None
         elif name == "rnn":
             c = self.cfg
-            self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min, c.rnn_dropout)
+            self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min, c.rnn_dropout,
+                              c.rnn_input_dropout)
         elif name == "flow":
             c = self.cfg
-            self.flow = FlowHead(c.z_dim, c.rnn_hidden, c.flow_width, c.rnn_dropout, c.flow_anchor)
+            self.flow = FlowHead(c.z_dim, c.rnn_hidden, c.flow_width, c.rnn_dropout)
 
     artifact_files = (LATENTS_FILE,)
 
@@ -315,15 +314,11 @@ class WorldModel(Family):
             return to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
         if self.stage == "flow":
             picks = self._flow_pairs[torch.from_numpy(rng.integers(0, len(self._flow_pairs), c.flow_batch * c.flow_updates))]
-            h, mu, logvar, now_mu, now_logvar = picks.split([c.rnn_hidden] + [c.z_dim] * 4, -1)
+            h, mu, logvar = picks.split([c.rnn_hidden, c.z_dim, c.z_dim], -1)
             eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32)).to(mu.device)
             # the next latent drawn from its posterior as the RNN's targets are: from the means
             # alone the head's draws were narrower and two fire streams of 8 became one by t = 100k
             z = mu + c.posterior_noise * torch.exp(0.5 * logvar) * eps
-            if c.flow_anchor:  # the current latent drawn alike: in a dream it is the last draw
-                eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32)).to(mu.device)
-                now = now_mu + c.posterior_noise * torch.exp(0.5 * now_logvar) * eps
-                h, z = torch.cat([h, now], -1), z - now
             return torch.cat([h, z], -1).view(c.flow_batch, c.flow_updates, -1)  # rows first, as every batch
         span = c.seq_len * (c.clip_stride + c.stride_jitter) + 1
         starts = _window_starts(self.ranges[0], span, c.rnn_batch, rng)
@@ -337,7 +332,7 @@ class WorldModel(Family):
 
     def train_step(self, batch: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
         if self.stage == "flow":  # fp32 always: under bf16 its loss ran 1.7 -> 225,000 in the demo
-            return {"flow_loss": self.flow.train_updates(batch, opt["flow"])}
+            return {"flow_loss": self.flow.train_updates(batch, self.cfg.rnn_hidden, opt["flow"])}
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast):
             if self.stage == "vae":
                 return self._vae_step(batch, opt)

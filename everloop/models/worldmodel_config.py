@@ -17,7 +17,7 @@ class WorldModelConfig:
                               "foreground_weight": 0.0, "colour_table": 0,
                               "still_snap": 0.0, "patch_detail": 0, "still_hold": 0,
                               "rnn_dropout": 0.0, "fit_dream": False, "dream_colours": False,
-                              "dream_head": "mdn", "flow_anchor": False}
+                              "dream_head": "mdn"}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -144,6 +144,8 @@ class WorldModelConfig:
     twins and the fire's flow at t = 10k are gone, the lamp's held-out NLL 1.88 -> 1.26 and
     2.17 -> 1.00; but the lamp's flow and colour at t = 10k / 100k got worse on both seeds
     (a 10-minute clip needs less), and colour on the fire and the waves (docs/fidelity.md)."""
+    rnn_input_dropout: float | None = None
+    """Dropout on the RNN's input latents alone (None: rnn_dropout, on both paths)."""
     dream_head: str = "flow"
     """What draws a dream's next latent from the RNN's hidden state: 'mdn' (World Models:
     the mixture head, each latent dimension drawn on its own) or 'flow' (flow_head.py: a
@@ -169,9 +171,6 @@ class WorldModelConfig:
     """Flow-head updates (each a batch of flow_batch pairs) in one trainer step: a small MLP
     step costs ~5 ms on one core, an RNN step ~0.2 s, so a trainer step of either stage
     costs about the same (the progress bar's rate and ETA mean the same in both)."""
-    flow_anchor: bool = False
-    """The flow head also reads the current latent and draws the step to the next one
-    (flow_head.py), rather than the next latent from the RNN's hidden state alone."""
     flow_width: int = 256
     """Width of the flow head's three hidden layers."""
     flow_steps: int = 16

@@ -78,11 +78,10 @@ def fit_patches(model, store, mu: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def hidden_pairs(model, most: int = 65536) -> torch.Tensor:
-    """[P, rnn_hidden + 4 z_dim]: the RNN's hidden state after each training latent (posterior
+    """[P, rnn_hidden + 2 z_dim]: the RNN's hidden state after each training latent (posterior
     means, every clip_stride-th frame from each phase, the RNN run over the whole range as a
     dream runs it, without dropout) beside the posterior (mu, logvar) of the latent that
-    followed, then that of the latent itself (the anchored head's); up to `most` pairs
-    spread evenly. What the flow stage trains on (its targets
+    followed; up to `most` pairs spread evenly. What the flow stage trains on (its targets
     drawn from that posterior as the RNN's are); the same on resume (nothing random)."""
     c, (mu, logvar) = model.cfg, model.latents
     was_training = model.mdn.training
@@ -93,7 +92,7 @@ def hidden_pairs(model, most: int = 65536) -> torch.Tensor:
             idx = torch.arange(s + phase, e, c.clip_stride, device=mu.device)
             if len(idx) > 1:
                 out, _ = model.mdn.features(mu[idx][None, :-1])
-                pairs.append(torch.cat([out[0], mu[idx[1:]], logvar[idx[1:]], mu[idx[:-1]], logvar[idx[:-1]]], -1))
+                pairs.append(torch.cat([out[0], mu[idx[1:]], logvar[idx[1:]]], -1))
     model.mdn.train(was_training)
     if not pairs:
         raise EverloopError("the flow stage needs two training latents a clip_stride apart; the data is too short")
