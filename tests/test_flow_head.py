@@ -58,6 +58,15 @@ def test_the_flow_stage_makes_its_updates_whatever_the_budget(tmp_path, tiny_dat
     assert [e["step"] for e in logs if "flow_loss" in e] == list(range(7, 15))  # 7-11 its 5, then on to 14
 
 
+def test_the_flow_stage_lasts_its_passes_over_the_pairs(tmp_path, tiny_data):
+    import math
+    run = train(wm_args(tiny_data, tmp_path / "epochs", steps=8, overrides={"flow_head_epochs": 0.5}))
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    pairs = next(e["flow_pairs"] for e in logs if e.get("event") == "begin" and e["stage"] == "flow")
+    updates = math.ceil(0.5 * pairs / 16)  # the tiny preset's flow_batch; its flow_updates is 2
+    assert pairs > 16 and sum("flow_loss" in e for e in logs) == math.ceil(updates / 2)
+
+
 def test_a_run_with_the_mdn_head_trains_no_flow_stage(tmp_path, tiny_data):
     run = train(wm_args(tiny_data, tmp_path / "mdn", steps=8, overrides={"dream_head": "mdn"}))
     assert set(checkpoint.load_train_state(run)["stage_starts"]) == {"vae", "encode", "rnn"}

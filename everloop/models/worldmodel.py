@@ -27,6 +27,8 @@ What everloop changes from the seed (NN-Dreams and the World Models port), and w
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -203,8 +205,14 @@ class WorldModel(Family):
         return [("vae", share), ("encode", 0.0), ("rnn", 1.0 - share - flow), ("flow", flow)]
 
     def stage_steps(self, name: str) -> int | None:
-        """The flow stage: flow_head_updates updates, flow_updates per trainer step."""
-        return -(-self.cfg.flow_head_updates // self.cfg.flow_updates) if name == "flow" else None
+        """The flow stage: flow_head_epochs passes over its pairs (begin_stage made them) or
+        flow_head_updates updates, flow_updates per trainer step."""
+        if name != "flow":
+            return None
+        c, updates = self.cfg, self.cfg.flow_head_updates
+        if c.flow_head_epochs > 0 and self._flow_pairs is not None:
+            updates = math.ceil(c.flow_head_epochs * len(self._flow_pairs) / c.flow_batch)
+        return -(-updates // c.flow_updates)
 
     def reset_stage(self, name: str) -> None:
         """Forget what stage `name` made (for `train --stage`): fresh weights or latents."""

@@ -17,7 +17,8 @@ class WorldModelConfig:
                               "foreground_weight": 0.0, "colour_table": 0,
                               "still_snap": 0.0, "patch_detail": 0, "still_hold": 0,
                               "rnn_dropout": 0.0, "fit_dream": False, "dream_colours": False,
-                              "dream_head": "mdn"}
+                              "dream_head": "mdn",
+                              "flow_head_epochs": 0.0}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -154,12 +155,24 @@ class WorldModelConfig:
     head is trained either way (the RNN learns through it; held-out NLL is its). Measured
     on the same RNNs (thirteenth session, docs/fidelity.md): the MDN's per-dimension draws
     land off the encoder's latents, and the decoder draws those with less contrast."""
-    flow_share: float = 0.015
+    flow_share: float = 0.04
     """Share of the --steps / --minutes budget the RNN's stage leaves for the flow head's
-    (dream_head 'flow'), whose length is `flow_head_updates`: ~30 s of a 30-minute budget,
-    what 2,000 updates and computing the pairs take on one core (11-21 s measured)."""
+    (dream_head 'flow'), whose length is `flow_head_epochs`: ~70 s of a 30-minute budget,
+    what the 10-minute lava lamp's ~9,600 updates and their pairs take on one core (a
+    2-minute clip's ~2,000: 11-21 s measured, and its run ends that much earlier)."""
+    flow_head_epochs: float = 150.0
+    """Passes over the flow head's training pairs (one per training latent and stride
+    phase, up to 65,536) in its stage, whatever the budget: ceil(epochs x pairs /
+    flow_batch) updates; 0 = `flow_head_updates`. Why passes, not a count: what the head
+    learns too long is its clip (below), and a longer clip takes longer to learn by heart.
+    The 2-minute dev clips (~3,400 pairs) get the ~2,000 updates measured best for them;
+    the 10-minute lamp (16,422 pairs) gets 9,622, where 2,000 left its dream moving
+    unlike the footage: expected flow_hist 2.67 / 2.32 / 2.19x the band at t = 16 / 128 /
+    1k with 2,000, 1.75 / 1.52 / 1.66x with 8,000 and colour 1.72-1.57 -> 1.50-1.37x (the
+    same RNN; sixteenth session, docs/fidelity.md)."""
     flow_head_updates: int = 2000
-    """Updates of the flow head in its stage, whatever the budget (a stage of fixed length:
+    """Updates of the flow head in its stage when `flow_head_epochs` is 0 (every run saved
+    before the sixteenth session), whatever the budget (a stage of fixed length:
     a share of a 7-minute budget was 4 trainer steps, of a GPU's 30 minutes thousands).
     Measured on the same RNNs (fourteenth session, docs/fidelity.md; 100,000 steps, 8
     streams): at 5,000 the aquarium's dream followed its clip in 60% of steps and flagged
@@ -263,6 +276,7 @@ PRESETS: dict[str, dict] = {
     "tiny": {"size": 16, "z_dim": 8, "vae_width": 8, "rnn_hidden": 16, "mixtures": 3, "vae_batch": 8, "seq_len": 6,
                  "rnn_batch": 8, "clip_stride": 1, "holdout": 0.0, "seed_frames": 2, "burn_in": 2, "fit_dream": False,
              "flow_width": 16, "flow_steps": 4, "flow_batch": 16, "flow_share": 0.25, "flow_updates": 2, "flow_head_updates": 4,
+             "flow_head_epochs": 0.0,
                  "dream_colours": False},
 }
 
@@ -282,6 +296,8 @@ def check(cfg: WorldModelConfig, pixel_losses) -> None:
         raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 3)")
     if cfg.dream_head not in ("mdn", "flow"):
         raise EverloopError(f"dream_head {cfg.dream_head!r}: use 'mdn' or 'flow'")
+    if not 0 <= cfg.flow_head_epochs < 1e6:
+        raise EverloopError(f"flow_head_epochs {cfg.flow_head_epochs}: use 0 (flow_head_updates) or a positive number")
     if min(cfg.flow_steps, cfg.flow_width, cfg.flow_updates, cfg.flow_head_updates) < 1 or not 0 <= cfg.flow_share < 1:
         raise EverloopError(f"flow_steps {cfg.flow_steps} / flow_width {cfg.flow_width} / flow_updates "
                             f"{cfg.flow_updates} / flow_head_updates {cfg.flow_head_updates} / flow_share "
