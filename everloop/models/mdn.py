@@ -77,7 +77,7 @@ class MDNRNN(nn.Module):
     """z_t [B, T, L] -> mixture parameters of z_{t+1}, each [B, T, L, K], and the new hidden."""
 
     def __init__(self, z_dim: int, hidden: int, mixtures: int, kind: str = "lstm", sigma_min: float = 0.01,
-                 dropout: float = 0.0, input_dropout: float | None = None):
+                 dropout: float = 0.0):
         super().__init__()
         cells = {"lstm": nn.LSTM, "gru": nn.GRU}
         if kind not in cells:
@@ -85,17 +85,15 @@ class MDNRNN(nn.Module):
         if sigma_min <= 0:
             raise EverloopError(f"sigma_min must be > 0, got {sigma_min}")
         self.z_dim, self.k, self.sigma_min = z_dim, mixtures, sigma_min
-        input_dropout = dropout if input_dropout is None else input_dropout
-        if not (0 <= dropout < 1 and 0 <= input_dropout < 1):
-            raise EverloopError(f"rnn_dropout {dropout} / rnn_input_dropout {input_dropout}: each in [0, 1)")
+        if not 0 <= dropout < 1:
+            raise EverloopError(f"rnn_dropout must be in [0, 1), got {dropout}")
         self.rnn = cells[kind](z_dim, hidden, batch_first=True)
         self.drop = nn.Dropout(dropout)  # training only (Zaremba et al.: on the non-recurrent path)
-        self.drop_in = nn.Dropout(input_dropout)
         self.head = nn.Linear(hidden, 3 * z_dim * mixtures)
 
     def features(self, z: torch.Tensor, hidden=None):
         """The RNN's output [B, T, hidden] for each step (what the heads read), and the new hidden."""
-        return self.rnn(self.drop_in(z), hidden)
+        return self.rnn(self.drop(z), hidden)
 
     def forward(self, z: torch.Tensor, hidden=None):
         out, hidden = self.features(z, hidden)

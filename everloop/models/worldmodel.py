@@ -85,8 +85,7 @@ class WorldModel(Family):
         check(cfg, PIXEL_LOSSES)
         self.cfg = cfg
         self.vae = VAE(cfg)
-        self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min, cfg.rnn_dropout,
-                          cfg.rnn_input_dropout)
+        self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min, cfg.rnn_dropout)
         if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
             self.disc = PatchDiscriminator(cfg.disc_width)
         if cfg.colour_table > 0:  # identity until the encode stage fits it (calibration.py)
@@ -229,8 +228,7 @@ class WorldModel(Family):
             self.latents = None
         elif name == "rnn":
             c = self.cfg
-            self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min, c.rnn_dropout,
-                              c.rnn_input_dropout)
+            self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min, c.rnn_dropout)
         elif name == "flow":
             c = self.cfg
             self.flow = FlowHead(c.z_dim, c.rnn_hidden, c.flow_width, c.rnn_dropout)

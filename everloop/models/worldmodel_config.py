@@ -145,8 +145,6 @@ class WorldModelConfig:
     twins and the fire's flow at t = 10k are gone, the lamp's held-out NLL 1.88 -> 1.26 and
     2.17 -> 1.00; but the lamp's flow and colour at t = 10k / 100k got worse on both seeds
     (a 10-minute clip needs less), and colour on the fire and the waves (docs/fidelity.md)."""
-    rnn_input_dropout: float | None = None
-    """Dropout on the RNN's input latents alone (None: rnn_dropout, on both paths)."""
     dream_head: str = "flow"
     """What draws a dream's next latent from the RNN's hidden state: 'mdn' (World Models:
     the mixture head, each latent dimension drawn on its own) or 'flow' (flow_head.py: a
