@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--updates", type=int, help="flow-head updates (default: the config's flow_head_updates)")
+    ap.add_argument("--updates", type=int, help="flow-head updates (default: as training runs the stage)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="config fields to change")
     a = ap.parse_args()
     torch.set_num_threads(1)

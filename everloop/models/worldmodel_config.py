@@ -166,8 +166,9 @@ class WorldModelConfig:
     The 2-minute dev clips (~3,400 pairs) get the ~2,000 updates measured best for them;
     the 10-minute lamp (16,422 pairs) gets 9,622, where 2,000 left its dream moving
     unlike the footage: expected flow_hist 2.67 / 2.32 / 2.19x the band at t = 16 / 128 /
-    1k with 2,000, 1.75 / 1.52 / 1.66x with 8,000 and colour 1.72-1.57 -> 1.50-1.37x (the
-    same RNN; sixteenth session, docs/fidelity.md)."""
+    1k with 2,000, 1.73 / 1.54 / 1.69x with 9,622, and colour 1.57-1.72x -> 1.34-1.49x
+    (the same RNN); goop at 4x its passes moved worse at t = 1k (diff_energy 2.6 -> 3.6x;
+    sixteenth session, docs/fidelity.md)."""
     flow_head_updates: int = 2000
     """Updates of the flow head in its stage when `flow_head_epochs` is 0 (every run saved
     before the sixteenth session), whatever the budget (a stage of fixed length:
