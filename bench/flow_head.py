@@ -56,9 +56,8 @@ def main() -> None:
     model = model_from_config(read_config(out), out / "config.json")
     model.drop_training_only()  # the discriminator: not in model.safetensors
     weights = load_file(out / "model.safetensors")
-    weights = {k: v for k, v in weights.items() if not k.startswith("flow.")}  # the stage trains a new head
-    load_weights(model, {**{k: v for k, v in model.state_dict().items() if k.startswith("flow.")}, **weights},
-                 out / "model.safetensors")
+    fresh_head = {k: v for k, v in model.state_dict().items() if k.startswith("flow.")}  # the stage trains it
+    load_weights(model, {**weights, **fresh_head}, out / "model.safetensors")
     store = FrameStore(a.data)
     print("begin", model.begin_stage("flow", store, {LATENTS_FILE: load_file(out / LATENTS_FILE)}), flush=True)
     if model.cfg.dream_colours:  # the table the encode stage fitted, as a fresh run's flow stage finds it
