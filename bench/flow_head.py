@@ -8,7 +8,9 @@ dream colour fit starts where a fresh run's flow stage starts.
 
     .venv/bin/python bench/flow_head.py RUN --data DATA --out NEW_RUN [--updates N] [--set KEY=JSON ...]
 
-A run that has a flow head gets a new one (--set changes its config first).
+A run that has a flow head gets a new one (--set changes its config first); with
+`--refit` it keeps its head and only the dream fits (sigma scale, memory, colour table) are
+redone, e.g. after a change to worldmodel_fit.
 
 The stage runs as `everloop train` runs it (the model's sample_batch / train_step /
 begin_stage / end_stage, 1 thread, torch seeded 0); the copy has no train_state.pt (it
@@ -42,6 +44,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--updates", type=int, help="flow-head updates (default: as training runs the stage)")
+    ap.add_argument("--refit", action="store_true", help="keep the run's head: redo the dream fits only")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="config fields to change")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -56,7 +59,7 @@ def main() -> None:
     model = model_from_config(read_config(out), out / "config.json")
     model.drop_training_only()  # the discriminator: not in model.safetensors
     weights = load_file(out / "model.safetensors")
-    fresh_head = {k: v for k, v in model.state_dict().items() if k.startswith("flow.")}  # the stage trains it
+    fresh_head = {} if a.refit else {k: v for k, v in model.state_dict().items() if k.startswith("flow.")}
     load_weights(model, {**weights, **fresh_head}, out / "model.safetensors")
     store = FrameStore(a.data)
     print("begin", model.begin_stage("flow", store, {LATENTS_FILE: load_file(out / LATENTS_FILE)}), flush=True)
@@ -66,6 +69,7 @@ def main() -> None:
     rng, t0 = np.random.default_rng(0), time.time()
     model.train()
     steps = -(-a.updates // model.cfg.flow_updates) if a.updates else model.stage_steps("flow")  # as train runs it
+    steps = 0 if a.refit else steps
     for step in range(steps):
         logs = model.train_step(model.sample_batch(store, rng), opt)
         if step % 25 == 0 or step == steps - 1:
