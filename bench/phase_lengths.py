@@ -1,7 +1,7 @@
 """Do a dream's calm and busy phases last longer than the footage's? The latent motion
 level of footage and dreams, as a distribution over 64-step windows and as a memory.
 
-    .venv/bin/python bench/phase_lengths.py RUN --data DATA [--streams 16] [--steps 3000]
+    .venv/bin/python bench/phase_lengths.py RUN --data DATA [--streams 16] [--steps 3000] [--pixels 4]
 
 The motion of a step is |z_{t+1} - z_t| (latent L2; footage: the encoder's means at the
 run's clip_stride, every stride phase of every episode; dreams: streams started as the
@@ -9,7 +9,9 @@ eval starts them). Printed for each: the mean and spread (std of the log) of the
 over 64-step windows, and the lag in steps at which the autocorrelation of the 16-step
 mean motion first falls below 1/e (how long a calm or busy phase lasts). For the dreams,
 the spread of window motion between streams at one moment beside the spread within a
-stream over time: an eval's 8 streams scatter if the first is large."""
+stream over time: an eval's 8 streams scatter if the first is large. With --pixels N, N
+windows of each stream are decoded (held as played) beside the eval's real windows: their
+log mean optical flow and log10 frame MSE, mean and spread over windows."""
 from __future__ import annotations
 
 import argparse
@@ -86,11 +88,11 @@ def main() -> None:
           + " ".join(f"{np.exp(r).mean():.2f}" for r in w))
     if a.pixels:
         episodes = [store.frames[lo:hi:stride] for lo, hi in store.episodes]
-        real = [np.asarray(episodes[i][t:t + WINDOW]) for half in window_halves(episodes, WINDOW) for i, t in half]
+        shot = [np.asarray(episodes[i][t:t + WINDOW]) for half in window_halves(episodes, WINDOW) for i, t in half]
         at = np.linspace(WINDOW, a.steps - WINDOW, a.pixels).astype(int)
         made = [rollout.hold_still(to_uint8(model.decode(torch.from_numpy(z[s, t:t + WINDOW])))[None], None,
                                    rollout.still_hold(model))[0][0] for s in range(len(z)) for t in at]
-        for name, ws in (("footage", real), ("dreams ", made)):
+        for name, ws in (("footage", shot), ("dreams ", made)):
             flow = np.log([flow_magnitudes(w).mean() for w in ws])
             mse = np.log10([np.mean((w[1:].astype(np.float32) - w[:-1]) ** 2) / 255 ** 2 for w in ws])
             print(f"{name} pixels, {len(ws)} windows: log mean flow {flow.mean():.3f} +- {flow.std():.3f}, "
