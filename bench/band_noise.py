@@ -20,7 +20,7 @@ import torch
 
 from everloop import drift
 from everloop.data import FrameStore
-from everloop.reference import WINDOW, band, window_halves
+from everloop.reference import Reference
 
 METRICS = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
 LIMIT = 1.5  # the acceptance's ratio
@@ -37,9 +37,9 @@ def main() -> None:
     torch.set_num_threads(1)
     store = FrameStore(a.data)
     episodes = [store.frames[lo:hi:a.stride] for lo, hi in store.episodes]  # as `everloop eval` takes them
-    half_a, half_b = ([drift.summarise(np.asarray(episodes[i][t:t + WINDOW])) for i, t in h]
-                      for h in window_halves(episodes, WINDOW))
-    width = band(half_a, half_b, METRICS, a.group, a.seed)
+    ref = Reference(episodes, store.fps / a.stride)  # the eval's halves A and B
+    half_a, half_b = ref.A, ref.B
+    width = ref.band(a.group, a.seed)
     rng = np.random.default_rng(a.seed + 1)  # other draws than the band's own
     ratios = np.array([[drift.set_distance(m, group, half_a) / width[m][0] for m in METRICS]
                        for group in ([half_b[i] for i in rng.choice(len(half_b), a.group, replace=len(half_b) < a.group)]

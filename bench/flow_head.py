@@ -68,8 +68,8 @@ def main() -> None:
     opt = {"flow": torch.optim.Adam(model.flow.parameters(), lr=model.cfg.lr_rnn)}  # as configure_optimizers makes it
     rng, t0 = np.random.default_rng(0), time.time()
     model.train()
-    steps = -(-a.updates // model.cfg.flow_updates) if a.updates else model.stage_steps("flow")  # as train runs it
-    steps = 0 if a.refit else steps
+    steps = (0 if a.refit else -(-a.updates // model.cfg.flow_updates) if a.updates
+             else model.stage_steps("flow"))  # as train runs it
     for step in range(steps):
         logs = model.train_step(model.sample_batch(store, rng), opt)
         if step % 25 == 0 or step == steps - 1:

@@ -3,6 +3,7 @@ learns a conditional distribution, it is trained in a stage of its own after the
 is what draws the dream (a test that fails if the dream ignored it), and a run with the
 MDN head has no such stage."""
 import json
+import math
 
 import torch
 
@@ -59,7 +60,6 @@ def test_the_flow_stage_makes_its_updates_whatever_the_budget(tmp_path, tiny_dat
 
 
 def test_the_flow_stage_lasts_its_passes_over_the_pairs(tmp_path, tiny_data):
-    import math
     run = train(wm_args(tiny_data, tmp_path / "epochs", steps=8, overrides={"flow_head_epochs": 0.5}))
     logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     pairs = next(e["flow_pairs"] for e in logs if e.get("event") == "begin" and e["stage"] == "flow")
