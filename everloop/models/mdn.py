@@ -81,10 +81,11 @@ class MDNRNN(nn.Module):
         super().__init__()
         cells = {"lstm": nn.LSTM, "gru": nn.GRU}
         if kind not in cells:
-            raise EverloopError(f"unknown rnn_type {kind!r} (use 'lstm' or 'gru')")
+            raise EverloopError(f"unknown rnn_type {kind!r} (use 'lstm', 'gru' or 'convlstm')")
         if sigma_min <= 0:
             raise EverloopError(f"sigma_min must be > 0, got {sigma_min}")
         self.z_dim, self.k, self.sigma_min = z_dim, mixtures, sigma_min
+        self.feature_size = hidden  # width of features(): what a head reads
         if not 0 <= dropout < 1:
             raise EverloopError(f"rnn_dropout must be in [0, 1), got {dropout}")
         self.rnn = cells[kind](z_dim, hidden, batch_first=True)

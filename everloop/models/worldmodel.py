@@ -40,8 +40,8 @@ from ..errors import EverloopError
 from ..metrics import psnr_of_mse
 from . import calibration
 from .base import Family
-from .flow_head import FlowHead
-from .mdn import MDNRNN, mixture_nll, mixture_sample
+from .conv_dynamics import make_flow_head, make_rnn
+from .mdn import mixture_nll, mixture_sample
 from .multiscale import gdl_loss
 from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge_loss
 from .vae import VAE
@@ -85,7 +85,7 @@ class WorldModel(Family):
         check(cfg, PIXEL_LOSSES)
         self.cfg = cfg
         self.vae = VAE(cfg)
-        self.mdn = MDNRNN(cfg.z_dim, cfg.rnn_hidden, cfg.mixtures, cfg.rnn_type, cfg.sigma_min, cfg.rnn_dropout)
+        self.mdn = make_rnn(cfg)
         if cfg.adv_weight > 0:  # training only; saved with the run so --resume continues it
             self.disc = PatchDiscriminator(cfg.disc_width)
         if cfg.colour_table > 0:  # identity until the encode stage fits it (calibration.py)
@@ -99,7 +99,7 @@ class WorldModel(Family):
             self.register_buffer("patch_drawn", torch.zeros(frames, dtype=torch.uint8))
             self.register_buffer("patch_proj", torch.zeros(3 * cfg.patch_detail ** 2, calibration.PATCH_DIMS))
         if cfg.dream_head == "flow":
-            self.flow = FlowHead(cfg.z_dim, cfg.rnn_hidden, cfg.flow_width, cfg.rnn_dropout)
+            self.flow = make_flow_head(cfg)
         self._flow_pairs: torch.Tensor | None = None  # [P, hidden + 2 z_dim] for the flow stage (hidden_pairs)
         if cfg.fit_dream:  # sigmas as learnt, no noise memory until the RNN stage's end fits them
             self.register_buffer("dream_sigma", torch.tensor(1.0))
@@ -227,11 +227,9 @@ class WorldModel(Family):
         elif name == "encode":
             self.latents = None
         elif name == "rnn":
-            c = self.cfg
-            self.mdn = MDNRNN(c.z_dim, c.rnn_hidden, c.mixtures, c.rnn_type, c.sigma_min, c.rnn_dropout)
+            self.mdn = make_rnn(self.cfg)
         elif name == "flow":
-            c = self.cfg
-            self.flow = FlowHead(c.z_dim, c.rnn_hidden, c.flow_width, c.rnn_dropout)
+            self.flow = make_flow_head(self.cfg)
 
     artifact_files = (LATENTS_FILE,)
 
@@ -320,7 +318,7 @@ class WorldModel(Family):
             return to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
         if self.stage == "flow":
             picks = self._flow_pairs[torch.from_numpy(rng.integers(0, len(self._flow_pairs), c.flow_batch * c.flow_updates))]
-            h, mu, logvar = picks.split([c.rnn_hidden, c.z_dim, c.z_dim], -1)
+            h, mu, logvar = picks.split([self.mdn.feature_size, c.z_dim, c.z_dim], -1)
             eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32)).to(mu.device)
             # the next latent drawn from its posterior as the RNN's targets are: from the means
             # alone the head's draws were narrower and two fire streams of 8 became one by t = 100k
@@ -338,7 +336,7 @@ class WorldModel(Family):
 
     def train_step(self, batch: torch.Tensor, opt: dict, autocast: bool = False) -> dict[str, float]:
         if self.stage == "flow":  # fp32 always: under bf16 its loss ran 1.7 -> 225,000 in the demo
-            return {"flow_loss": self.flow.train_updates(batch, self.cfg.rnn_hidden, opt["flow"])}
+            return {"flow_loss": self.flow.train_updates(batch, self.mdn.feature_size, opt["flow"])}
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast):
             if self.stage == "vae":
                 return self._vae_step(batch, opt)

@@ -131,9 +131,11 @@ class WorldModelConfig:
     lr_vae: float = 1e-3
     """Adam learning rate of the VAE (World Models: 1e-4 over far more steps)."""
     rnn_type: str = "lstm"
-    """'lstm' (World Models) or 'gru'."""
+    """'lstm' (World Models), 'gru', or 'convlstm' (conv_dynamics.py; needs latent_grid): a
+    convolutional LSTM and flow head over the map of latent cells, so that a move in the
+    frame is a move across the map."""
     rnn_hidden: int = 256
-    """Hidden size of the RNN (World Models: 256)."""
+    """Hidden size of the RNN (World Models: 256); with 'convlstm', channels per latent cell."""
     mixtures: int = 5
     """Gaussians per latent dim in the MDN head (World Models: 5)."""
     rnn_dropout: float = 0.5
@@ -299,6 +301,8 @@ def check(cfg: WorldModelConfig, pixel_losses) -> None:
         raise EverloopError(f"stride_jitter {cfg.stride_jitter}: use 0 (off) to clip_stride - 1 ({cfg.clip_stride - 1})")
     if not 0 <= cfg.still_hold <= 32:  # past a few grey levels a slow scene would stop
         raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 5)")
+    if cfg.rnn_type == "convlstm" and not cfg.latent_grid:
+        raise EverloopError("rnn_type 'convlstm' needs a spatial latent: set latent_grid (e.g. 8, with z_dim 256)")
     if cfg.dream_head not in ("mdn", "flow"):
         raise EverloopError(f"dream_head {cfg.dream_head!r}: use 'mdn' or 'flow'")
     if not 0 <= cfg.flow_head_epochs < 1e6:
