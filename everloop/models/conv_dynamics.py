@@ -13,9 +13,9 @@ t = 1k): they see 256 numbers with no notion of where each lies.
 Layout: a flat latent [B, L] is the VAE's map [B, c, G, G] flattened (L = c G^2); the
 RNN's features [B, T, H G^2] are its hidden map flattened, so everything that stores or
 passes a hidden state (the flow stage's pairs, the dream fit, rollouts) is unchanged.
-Reach per step: the LSTM's 5 x 5 gates see 2 cells each way, the heads' 3 x 3 convs one
-more; at 64 x 64 a cell is 8 pixels, and goop's blobs travel 12-24 pixels between two
-model steps (clip_stride 6)."""
+Reach per step: the LSTM's 3 x 3 gates see a cell each way, the MDN head's 3 x 3 conv one
+more, the flow head's four convs four more; at 64 x 64 a cell is 8 pixels, and goop's
+blobs travel 12-24 pixels between two model steps (clip_stride 6)."""
 from __future__ import annotations
 
 import torch
@@ -25,7 +25,7 @@ from ..errors import EverloopError
 from .flow_head import FlowHead
 from .mdn import MDNRNN, floor_log_sigma
 
-GATE_KERNEL = 5  # reach of one step: 2 cells each way
+GATE_KERNEL = 3  # reach of one step: a cell each way (5 x 5 cost 10x a flat LSTM's step; ~600 RNN steps in 15 minutes)
 
 
 def cell_channels(z_dim: int, grid: int) -> int:
@@ -121,7 +121,7 @@ def make_rnn(cfg) -> MDNRNN:
 
 def make_flow_head(cfg) -> FlowHead:
     """The flow head (dream_head 'flow') that reads make_rnn(cfg)'s features, fresh; on the
-    map its convs have flow_width / 4 channels (256 would cost 64x the MLP per draw)."""
+    map its convs have flow_width / 8 channels (256 would cost ~100x the MLP per draw)."""
     if cfg.rnn_type == "convlstm":
-        return ConvFlowHead(cfg.z_dim, cfg.latent_grid, cfg.rnn_hidden, max(cfg.flow_width // 4, 1), cfg.rnn_dropout)
+        return ConvFlowHead(cfg.z_dim, cfg.latent_grid, cfg.rnn_hidden, max(cfg.flow_width // 8, 1), cfg.rnn_dropout)
     return FlowHead(cfg.z_dim, cfg.rnn_hidden, cfg.flow_width, cfg.rnn_dropout)
