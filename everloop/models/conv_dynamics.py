@@ -25,7 +25,7 @@ from ..errors import EverloopError
 from .flow_head import FlowHead
 from .mdn import MDNRNN, floor_log_sigma
 
-GATE_KERNEL = 3  # reach of one step: a cell each way (5 x 5 cost 10x a flat LSTM's step; ~600 RNN steps in 15 minutes)
+GATE_KERNEL = 3  # reach of one step: a cell each way (5 x 5 gates, 32 channels: 0.76 RNN steps/s, the flat LSTM 7)
 
 
 def cell_channels(z_dim: int, grid: int) -> int:
