@@ -62,16 +62,10 @@ class ConvMDNRNN(MDNRNN):
 
     def __init__(self, z_dim: int, grid: int, hidden: int, mixtures: int, sigma_min: float = 0.01,
                  dropout: float = 0.0):
-        nn.Module.__init__(self)
-        if sigma_min <= 0:
-            raise EverloopError(f"sigma_min must be > 0, got {sigma_min}")
-        if not 0 <= dropout < 1:
-            raise EverloopError(f"rnn_dropout must be in [0, 1), got {dropout}")
-        self.z_dim, self.k, self.sigma_min, self.grid = z_dim, mixtures, sigma_min, grid
-        self.chans = cell_channels(z_dim, grid)
-        self.feature_size = hidden * grid * grid
+        nn.Module.__init__(self)  # MDNRNN's own would build a flat LSTM
+        self._mixture_setup(z_dim, mixtures, sigma_min, dropout, feature_size=hidden * grid * grid)
+        self.grid, self.chans = grid, cell_channels(z_dim, grid)
         self.cell = ConvLSTMCell(self.chans, hidden)
-        self.drop = nn.Dropout(dropout)
         self.head = nn.Conv2d(hidden, 3 * mixtures * self.chans, 3, 1, 1)
 
     def features(self, z: torch.Tensor, hidden=None):

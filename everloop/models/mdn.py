@@ -82,15 +82,19 @@ class MDNRNN(nn.Module):
         cells = {"lstm": nn.LSTM, "gru": nn.GRU}
         if kind not in cells:
             raise EverloopError(f"unknown rnn_type {kind!r} (use 'lstm', 'gru' or 'convlstm')")
+        self._mixture_setup(z_dim, mixtures, sigma_min, dropout, feature_size=hidden)
+        self.rnn = cells[kind](z_dim, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 3 * z_dim * mixtures)
+
+    def _mixture_setup(self, z_dim: int, mixtures: int, sigma_min: float, dropout: float, feature_size: int) -> None:
+        """What every RNN of this contract keeps (conv_dynamics.ConvMDNRNN too), checked."""
         if sigma_min <= 0:
             raise EverloopError(f"sigma_min must be > 0, got {sigma_min}")
-        self.z_dim, self.k, self.sigma_min = z_dim, mixtures, sigma_min
-        self.feature_size = hidden  # width of features(): what a head reads
         if not 0 <= dropout < 1:
             raise EverloopError(f"rnn_dropout must be in [0, 1), got {dropout}")
-        self.rnn = cells[kind](z_dim, hidden, batch_first=True)
+        self.z_dim, self.k, self.sigma_min = z_dim, mixtures, sigma_min
+        self.feature_size = feature_size  # width of features(): what a head reads
         self.drop = nn.Dropout(dropout)  # training only (Zaremba et al.: on the non-recurrent path)
-        self.head = nn.Linear(hidden, 3 * z_dim * mixtures)
 
     def features(self, z: torch.Tensor, hidden=None):
         """The RNN's output [B, T, hidden] for each step (what the heads read), and the new hidden."""

@@ -120,9 +120,9 @@ class WorldModelConfig:
     aquarium by more than 0.02; no frozen flag over 100,000 steps on two lamps. 8 was
     measured and not kept (ninth session): the lamp's flow at t = 1k 2.79 -> 1.62 (seed 0)
     and 2.58 -> 1.50 (seed 2), but over 100,000 steps seed 0 gained a frozen flag (a calm
-    phase held still for 6 steps) and seed 2's flow at t = 100k went 1.10 -> 1.94. Playback and `everloop eval` hold alike
-    (a window of an eval's sparse stream starts from its own first frame). A run plays with
-    the value it was trained with (its config.json)."""
+    phase held still for 6 steps) and seed 2's flow at t = 100k went 1.10 -> 1.94. Playback
+    and `everloop eval` hold alike (a window of an eval's sparse stream starts from its own
+    first frame). A run plays with the value it was trained with (its config.json)."""
     free_bits: float = 0.5
     """Nats per latent dim that the KL may use for free (World Models' kl_tolerance 0.5):
     without it the KL pushes unused dims onto the prior and the VAE blurs details away."""

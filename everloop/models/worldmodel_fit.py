@@ -78,9 +78,9 @@ def fit_patches(model, store, mu: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def hidden_pairs(model, most: int = 65536) -> torch.Tensor:
-    """[P, rnn_hidden + 2 z_dim]: the RNN's hidden state after each training latent (posterior
-    means, every clip_stride-th frame from each phase, the RNN run over the whole range as a
-    dream runs it, without dropout) beside the posterior (mu, logvar) of the latent that
+    """[P, mdn.feature_size + 2 z_dim]: the RNN's hidden state after each training latent
+    (posterior means, every clip_stride-th frame from each phase, the RNN run over the whole
+    range as a dream runs it, without dropout) beside the posterior (mu, logvar) of the latent that
     followed; up to `most` pairs spread evenly. What the flow stage trains on (its targets
     drawn from that posterior as the RNN's are); the same on resume (nothing random)."""
     c, (mu, logvar) = model.cfg, model.latents
