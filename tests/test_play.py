@@ -136,6 +136,42 @@ def test_key_dropout_learns_an_unknown_key_that_guidance_steers_from(tmp_path):
         models.build("playable", models.make_config("playable", "tiny", {"key_dropout": 1.5}))
 
 
+def test_key_contrast_ranks_the_true_key_over_another(tmp_path):
+    """key_contrast: its hinge is positive while another key explains the real frame as well
+    as the true one (a fresh model ignores its keys: gap 0, loss = the margin), and trained
+    a little the true key explains its frame better on the moving pixels; the option needs
+    the colours head and a finite weight."""
+    from everloop.models.playable import KEY_MARGIN
+    store = FrameStore(dot_game(tmp_path / "data"))
+    torch.manual_seed(0)
+    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 2,
+                                                  "head": "colours", "key_contrast": 1.0})
+    model = models.build("playable", cfg)
+    model.begin_stage("train", store, {}, fresh=True)
+    opt, rng = model.configure_optimizers(), np.random.default_rng(0)
+    batch = model.sample_batch(store, rng)
+    k = cfg.context
+    hist, acts = batch.frames[:, :k], batch.actions[:, :k][:, -cfg.action_history:]
+    index = model.colour_index(batch.frames[:, k]).flatten(1)
+    moving = (batch.frames[:, k] - batch.frames[:, k - 1]).abs().amax(1, keepdim=True) > 0.02
+
+    def hinge():
+        with torch.no_grad():
+            ce = torch.nn.functional.cross_entropy(model.predict(hist, acts).flatten(0, 2), index.flatten(),
+                                                   reduction="none")
+            return float(model._key_contrast(hist, acts, None, None, None, ce, index, moving))
+    torch.manual_seed(1)
+    assert hinge() == pytest.approx(KEY_MARGIN, abs=1e-4)  # zero embeddings' keys change nothing yet
+    for _ in range(250):
+        logs = model.train_step(model.sample_batch(store, rng), opt)
+    assert np.isfinite(logs["loss"])
+    torch.manual_seed(1)
+    assert hinge() < 0.8 * KEY_MARGIN  # the margin met on the samples whose other key differs
+    for bad in ({"key_contrast": float("nan")}, {"key_contrast": -1.0}, {"key_contrast": 1.0, "head": "pixels"}):
+        with pytest.raises(EverloopError, match="key_contrast"):
+            models.build("playable", models.make_config("playable", "tiny", bad))
+
+
 def test_frames_are_snapped_to_the_games_own_colours(tmp_path):
     """Training starts by counting the game's colours: every frame the model then plays is
     made of them; footage of too many colours (noise) keeps its frames as predicted."""

@@ -115,6 +115,14 @@ class PlayableConfig:
     else NOOP (a second pass only when a key is down). docs/play.md 6c: at 1 her position at
     step 16 is within a tile in 0.35 / 0.36 of the starts (seeds 0 / 7) against 0.32 / 0.27
     without, median error 13 px against 20; 3 froze a maze. 0 = off."""
+    key_contrast: float = 0.0
+    """Weight of a ranking loss on the first rollout step: the real next frame's cross-entropy
+    on its moving pixels under the key pressed now must be lower, by KEY_MARGIN nats a pixel,
+    than under another clip's key (the batch rolled), so that what a key changes is learnt
+    even where it is a few pixels of 4,096 (docs/play.md 8). A margin, not an open-ended
+    push: where the key changes nothing (a corridor, the ghosts) the wrong key is pushed off
+    the real frame only that far. Costs one more forward and backward per training step.
+    Colours head only; 0 = off."""
     batch_size: int = 16
     """Clips per step."""
     lr: float = 3e-4
@@ -130,6 +138,7 @@ PRESETS = {
 }
 
 MOVING = 0.02  # a pixel moves where some channel changes by more than ~5 grey levels
+KEY_MARGIN = 0.05  # nats per moving pixel: ~5 over Ms. Pac-Man's ~100 moving pixels a step
 PALETTE_COVER = 0.95  # a palette that covers less of the training pixels is not a game's: off
 
 
@@ -227,6 +236,9 @@ class Playable(FramesAreStates, Family):
             raise EverloopError(f"playable: palette must be >= 0 (0 = off), got {cfg.palette}")
         if cfg.head not in ("pixels", "colours") or (cfg.head == "colours" and cfg.palette == 0):
             raise EverloopError(f"playable: head is pixels or colours (which needs a palette), got {cfg.head}")
+        if not (np.isfinite(cfg.key_contrast) and cfg.key_contrast >= 0) or (cfg.key_contrast and cfg.head != "colours"):
+            raise EverloopError(f"playable: key_contrast must be a finite number >= 0, with head colours "
+                                f"(got {cfg.key_contrast}, head {cfg.head})")
         if not (np.isfinite(cfg.key_guidance) and cfg.key_guidance >= 0):
             raise EverloopError(f"playable: key_guidance must be a finite number >= 0, got {cfg.key_guidance}")
         if cfg.head == "colours":  # the bonus for keeping the last frame's colour: starts as a copy
@@ -388,6 +400,9 @@ class Playable(FramesAreStates, Family):
                 if colours:
                     ce = F.cross_entropy(out.flatten(0, 2), index[:, r + 1].flatten(), reduction="none")
                     loss = loss + (weight.flatten() * ce).mean()
+                    if c.key_contrast > 0 and r == 0:
+                        loss = loss + c.key_contrast * c.rollout_steps * self._key_contrast(
+                            ctx, a, level, last, unknown, ce, index[:, 1], weight > 1)
                     last = out.detach().argmax(-1)
                     pred = self.palette_colours[last].permute(0, 3, 1, 2)
                 else:
@@ -403,6 +418,18 @@ class Playable(FramesAreStates, Family):
         torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
         opt["model"].step()
         return {"loss": loss.item(), "psnr": psnr_of_mse(mse / c.rollout_steps)}
+
+
+    def _key_contrast(self, ctx, a, level, last, unknown, ce, target, moving) -> torch.Tensor:
+        """key_contrast's hinge: mean CE over each sample's moving pixels under its own key
+        pressed now (ce, [B H W]) against under another sample's."""
+        other = a.clone()
+        other[:, -1] = a[torch.randperm(len(a), device=a.device), -1]
+        out = self.predict(ctx, other, level, last, unknown).float()
+        ce_other = F.cross_entropy(out.flatten(0, 2), target.flatten(), reduction="none")
+        m = moving.flatten(1).float()
+        gap = ((ce - ce_other).view_as(m) * m).sum(1) / m.sum(1).clamp_min(1)
+        return F.relu(gap + KEY_MARGIN).mean()
 
 
 def quantize(frame: torch.Tensor) -> torch.Tensor:
