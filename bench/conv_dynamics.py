@@ -21,6 +21,8 @@ VARIANTS = {
     "flat LSTM, z 32 (default)": {},
     "flat LSTM, 8 x 8 map z 256": {"latent_grid": 8, "z_dim": 256},
     "convlstm, 8 x 8 map z 256, 16 ch": {"latent_grid": 8, "z_dim": 256, "rnn_type": "convlstm", "rnn_hidden": 16},
+    "convlstm, 16 ch, 1 Gaussian a latent": {"latent_grid": 8, "z_dim": 256, "rnn_type": "convlstm", "rnn_hidden": 16,
+                                             "mixtures": 1},
 }
 
 
