@@ -11,6 +11,7 @@ from . import (
     duralava_config,
     multiscale,
     playable,
+    playable_config,
     worldmodel,
     worldmodel_config,
 )
@@ -18,7 +19,7 @@ from . import (
 FAMILIES = {"duralava": (duralava_config.DuralavaConfig, duralava_config.PRESETS, duralava.Duralava),
             "worldmodel": (worldmodel_config.WorldModelConfig, worldmodel_config.PRESETS, worldmodel.WorldModel),
             "multiscale": (multiscale.MultiscaleConfig, multiscale.PRESETS, multiscale.Multiscale),
-            "playable": (playable.PlayableConfig, playable.PRESETS, playable.Playable)}
+            "playable": (playable_config.PlayableConfig, playable_config.PRESETS, playable.Playable)}
 
 DEFAULT_FAMILY = "worldmodel"
 """What `everloop train` trains without --family: the sharp VAE + MDN-RNN looked and moved
