@@ -57,6 +57,18 @@ def x_of(frame: torch.Tensor) -> float:
     return float((w.sum(0) * torch.arange(frame.shape[-1])).sum() / w.sum().clamp_min(1e-6))
 
 
+def colours_model(tmp_path, **changes):
+    """The dot game's store and a tiny colours-head model on it (palette fitted, seeded), its
+    optimisers and a sampling rng."""
+    store = FrameStore(dot_game(tmp_path / "data"))
+    torch.manual_seed(0)
+    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 1, "head": "colours",
+                                                  **changes})
+    model = models.build("playable", cfg)
+    model.begin_stage("train", store, {}, fresh=True)
+    return store, model, model.configure_optimizers(), np.random.default_rng(0)
+
+
 def test_actions_change_the_prediction(tmp_path):
     """Trained a little, RIGHT puts the dot to the right of where LEFT puts it (a family
     that ignored its actions would draw the same frame for both)."""
@@ -77,14 +89,8 @@ def test_the_colours_head_learns_the_keys_and_draws_whole_colours(tmp_path):
     """head=colours: logits over the game's palette, cross-entropy. Trained a little, RIGHT
     puts the dot right of where LEFT puts it, her colour whole (not a blend), every pixel
     one of the game's colours; old configs load with the pixels head."""
-    store = FrameStore(dot_game(tmp_path / "data"))
-    torch.manual_seed(0)
-    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 1, "head": "colours",
-                                                  "key_guidance": 0.0})
-    model = models.build("playable", cfg)
-    model.begin_stage("train", store, {}, fresh=True)
+    store, model, opt, rng = colours_model(tmp_path, key_guidance=0.0)
     hist = torch.from_numpy(np.stack([dot(8, 7), dot(8, 8)])).permute(0, 3, 1, 2).float().div(255)[None]
-    opt, rng = model.configure_optimizers(), np.random.default_rng(0)
     for _ in range(250):
         logs = model.train_step(model.sample_batch(store, rng), opt)
     assert np.isfinite(logs["loss"])
@@ -111,13 +117,7 @@ def test_the_colours_head_learns_the_keys_and_draws_whole_colours(tmp_path):
 def test_key_dropout_learns_an_unknown_key_that_guidance_steers_from(tmp_path):
     """key_dropout: some samples train with a learnt unknown key in place of the key pressed
     now; guidance then pushes every step (NOOP too) away from the unknown key's logits."""
-    store = FrameStore(dot_game(tmp_path / "data"))
-    torch.manual_seed(0)
-    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 1,
-                                                  "head": "colours", "key_dropout": 0.3})
-    model = models.build("playable", cfg)
-    model.begin_stage("train", store, {}, fresh=True)
-    opt, rng = model.configure_optimizers(), np.random.default_rng(0)
+    store, model, opt, rng = colours_model(tmp_path, key_dropout=0.3)
     for _ in range(250):
         model.train_step(model.sample_batch(store, rng), opt)
     assert model.unknown_key.abs().sum() > 0
@@ -142,14 +142,8 @@ def test_key_contrast_ranks_the_true_key_over_another(tmp_path):
     a little the true key explains its frame better on the moving pixels; the option needs
     the colours head and a finite weight."""
     from everloop.models.playable import KEY_MARGIN
-    store = FrameStore(dot_game(tmp_path / "data"))
-    torch.manual_seed(0)
-    cfg = models.make_config("playable", "tiny", {"n_actions": 5, "lr": 3e-3, "rollout_steps": 2,
-                                                  "head": "colours", "key_contrast": 1.0})
-    model = models.build("playable", cfg)
-    model.begin_stage("train", store, {}, fresh=True)
-    opt, rng = model.configure_optimizers(), np.random.default_rng(0)
-    batch = model.sample_batch(store, rng)
+    store, model, opt, rng = colours_model(tmp_path, rollout_steps=2, key_contrast=1.0)
+    batch, cfg = model.sample_batch(store, rng), model.cfg
     k = cfg.context
     hist, acts = batch.frames[:, :k], batch.actions[:, :k][:, -cfg.action_history:]
     index = model.colour_index(batch.frames[:, k]).flatten(1)
