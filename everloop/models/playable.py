@@ -321,10 +321,10 @@ class Playable(FramesAreStates, Family):
         opt["model"].step()
         return {"loss": loss.item(), "psnr": psnr_of_mse(mse / c.rollout_steps)}
 
-
     def _key_contrast(self, ctx, a, level, last, unknown, ce, target, moving) -> torch.Tensor:
-        """key_contrast's hinge: mean CE over each sample's moving pixels under its own key
-        pressed now (ce, [B H W]) against under another sample's."""
+        """key_contrast's hinge: the mean CE over each sample's moving pixels (`moving` [B, 1,
+        H, W]) under its own key pressed now (`ce`, flat [B H W]) against under another
+        sample's (torch's global RNG, which the trainer seeds and saves, picks whose)."""
         other = a.clone()
         other[:, -1] = a[torch.randperm(len(a), device=a.device), -1]
         out = self.predict(ctx, other, level, last, unknown).float()
