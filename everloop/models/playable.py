@@ -281,7 +281,7 @@ class Playable(FramesAreStates, Family):
     def train_step(self, batch: ActionClips, opt: dict, autocast: bool = False) -> dict[str, float]:
         c, x, acts = self.cfg, batch.frames, batch.actions
         b, k, n = x.shape[0], c.context, c.action_history
-        hist, loss, mse, colours = x[:, :k], 0.0, 0.0, self.draws_colours()
+        hist, loss, mse, colours, contrast = x[:, :k], 0.0, 0.0, self.draws_colours(), 0.0
         if colours:  # palette indices of the clean last context frame and the targets
             index = self.colour_index(x[:, k - 1:].flatten(0, 1)).view(b, -1, *x.shape[-2:])
             last = index[:, 0]
@@ -298,13 +298,14 @@ class Playable(FramesAreStates, Family):
                 # the colour bonus keeps the clean last frame: at play it is exact (a palette frame)
                 out = self.predict(ctx, a, level, last if colours else None, unknown).float()
                 target, before = x[:, k + r], x[:, k - 1 + r]
-                weight = 1 + c.motion_weight * ((target - before).abs().amax(1, keepdim=True) > MOVING).float()
+                moving = (target - before).abs().amax(1, keepdim=True) > MOVING
+                weight = 1 + c.motion_weight * moving.float()
                 if colours:
                     ce = F.cross_entropy(out.flatten(0, 2), index[:, r + 1].flatten(), reduction="none")
                     loss = loss + (weight.flatten() * ce).mean()
                     if c.key_contrast > 0 and r == 0:
-                        loss = loss + c.key_contrast * c.rollout_steps * self._key_contrast(
-                            ctx, a, level, last, unknown, ce, index[:, 1], weight > 1)
+                        contrast = c.key_contrast * self._key_contrast(ctx, a, level, last, unknown, ce, index[:, 1],
+                                                                       moving)
                     last = out.detach().argmax(-1)
                     pred = self.palette_colours[last].permute(0, 3, 1, 2)
                 else:
@@ -314,7 +315,7 @@ class Playable(FramesAreStates, Family):
                 # pixels head: not snapped; a run trained on snapped rollouts lost her more by step 16
                 # (docs/play.md 6b). The colours head's rollouts are palette frames, as at play.
                 hist = torch.cat([hist[:, 1:], quantize(pred.detach())[:, None]], 1)
-            loss = loss / c.rollout_steps
+            loss = loss / c.rollout_steps + contrast
         opt["model"].zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
