@@ -19,6 +19,8 @@ What everloop changes from the seed (NN-Dreams and the World Models port), and w
 - against drift: noise on the RNN's input latents (`context_noise`) and, optionally, a
   share of inputs drawn from the model's own predictions (`self_feed`);
 - the RNN models every `clip_stride`-th frame, so one step carries visible motion;
+- where the footage has no left and right (`mirror` 'auto'), every stage also trains on
+  its mirror image: a second clip of the process that the RNN has not learnt by heart;
 - the VAE's depth follows the frame size (down to 4x4), so 16x16 test frames work, and
   it uses LeakyReLU (ReLU units died at the learning rate a short CPU budget needs);
 - the decoder is trained to be sharp (L1, a clipped linear output, a PatchGAN term): with
@@ -37,7 +39,6 @@ from torch import nn
 from .. import devices, global_batch
 from ..data import to_float, window_starts
 from ..errors import EverloopError
-from ..metrics import psnr_of_mse
 from . import calibration
 from .base import Family
 from .conv_dynamics import make_flow_head, make_rnn
@@ -47,21 +48,20 @@ from .patchgan import PatchDiscriminator, adaptive_weight, d_hinge_loss, g_hinge
 from .vae import VAE
 from .worldmodel_config import WorldModelConfig, check
 from .worldmodel_fit import (
+    encode_frames,
     fit_decoder,
     fit_dream,
     fit_dream_colours,
     heldout_nll,
     hidden_pairs,
+    mirror_symmetric,
+    psnr,
+    reconstruction_psnr,
     spread,
 )
 
-LATENTS_FILE = "latents.safetensors"  # {"mu", "logvar"}: [frames, z_dim] float32
+LATENTS_FILE = "latents.safetensors"  # {"mu", "logvar"[, "mu_mirror", "logvar_mirror"]}: [frames, z_dim] float32
 PIXEL_LOSSES = {"l1": torch.abs, "l2": torch.square, "l1+l2": lambda d: d.abs() + d * d}  # of y - x
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR of the batch's pooled MSE."""
-    return psnr_of_mse(F.mse_loss(a.float(), b.float()).item())
 
 
 def _window_starts(ranges, span: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -110,6 +110,8 @@ class WorldModel(Family):
         self.temperature = 1.0  # sampling only; `generate --temperature` sets it
         self.stage = "vae"
         self.latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, logvar) [N, L]
+        self.mirror_latents: tuple[torch.Tensor, torch.Tensor] | None = None  # of the mirrored frames
+        self.mirror_on: bool | None = None  # cfg.mirror, 'auto' decided on the footage (begin_stage)
         self._unsaved: dict = {}  # latents encoded since the trainer last took them (take_artifacts)
         self.ranges: tuple[list, list] | None = None  # (train, held-out) [start, end) ranges
         self.background: torch.Tensor | None = None  # median training frame [3, S, S] (foreground_weight)
@@ -225,7 +227,7 @@ class WorldModel(Family):
             if self.cfg.still_snap > 0:
                 self.stillness = torch.zeros_like(self.stillness)
         elif name == "encode":
-            self.latents = None
+            self.latents = self.mirror_latents = None
         elif name == "rnn":
             self.mdn = make_rnn(self.cfg)
         elif name == "flow":
@@ -239,6 +241,10 @@ class WorldModel(Family):
         if self.ranges is None:
             self.ranges = (store.split(self.cfg.holdout) if self.cfg.holdout > 0
                            else ([list(e) for e in store.episodes], []))
+        logs = None
+        if self.mirror_on is None:  # decided on the same frames on every resume: nothing to save
+            logs = mirror_symmetric(self, store) if self.cfg.mirror == "auto" else {"mirror": float(self.cfg.mirror == "on")}
+            self.mirror_on = bool(logs["mirror"])
         if name == "vae" and self.cfg.foreground_weight > 0 and self.background is None:
             self.background = self._median_frame(store)  # the same on resume: no state to save
         if name == "encode":
@@ -248,7 +254,7 @@ class WorldModel(Family):
         if name == "flow":
             self._flow_pairs = hidden_pairs(self)
             return {"flow_pairs": len(self._flow_pairs)}
-        return None
+        return logs
 
 
     def _median_frame(self, store, frames: int = 512) -> torch.Tensor:
@@ -272,8 +278,10 @@ class WorldModel(Family):
 
     def _load_or_encode(self, store, saved: dict | None) -> None:
         """The latents the encode stage saved, unless the data changed size since: encode again."""
-        if saved is not None and saved["mu"].shape == (len(store), self.cfg.z_dim):
-            self.latents = (saved["mu"].to(devices.of(self)), saved["logvar"].to(devices.of(self)))
+        if (saved is not None and saved["mu"].shape == (len(store), self.cfg.z_dim)
+                and ("mu_mirror" in saved) == self.mirror_on):
+            self.latents, self.mirror_latents = ((saved[f"mu{k}"].to(devices.of(self)), saved[f"logvar{k}"].to(devices.of(self)))
+                                                 if f"mu{k}" in saved else None for k in ("", "_mirror"))
             return
         self._encode(store)
 
@@ -282,24 +290,18 @@ class WorldModel(Family):
         return made
 
     @torch.no_grad()
-    def _encode(self, store, batch: int = 256) -> dict:
-        """Every frame -> (mu, logvar), held, and handed to the trainer for RUN/latents.safetensors."""
-        mus, logvars = [], []
-        for i in range(0, len(store), batch):
-            mu, logvar = self.vae.encode(to_float(store.frames[i:i + batch]).to(devices.of(self)))
-            mus.append(mu)
-            logvars.append(logvar)
-        mu, logvar = torch.cat(mus).contiguous(), torch.cat(logvars).contiguous()
-        self.latents = (mu, logvar)
-        self._unsaved = {LATENTS_FILE: {"mu": mu.cpu(), "logvar": logvar.cpu()}}
-        logs = {"latent_std": mu.std(0).mean().item()}
-        for key, ranges in zip(("train", "heldout"), self.ranges):
-            idx = spread(ranges, 256)
-            if len(idx):
-                real = to_float(store.frames[idx]).to(mu.device)
-                logs[f"{key}_psnr"] = psnr(self.vae.decode(mu[torch.from_numpy(idx)]), real)
-        logs.update(fit_decoder(self, store, mu))
-        return logs
+    def _encode(self, store) -> dict:
+        """Every frame (and its mirror image, when mirrored) -> (mu, logvar), held, and handed
+        to the trainer for RUN/latents.safetensors; then the decoder's calibration."""
+        encoded = {"": encode_frames(self, store)}
+        if self.mirror_on:
+            encoded["_mirror"] = encode_frames(self, store, mirrored=True)
+        self.latents, self.mirror_latents = encoded[""], encoded.get("_mirror")
+        self._unsaved = {LATENTS_FILE: {f"{name}{key}": t.cpu() for key, pair in encoded.items()
+                                        for name, t in zip(("mu", "logvar"), pair)}}
+        mu = self.latents[0]
+        return {"latent_std": mu.std(0).mean().item(), **reconstruction_psnr(self, store, mu),
+                **fit_decoder(self, store, mu)}
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         opt = {"vae": torch.optim.Adam(self.vae.parameters(), lr=self.cfg.lr_vae),
@@ -315,7 +317,11 @@ class WorldModel(Family):
         from its frame's posterior with the trainer's rng (so a resumed run draws the same)."""
         c = self.cfg
         if self.stage == "vae":
-            return to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
+            x = to_float(store.sample_clips(c.vae_batch, 1, 1, rng, ranges=self.ranges[0]))[:, 0]
+            if self.mirror_on:
+                flip = torch.from_numpy(rng.random(len(x)) < 0.5)
+                x[flip] = x[flip].flip(-1)
+            return x
         if self.stage == "flow":
             picks = self._flow_pairs[torch.from_numpy(rng.integers(0, len(self._flow_pairs), c.flow_batch * c.flow_updates))]
             h, mu, logvar = picks.split([self.mdn.feature_size, c.z_dim, c.z_dim], -1)
@@ -331,6 +337,10 @@ class WorldModel(Family):
             stride = c.clip_stride + rng.integers(-c.stride_jitter, c.stride_jitter + 1, (c.rnn_batch, 1))
         idx = torch.from_numpy(starts[:, None] + np.arange(c.seq_len + 1) * stride)
         mu, logvar = self.latents[0][idx], self.latents[1][idx]
+        if self.mirror_on:  # each window from the footage or from its mirror image
+            flip = torch.from_numpy(rng.random(c.rnn_batch) < 0.5).to(mu.device)[:, None, None]
+            mu = torch.where(flip, self.mirror_latents[0][idx], mu)
+            logvar = torch.where(flip, self.mirror_latents[1][idx], logvar)
         eps = torch.from_numpy(rng.standard_normal(mu.shape).astype(np.float32)).to(mu.device)
         return mu + c.posterior_noise * torch.exp(0.5 * logvar) * eps
 

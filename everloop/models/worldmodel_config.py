@@ -18,7 +18,7 @@ class WorldModelConfig:
                               "still_snap": 0.0, "patch_detail": 0, "still_hold": 0,
                               "rnn_dropout": 0.0, "fit_dream": False, "dream_colours": False,
                               "dream_head": "mdn",
-                              "flow_head_epochs": 0.0}
+                              "flow_head_epochs": 0.0, "mirror": "off"}
 
     size: int = 64
     """Frame height = width in pixels; a power of two >= 8 (World Models: 64)."""
@@ -224,6 +224,16 @@ class WorldModelConfig:
     sigma_min: float = 0.01
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
     (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
+    mirror: str = "auto"
+    """'on': the VAE, the RNN and the flow head also train on the footage's left-right mirror
+    image (half of every batch, drawn at random); 'off': the footage only; 'auto': mirror
+    where the footage has no left and right, i.e. its mean and std images change less under
+    a mirror than from its first half to its second (worldmodel_fit.mirror_symmetric; the
+    run's log says which and why). Why: a 2-minute clip is ~600 RNN steps, which the RNN
+    learns by heart (goop cross-fades between stretches it remembers, the aquarium's dreams
+    replay them: twins); where a process has no left and right its mirror image is a second
+    clip of it that the RNN has not seen. The lava lamp, the waves and Ms. Pac-Man are not
+    mirrored under 'auto'; goop, the fire and the aquarium are (docs/fidelity.md)."""
     seq_len: int = 32
     """Latent steps per RNN training window (truncated BPTT)."""
     clip_stride: int = 6
@@ -303,6 +313,8 @@ def check(cfg: WorldModelConfig, pixel_losses) -> None:
         raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 5)")
     if cfg.rnn_type == "convlstm" and not cfg.latent_grid:
         raise EverloopError("rnn_type 'convlstm' needs a spatial latent: set latent_grid (e.g. 8, with z_dim 256)")
+    if cfg.mirror not in ("auto", "on", "off"):
+        raise EverloopError(f"mirror {cfg.mirror!r}: use 'auto', 'on' or 'off'")
     if cfg.dream_head not in ("mdn", "flow"):
         raise EverloopError(f"dream_head {cfg.dream_head!r}: use 'mdn' or 'flow'")
     if not 0 <= cfg.flow_head_epochs < 1e6:
