@@ -19,8 +19,8 @@ What everloop changes from the seed (NN-Dreams and the World Models port), and w
 - against drift: noise on the RNN's input latents (`context_noise`) and, optionally, a
   share of inputs drawn from the model's own predictions (`self_feed`);
 - the RNN models every `clip_stride`-th frame, so one step carries visible motion;
-- where the footage has no left and right (`mirror` 'auto'), every stage also trains on
-  its mirror image: a second clip of the process that the RNN has not learnt by heart;
+- optionally (`mirror`), every stage also trains on the footage's mirror image where the
+  footage has no left and right: a second clip that the RNN has not learnt by heart;
 - the VAE's depth follows the frame size (down to 4x4), so 16x16 test frames work, and
   it uses LeakyReLU (ReLU units died at the learning rate a short CPU budget needs);
 - the decoder is trained to be sharp (L1, a clipped linear output, a PatchGAN term): with
