@@ -22,10 +22,12 @@ def symmetric_frames() -> np.ndarray:
 
 
 def decided(tmp_path, frames, name):
-    m = build("worldmodel", make_config("worldmodel", "tiny", {}))
+    """mirror 'auto''s decision on a footage, as the vae stage's begin logs it."""
+    m = build("worldmodel", make_config("worldmodel", "tiny", {"mirror": "auto"}))
     store = FrameStore(write_store(tmp_path / name, frames))
-    m.ranges = ([[0, len(store)]], [])
-    return mirror_symmetric(m, store)
+    logs = m.begin_stage("vae", store, {})
+    assert m.mirror_on == bool(logs["mirror"]) and logs == mirror_symmetric(m, store)
+    return logs
 
 
 def test_auto_mirrors_a_footage_without_left_and_right_only(tmp_path):

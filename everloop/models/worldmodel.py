@@ -241,10 +241,10 @@ class WorldModel(Family):
         if self.ranges is None:
             self.ranges = (store.split(self.cfg.holdout) if self.cfg.holdout > 0
                            else ([list(e) for e in store.episodes], []))
-        logs = None
+        logs = None  # the mirror's decision, logged where the option is in use
         if self.mirror_on is None:  # decided on the same frames on every resume: nothing to save
-            logs = mirror_symmetric(self, store) if self.cfg.mirror == "auto" else {"mirror": float(self.cfg.mirror == "on")}
-            self.mirror_on = bool(logs["mirror"])
+            logs = mirror_symmetric(self, store) if self.cfg.mirror == "auto" else None
+            self.mirror_on = bool(logs["mirror"]) if logs else self.cfg.mirror == "on"
         if name == "vae" and self.cfg.foreground_weight > 0 and self.background is None:
             self.background = self._median_frame(store)  # the same on resume: no state to save
         if name == "encode":
