@@ -4,9 +4,8 @@ import pytest
 import torch
 from conftest import blob_frames, write_store
 from safetensors.torch import load_file
-from test_worldmodel import weights, wm_args
+from test_worldmodel import interrupted_then_resumed, weights, wm_args
 
-import everloop.loop as loop_module
 from everloop import checkpoint
 from everloop.data import FrameStore, to_float
 from everloop.errors import EverloopError
@@ -67,17 +66,6 @@ def test_mirrored_run_trains_on_both_images_and_resumes_exactly(tmp_path, monkey
     both = len(hidden_pairs(m))
     m.mirror_latents = None
     assert both == 2 * len(hidden_pairs(m))
-
-    class StopAt(loop_module.tqdm):  # Ctrl-C inside the rnn stage
-        def set_postfix(self, *a, step=0, **k):
-            if step == 5:
-                raise KeyboardInterrupt
-            return super().set_postfix(*a, step=step, **k)
-
-    monkeypatch.setattr(loop_module, "tqdm", StopAt)
-    with pytest.raises(KeyboardInterrupt):
-        train(wm_args(data, tmp_path / "b", steps=8, overrides=on))
-    monkeypatch.undo()
-    resumed = train(wm_args(data, tmp_path / "b", steps=8, overrides=on, resume=True))
+    resumed = interrupted_then_resumed(data, tmp_path / "b", 5, monkeypatch, steps=8, overrides=on)  # in the rnn stage
     sa, sb = weights(run, ""), weights(resumed, "")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

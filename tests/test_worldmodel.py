@@ -35,6 +35,22 @@ def wm_args(data, out, **kw):
                      progress=False, precision="fp32", **kw)
 
 
+def interrupted_then_resumed(data, out, stop_at, monkeypatch, **kw):
+    """A run Ctrl-C'd right after step `stop_at` was logged, then `--resume`d to its end."""
+    class StopAt(loop_module.tqdm):
+        def set_postfix(self, *a, step=0, **k):
+            if step == stop_at:
+                raise KeyboardInterrupt
+            return super().set_postfix(*a, step=step, **k)
+
+    monkeypatch.setattr(loop_module, "tqdm", StopAt)
+    with pytest.raises(KeyboardInterrupt):
+        train(wm_args(data, out, **kw))
+    monkeypatch.undo()
+    assert checkpoint.load_train_state(out)["step"] == stop_at
+    return train(wm_args(data, out, resume=True, **kw))
+
+
 @pytest.fixture
 def wm_run(tmp_path, tiny_data):
     return train(wm_args(tiny_data, tmp_path / "wm", steps=8))
@@ -190,19 +206,7 @@ def test_save_load_gives_identical_frames(wm_run):
 @pytest.mark.parametrize("stop_at", [2, 5, 7])  # inside the vae, the rnn and the flow stage
 def test_resume_continues_exactly_inside_a_stage(tmp_path, tiny_data, monkeypatch, stop_at):
     straight = train(wm_args(tiny_data, tmp_path / "a", steps=8))
-
-    class StopAt(loop_module.tqdm):  # Ctrl-C right after step `stop_at` was logged
-        def set_postfix(self, *a, step=0, **k):
-            if step == stop_at:
-                raise KeyboardInterrupt
-            return super().set_postfix(*a, step=step, **k)
-
-    monkeypatch.setattr(loop_module, "tqdm", StopAt)
-    with pytest.raises(KeyboardInterrupt):
-        train(wm_args(tiny_data, tmp_path / "b", steps=8))
-    monkeypatch.undo()
-    assert checkpoint.load_train_state(tmp_path / "b")["step"] == stop_at
-    resumed = train(wm_args(tiny_data, tmp_path / "b", steps=8, resume=True))
+    resumed = interrupted_then_resumed(tiny_data, tmp_path / "b", stop_at, monkeypatch, steps=8)
     sa, sb = weights(straight, ""), weights(resumed, "")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -390,18 +394,8 @@ def test_adversarial_term_starts_at_adv_start_and_resumes_exactly(tmp_path, tiny
     assert all(math.isfinite(r["adv_w"]) and r["adv_w"] >= 0 for r in vae[2:])
     disc = weights(straight, "disc.")
     assert disc and not all(torch.equal(v, tiny_model(**adv).state_dict()[k]) for k, v in disc.items())
-
-    class StopAt(loop_module.tqdm):  # Ctrl-C after the first adversarial step
-        def set_postfix(self, *a, step=0, **k):
-            if step == 3:
-                raise KeyboardInterrupt
-            return super().set_postfix(*a, step=step, **k)
-
-    monkeypatch.setattr(loop_module, "tqdm", StopAt)
-    with pytest.raises(KeyboardInterrupt):
-        train(wm_args(tiny_data, tmp_path / "b", steps=8, overrides=adv))
-    monkeypatch.undo()
-    resumed = train(wm_args(tiny_data, tmp_path / "b", steps=8, overrides=adv, resume=True))
+    # interrupted after the first adversarial step
+    resumed = interrupted_then_resumed(tiny_data, tmp_path / "b", 3, monkeypatch, steps=8, overrides=adv)
     sa, sb = weights(straight, ""), weights(resumed, "")
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
