@@ -225,16 +225,17 @@ class WorldModelConfig:
     """Soft floor on every mixture sigma: a sigma shrinking to 0 drives the NLL to -inf
     (the World Models PyTorch port saw -1e22); latents are O(1), so 0.01 is fine-grained."""
     mirror: str = "off"
-    """'on': the VAE, the RNN and the flow head also train on the footage's left-right mirror
-    image (half of every batch, drawn at random); 'off': the footage only; 'auto': mirror
-    where the footage has no left and right, i.e. its mean and std images change less under
-    a mirror than from its first half to its second (worldmodel_fit.mirror_symmetric; the
-    run's log says which and why: goop, the fire and the aquarium would be, the lava lamp,
-    the waves and Ms. Pac-Man not). Meant for short clips that the RNN learns by heart (a
-    2-minute clip is ~600 RNN steps); measured 'on' (twentieth session, docs/fidelity.md,
-    30 minutes, seed 0): goop's and the aquarium's dreams got worse by t = 1k (goop's
-    frame energy 2.6x -> 5.1x the band, the aquarium's spectrum 0.8x -> 1.6x): in the same
-    budget the VAE and the RNN fit twice the footage less well. So 'off' by default."""
+    """'on': the VAE, the RNN and the flow head also train on the footage's left-right
+    mirror image (each frame or window of a batch by a coin flip); 'off': the footage only;
+    'auto': mirror where the footage has no left and right, i.e. its mean and std images
+    change less under a mirror than from its first half to its second
+    (worldmodel_fit.mirror_symmetric; the run's log says which and why: goop, the fire and
+    the aquarium would be, the lava lamp, the waves and Ms. Pac-Man not). Meant for short
+    clips that the RNN learns by heart (a 2-minute clip is ~600 RNN steps); measured with
+    'auto', which mirrored both (twentieth session, docs/fidelity.md, 30 minutes, seed 0):
+    goop's and the aquarium's dreams got worse by t = 1k (goop's frame energy 2.6x -> 5.1x
+    the band, the aquarium's spectrum 0.8x -> 1.6x): in the same budget the VAE and the
+    RNN fit twice the footage less well. So 'off' by default."""
     seq_len: int = 32
     """Latent steps per RNN training window (truncated BPTT)."""
     clip_stride: int = 6
