@@ -2,7 +2,8 @@
 the encode stage the decoder's calibration (patch bank of real detail, colour table, still
 plate; calibration.py); at the RNN stage's end the dream's sampling (fit_dream) and the
 colour table again, on dreams (fit_dream_colours); the flow head's training pairs
-(hidden_pairs); and the held-out latent sequences that heldout_nll and
+(hidden_pairs); the footage's latents (encode_frames) and whether to mirror it
+(mirror_symmetric); and the held-out latent sequences that heldout_nll and
 bench/dream_temperature.py score."""
 from __future__ import annotations
 
@@ -60,9 +61,9 @@ def mirror_symmetric(model, store, frames: int = 600) -> dict:
     r is how far the mean and the std images of up to `frames` training frames (spread
     evenly) are from their own mirror images, over how far the first half's are from the
     second half's (the larger of the two ratios); the footage is mirrored when r < 1, i.e.
-    when mirroring it changes it less than time does. Measured on the dev set: goop 0.59,
-    the fire 0.60, the aquarium 0.73 (mirrored); the waves 2.2, Ms. Pac-Man 3.4, the lava
-    lamp 17 (a lamp a pixel off the centre over ten steady minutes: not mirrored)."""
+    when mirroring it changes it less than time does. On the dev set: goop 0.66 and the
+    aquarium 0.80 (their runs' logs), the fire ~0.6 (mirrored); the waves ~2.2, Ms. Pac-Man
+    ~3.4, the lava lamp ~17 (a lamp a pixel off the centre over ten steady minutes: not)."""
     x = to_float(store.frames[spread(model.ranges[0], frames)])
     half = len(x) // 2
     if half < 2:
