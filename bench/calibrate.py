@@ -24,6 +24,7 @@ from everloop.checkpoint import load_run, write_tensors
 from everloop.data import FrameStore
 from everloop.models.worldmodel import WorldModel
 from everloop.models.worldmodel_config import WorldModelConfig
+from everloop.models.worldmodel_fit import fit_dream_colours
 
 
 def main() -> None:
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--set", nargs="*", default=[], help="calibration fields KEY=VALUE")
+    ap.add_argument("--dream-colours", action="store_true",
+                    help="then fit the dreams' colour table as training does after its flow stage")
     a = ap.parse_args()
     torch.set_num_threads(1)
     src, out = Path(a.run), Path(a.out)
@@ -50,7 +53,11 @@ def main() -> None:
     weights.update({k: fresh[k] for k in buffers if k in fresh})
     write_tensors(out / "model.safetensors", weights)
     model, _ = load_run(str(out))
-    logs = model.begin_stage("encode", FrameStore(a.data), {})
+    store = FrameStore(a.data)
+    logs = model.begin_stage("encode", store, {})
+    if a.dream_colours and model.cfg.dream_colours and model.cfg.colour_table > 0:
+        model.eval()
+        logs.update(fit_dream_colours(model, store))
     weights.update({k: model.state_dict()[k].contiguous() for k in buffers if k in fresh})
     write_tensors(out / "model.safetensors", weights)
     print(f"{out}: calibrated; " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
