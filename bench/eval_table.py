@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-FLAGS = ("frozen", "flicker", "loop", "collapse", "nan", "saturation")
+from everloop.report import FLAGS  # the one list of failure flags (twins included)
 
 
 def main() -> None:
