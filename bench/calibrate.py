@@ -4,12 +4,16 @@ now fits at its encode stage (models/worldmodel_fit.py), in a copy: what the cal
 alone changes, on the same weights. `--set KEY=VALUE` overrides a calibration
 field (e.g. patch_detail=0).
 
-    .venv/bin/python bench/calibrate.py RUN --data DATA --out CALIBRATED_RUN
+    .venv/bin/python bench/calibrate.py RUN --data DATA --out CALIBRATED_RUN [--set KEY=VALUE ...]
+        [--dream-colours]
 
 The copy's config.json gets colour_table and still_snap at the family defaults and its
 model.safetensors the fitted buffers; the fit is the family's own encode stage
 (`begin_stage("encode")`: every frame encoded again, then the calibration), so it is what
-a training run with the same VAE would have."""
+a training run with the same VAE would have. With `--dream-colours` the dreams' colour
+table is then fitted as training fits it after its flow stage (worldmodel_fit.
+fit_dream_colours; kept only where it beats the reconstructions' table), so the copy is
+what a training with the same weights and these calibration fields would have played."""
 from __future__ import annotations
 
 import argparse

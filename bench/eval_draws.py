@@ -17,8 +17,8 @@ core; horizons past 10k take as long as the eval's stepping.
 `--seeds N` repeats it with N stream seeds (other start moments, other draws) and prints
 the mean of the expected ratios and their range over the seeds: on a short, bursty
 footage the 32 streams' start moments decide much of what they show, and one seed's
-expected colour ratio of the fire at t = 1k was 1.45-2.16 over four seeds of one run
-(twenty-first session, docs/fidelity.md). The groups of 8 are drawn from an rng of the
+expected colour ratio of the fire at t = 1k was 1.45-2.16 over four stream seeds of one
+run (one of them with 48 streams; twenty-first session, docs/fidelity.md). The groups of 8 are drawn from an rng of the
 seed, horizon and metric, so a cell does not change with the list of --metrics (until
 the twenty-first session one rng ran through all of them: the lamp's colour at t = 1k
 read 1.35 with five metrics and 1.53 with colour alone, from the same windows)."""
