@@ -85,8 +85,8 @@ def main() -> None:
         for h, windows in horizon_windows(model, store, a.streams, horizons, seed).items():
             got = [drift.summarise(w, flow=flow) for w in windows]
             cells = []
-            for m in metrics:
-                rng = np.random.default_rng([seed, h, metrics.index(m)])  # groups independent of the metric list
+            for m in metrics:  # a metric's groups come from its place in the eval's fixed list, not in --metrics
+                rng = np.random.default_rng([seed, h, drift.METRICS.index(m)])
                 r = np.array([drift.set_distance(m, [got[i] for i in rng.choice(len(got), GROUP, replace=False)],
                                                  half_a) for _ in range(DRAWS)]) / width[m][0]
                 pooled = drift.set_distance(m, got, half_a) / width[m][0]
