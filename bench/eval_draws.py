@@ -33,6 +33,7 @@ from everloop import drift, rollout
 from everloop.checkpoint import load_run
 from everloop.data import FrameStore, spread_clips, to_uint8
 from everloop.reference import WINDOW, band, window_halves
+from everloop.validate import positive
 
 GROUP, DRAWS = 8, 200  # the eval's streams per horizon; random groups per horizon
 
@@ -63,11 +64,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
     ap.add_argument("--data", required=True)
-    ap.add_argument("--streams", type=int, default=32)
+    ap.add_argument("--streams", type=positive("--streams"), default=32)
     ap.add_argument("--horizons", default="16,128,1000", help="comma-separated model steps")
     ap.add_argument("--metrics", default="color_hist,brightness", help="comma-separated eval metrics")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seeds", type=int, default=1, help="stream seeds seed, seed + 1, ...: each its own streams")
+    ap.add_argument("--seeds", type=positive("--seeds"), default=1, help="stream seeds seed, seed + 1, ...: each its own streams")
     a = ap.parse_args()
     torch.set_num_threads(1)
     metrics, horizons = a.metrics.split(","), [int(h) for h in a.horizons.split(",")]

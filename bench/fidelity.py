@@ -38,7 +38,11 @@ PROCESSES = {"lava": SHARED / "lavalamp" / "lavalite-classic.mp4",
              **{p: SHARED / "processes" / f"{p}.mp4" for p in ("glschool", "goop", "eruption", "interference")}}
 FIVE = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
 PASS = 1.5  # the acceptance line: within 1.5x of the real-vs-real band
-NOTES = "\n## Notes"  # docs/fidelity.md from this heading on is written by people, and kept
+# docs/fidelity.md is written by people around one generated block: a rerun replaces only
+# what lies between these two lines (before 2026-12-07 it replaced all above "## Notes", and
+# a rerun would have erased the sessions' sections written there since)
+BEGIN = "<!-- bench/fidelity.py writes from here: a rerun replaces this block -->"
+END = "<!-- bench/fidelity.py writes up to here -->"
 
 
 def everloop(*args: str, log: Path | None = None) -> None:
@@ -126,7 +130,7 @@ def write_doc(results: list[dict], a, path: Path) -> None:
     horizons = [t for t in (1000, 10000, 100000) if t <= a.frames] or [a.frames]
     metrics = [m for m in FIVE + ("brightness",) if m in results[0]["report"]["drift"]]
     budget = f"--steps {a.steps}" if a.steps else f"{a.minutes:g} minutes"
-    lines = ["# Fidelity: the default recipe on the five dev processes", "",
+    lines = [BEGIN, "", "## The protocol's last run (bench/fidelity.py)", "",
              (f"`bench/fidelity.py --minutes {a.minutes:g} --frames {a.frames}` ({time.strftime('%Y-%m-%d')}, "
               f"device {a.device}, {a.threads} thread(s) per run, {a.parallel} run(s) at once): "
               f"`everloop train --data DATA --out RUN` with default flags for {budget}, "
@@ -163,10 +167,15 @@ def write_doc(results: list[dict], a, path: Path) -> None:
         pic = side_by_side(r, path.parent / "fidelity" / f"{r['name']}-s{r['seed']}.png",
                            r["report"].get("stride", 1))
         lines += [f"**{r['name']} seed {r['seed']}**", "", f"![]({pic.relative_to(path.parent)})", ""]
-    keep = ""  # what people wrote below the tables (the recipe's story) survives a rerun
-    if path.exists() and NOTES in path.read_text():
-        keep = path.read_text()[path.read_text().index(NOTES):]
-    path.write_text("\n".join(lines) + "\n" + keep)
+    block = "\n".join(lines + [END])
+    text = path.read_text() if path.exists() else "# Fidelity: the default recipe on the five dev processes\n\n"
+    if BEGIN in text and END in text:  # what people wrote around the block survives a rerun
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     print(f"wrote {path}")
 
 

@@ -280,7 +280,8 @@ class WorldModel(Family):
         """The latents the encode stage saved, unless the data changed size since: encode again."""
         if (saved is not None and saved["mu"].shape == (len(store), self.cfg.z_dim)
                 and ("mu_mirror" in saved) == self.mirror_on):
-            pair = lambda key: (saved[f"mu{key}"].to(devices.of(self)), saved[f"logvar{key}"].to(devices.of(self)))
+            def pair(key: str) -> tuple[torch.Tensor, torch.Tensor]:
+                return saved[f"mu{key}"].to(devices.of(self)), saved[f"logvar{key}"].to(devices.of(self))
             self.latents, self.mirror_latents = pair(""), pair("_mirror") if self.mirror_on else None
             return
         self._encode(store)
