@@ -23,6 +23,7 @@ import numpy as np
 from everloop import drift
 from everloop.data import FrameStore
 from everloop.reference import WINDOW, band, window_halves
+from everloop.validate import positive
 
 FIVE = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
 K = 8  # the protocol's streams per horizon
@@ -58,8 +59,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
     ap.add_argument("reports", nargs="*", help="eval report folders of runs on DATA")
-    ap.add_argument("--stride", type=int, default=6)
-    ap.add_argument("--draws", type=int, default=64)
+    ap.add_argument("--stride", type=positive("--stride"), default=6)
+    ap.add_argument("--draws", type=positive("--draws"), default=64)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     store = FrameStore(a.data)
