@@ -30,10 +30,11 @@ K = 8  # the protocol's streams per horizon
 
 
 def later_starts(episodes, first_b: tuple[int, int]) -> list[tuple[int, int]]:
-    """Every (episode, start) of a whole window in B's time range (from B's first window on)."""
+    """Every 4th (episode, start) of a whole window in B's time range (from B's first window
+    on): a grid fine enough to be fresh, coarse enough to keep the summaries cached."""
     e0, t0 = first_b
     return [(e, s) for e, ep in enumerate(episodes) if e >= e0
-            for s in range(t0 if e == e0 else 0, len(ep) - WINDOW + 1)]
+            for s in range(-(-t0 // 4) * 4 if e == e0 else 0, len(ep) - WINDOW + 1, 4)]
 
 
 def fresh_band(episodes, half_a, starts, draws: int, seed: int) -> dict[str, float]:
@@ -43,8 +44,7 @@ def fresh_band(episodes, half_a, starts, draws: int, seed: int) -> dict[str, flo
         tries = 0
         while len(picked) < K:  # non-overlapping, as 8 streams' windows are 8 different moments,
             e, s = starts[int(rng.integers(len(starts)))]  # where B's time holds 8 (a 2-minute
-            s -= s % 4  # clip's holds 4: then overlaps are let in); every 4th start: cached, cheap
-            tries += 1
+            tries += 1  # clip's holds 4: then overlaps are let in)
             if tries > 200 or all(e != pe or abs(s - ps) >= WINDOW for pe, ps in picked):
                 picked.append((e, s))
         for key in picked:
