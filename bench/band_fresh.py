@@ -22,10 +22,10 @@ import numpy as np
 
 from everloop import drift
 from everloop.data import FrameStore
-from everloop.reference import WINDOW, band, window_halves
+from everloop.reference import WINDOW, Reference, window_halves
 from everloop.validate import positive
 
-FIVE = ("feature_fd", "color_hist", "diff_energy", "flow_hist", "temporal_spectrum")
+FIVE = drift.APPEARANCE + drift.MOTION  # the acceptance's five metrics
 K = 8  # the protocol's streams per horizon
 
 
@@ -65,11 +65,11 @@ def main() -> None:
     a = ap.parse_args()
     store = FrameStore(a.data)
     episodes = [store.frames[lo:hi:a.stride] for lo, hi in store.episodes]
-    halves = window_halves(episodes, WINDOW)
-    half_a, half_b = ([drift.summarise(np.asarray(episodes[e][s:s + WINDOW])) for e, s in h] for h in halves)
-    grid = {m: v[0] for m, v in band(half_a, half_b, FIVE, K, a.seed).items()}
-    fresh = fresh_band(episodes, half_a, later_starts(episodes, halves[1][0]), a.draws, a.seed)
-    print(f"{a.data}: A {len(half_a)} windows, B {len(half_b)} (grid); fresh: {a.draws} draws of {K}")
+    ref = Reference(episodes, store.fps / a.stride, seed=a.seed)  # the eval's own halves and band
+    grid = {m: v[0] for m, v in ref.band(K, a.seed).items()}
+    first_b = window_halves(episodes, WINDOW)[1][0]
+    fresh = fresh_band(episodes, ref.A, later_starts(episodes, first_b), a.draws, a.seed)
+    print(f"{a.data}: A {len(ref.A)} windows, B {len(ref.B)} (grid); fresh: {a.draws} draws of {K}")
     print("| band | " + " | ".join(FIVE) + " |\n|---|" + "---:|" * len(FIVE))
     print("| grid (the eval's) | " + " | ".join(f"{grid[m]:.4g}" for m in FIVE) + " |")
     print("| fresh | " + " | ".join(f"{fresh[m]:.4g}" for m in FIVE) + " |")

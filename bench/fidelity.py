@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from everloop import outputs
 from everloop.report import FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,9 +174,7 @@ def write_doc(results: list[dict], a, path: Path) -> None:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    outputs.write_file(path, lambda tmp: tmp.write_text(text))  # temp, then rename
     print(f"wrote {path}")
 
 
