@@ -1,0 +1,125 @@
+"""Where long dreams go, in latent space: are a worldmodel run's dreams at steps 1,000-3,000
+still among the footage's latents, or somewhere of their own?
+
+    .venv/bin/python bench/latent_drift.py RUN --data DATA [--streams 16] [--steps 3000]
+
+`--streams` dreams continue training latents spread over the footage (as the dream fit's
+do, `worldmodel_fit.footage_seeds`) for `--steps` steps at tau 1. Printed:
+- occupancy: the total-variation distance between the share of the footage's latents in
+  each of `--clusters` k-means cells (fitted on the footage) and the dreams' share, at
+  steps 0-300, 1,000-2,000 and 2,000-3,000; beside it the same distance of each fifth of
+  the footage to the whole (how much the footage itself moves between scenes);
+- detectability: a small MLP trained to tell footage latents (posterior draws) from dream
+  latents of steps 1,000-3,000, scored on streams and footage frames it did not train on
+  (balanced accuracy; 0.5 = cannot tell), and the share of steps 0-300 it calls dreams.
+One run takes ~1 minute on one core (lamp, flow head). Nothing under everloop/ uses this:
+it measured, in the twenty-third session, that the lamp's dreams leave the footage's latent
+distribution by t = 1k (0.87 balanced accuracy against ~0.54 at steps 0-300) while their
+latent speed stays the footage's."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from everloop.checkpoint import load_run, read_artifacts
+from everloop.data import FrameStore
+from everloop.models.worldmodel_fit import encode_frames, footage_seeds
+from everloop.validate import positive
+
+SPANS = ((0, 300), (1000, 2000), (2000, 3000))
+
+
+def kmeans(x: torch.Tensor, k: int, seed: int, iters: int = 50) -> torch.Tensor:
+    """Lloyd's k-means centres [k, L] of x [N, L], started from k points drawn by seed."""
+    centres = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:k]].clone()
+    for _ in range(iters):
+        cell = torch.cdist(x, centres).argmin(1)
+        for j in range(k):
+            if (cell == j).any():
+                centres[j] = x[cell == j].mean(0)
+    return centres
+
+
+def occupancy(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Share of latents z [..., L] nearest each centre."""
+    cell = torch.cdist(z.reshape(-1, z.shape[-1]), centres).argmin(1)
+    return torch.bincount(cell, minlength=len(centres)).float() / len(cell)
+
+
+def detectability(real: torch.Tensor, fake: torch.Tensor, early: torch.Tensor, seed: int) -> tuple[float, float]:
+    """(balanced accuracy on the held-out halves, share of `early` called fake) of an MLP
+    trained on the first halves of real [N, L] and fake [S, T, L] (halves of streams)."""
+    torch.manual_seed(seed)
+    half_r, half_f = len(real) // 2, fake.shape[0] // 2
+    train_x = torch.cat([real[:half_r], fake[:half_f].flatten(0, 1)])
+    train_y = torch.cat([torch.ones(half_r), torch.zeros(half_f * fake.shape[1])])
+    weight = torch.where(train_y > 0, 0.5 / half_r, 0.5 / (half_f * fake.shape[1]))
+    net = torch.nn.Sequential(torch.nn.Linear(real.shape[1], 128), torch.nn.SiLU(),
+                              torch.nn.Linear(128, 128), torch.nn.SiLU(), torch.nn.Linear(128, 1))
+    opt = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4)
+    for _ in range(1500):
+        i = torch.randint(len(train_x), (1024,))
+        loss = F.binary_cross_entropy_with_logits(net(train_x[i])[:, 0], train_y[i], weight=weight[i]) / weight[i].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        real_ok = (net(real[half_r:])[:, 0] > 0).float().mean()
+        fake_ok = (net(fake[half_f:].flatten(0, 1))[:, 0] <= 0).float().mean()
+        early_fake = (net(early.flatten(0, 1))[:, 0] <= 0).float().mean()
+    return float(real_ok + fake_ok) / 2, float(early_fake)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--streams", type=positive("--streams"), default=16)
+    ap.add_argument("--steps", type=positive("--steps"), default=3000)
+    ap.add_argument("--clusters", type=positive("--clusters"), default=24)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    model, _ = load_run(a.run)
+    model.eval()
+    store = FrameStore(a.data)
+    model.ranges = store.split(model.cfg.holdout) if model.cfg.holdout > 0 else ([list(e) for e in store.episodes], [])
+    saved = read_artifacts(a.run, ("latents.safetensors",)).get("latents.safetensors")
+    if saved is not None and saved["mu"].shape == (len(store), model.cfg.z_dim):
+        model.latents = saved["mu"], saved["logvar"]
+    else:  # a copied run folder without its latents: encode the footage again
+        model.latents = encode_frames(model, store)
+    train = torch.cat([torch.arange(s, e) for s, e in model.ranges[0]])
+    mu, logvar = model.latents[0][train], model.latents[1][train]
+    real = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(a.seed))
+    every = real[::model.cfg.clip_stride]
+    centres = kmeans(every, a.clusters, a.seed)
+    footage = occupancy(every, centres)
+    seeds = footage_seeds(model, a.streams)
+    gen = torch.Generator().manual_seed(a.seed)
+    with torch.no_grad():
+        _, hidden = model.mdn(seeds[:, :-1])
+        state, zs = (seeds[:, -1], hidden), []
+        for _ in range(max(a.steps, SPANS[-1][1])):
+            state = model.advance(state, gen)
+            zs.append(state[0])
+    z = torch.stack(zs, 1)
+    fifths = [0.5 * (occupancy(c, centres) - footage).abs().sum().item() for c in every.chunk(5)]
+    print(f"{a.run}: {a.streams} dreams x {z.shape[1]} steps, {a.clusters} k-means cells of the footage's latents")
+    print("occupancy TV to the footage's: " + ", ".join(
+        f"steps {lo}-{hi} {0.5 * (occupancy(z[:, lo:hi], centres) - footage).abs().sum().item():.3f}" for lo, hi in SPANS)
+        + f" (the footage's fifths to its whole: {' / '.join(f'{f:.3f}' for f in fifths)})")
+    step = (z[:, 1:] - z[:, :-1]).norm(dim=-1).mean().item()
+    real_step = (every[1:] - every[:-1]).norm(dim=-1).mean().item()
+    print(f"latent step {step:.3f} (footage {real_step:.3f}), |z| {z.norm(dim=-1).mean().item():.2f} "
+          f"(footage {every.norm(dim=-1).mean().item():.2f})")
+    acc, early = detectability(real[torch.randperm(len(real), generator=torch.Generator().manual_seed(a.seed))],
+                               z[:, 1000:3000], z[:, :300], a.seed)
+    print(f"detectability of steps 1000-3000: balanced accuracy {acc:.3f} on held-out halves; "
+          f"steps 0-300 called dreams {early:.3f}")
+
+
+if __name__ == "__main__":
+    main()
