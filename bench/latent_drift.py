@@ -1,10 +1,10 @@
 """Where long dreams go, in latent space: are a worldmodel run's dreams at steps 1,000-3,000
 still among the footage's latents, or somewhere of their own?
 
-    .venv/bin/python bench/latent_drift.py RUN --data DATA [--streams 16] [--steps 3000]
+    .venv/bin/python bench/latent_drift.py RUN --data DATA [--streams 16] [--clusters 24]
 
 `--streams` dreams continue training latents spread over the footage (as the dream fit's
-do, `worldmodel_fit.footage_seeds`) for `--steps` steps at tau 1. Printed:
+do, `worldmodel_fit.footage_seeds` and `dream_on`) for 3,000 steps at tau 1. Printed:
 - occupancy: the total-variation distance between the share of the footage's latents in
   each of `--clusters` k-means cells (fitted on the footage) and the dreams' share, at
   steps 0-300, 1,000-2,000 and 2,000-3,000; beside it the same distance of each fifth of
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from everloop.checkpoint import load_run, read_artifacts
 from everloop.data import FrameStore
-from everloop.models.worldmodel_fit import encode_frames, footage_seeds
+from everloop.models.worldmodel import LATENTS_FILE
+from everloop.models.worldmodel_fit import dream_on, footage_seeds
 from everloop.validate import positive
 
 SPANS = ((0, 300), (1000, 2000), (2000, 3000))
@@ -77,7 +78,6 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--data", required=True)
     ap.add_argument("--streams", type=positive("--streams"), default=16)
-    ap.add_argument("--steps", type=positive("--steps"), default=3000)
     ap.add_argument("--clusters", type=positive("--clusters"), default=24)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -85,27 +85,16 @@ def main() -> None:
     model, _ = load_run(a.run)
     model.eval()
     store = FrameStore(a.data)
-    model.ranges = store.split(model.cfg.holdout) if model.cfg.holdout > 0 else ([list(e) for e in store.episodes], [])
-    saved = read_artifacts(a.run, ("latents.safetensors",)).get("latents.safetensors")
-    if saved is not None and saved["mu"].shape == (len(store), model.cfg.z_dim):
-        model.latents = saved["mu"], saved["logvar"]
-    else:  # a copied run folder without its latents: encode the footage again
-        model.latents = encode_frames(model, store)
+    # the run's own split and latents, as its RNN stage had them; a copied run folder without
+    # its latents encodes the footage again (and refits the decoder's calibration, unused here)
+    model.begin_stage("rnn", store, read_artifacts(a.run, [LATENTS_FILE]))
     train = torch.cat([torch.arange(s, e) for s, e in model.ranges[0]])
     mu, logvar = model.latents[0][train], model.latents[1][train]
     real = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(a.seed))
     every = real[::model.cfg.clip_stride]
     centres = kmeans(every, a.clusters, a.seed)
     footage = occupancy(every, centres)
-    seeds = footage_seeds(model, a.streams)
-    gen = torch.Generator().manual_seed(a.seed)
-    with torch.no_grad():
-        _, hidden = model.mdn(seeds[:, :-1])
-        state, zs = (seeds[:, -1], hidden), []
-        for _ in range(max(a.steps, SPANS[-1][1])):
-            state = model.advance(state, gen)
-            zs.append(state[0])
-    z = torch.stack(zs, 1)
+    z = dream_on(model, footage_seeds(model, a.streams), SPANS[-1][1], torch.Generator().manual_seed(a.seed))
     fifths = [0.5 * (occupancy(c, centres) - footage).abs().sum().item() for c in every.chunk(5)]
     print(f"{a.run}: {a.streams} dreams x {z.shape[1]} steps, {a.clusters} k-means cells of the footage's latents")
     print("occupancy TV to the footage's: " + ", ".join(

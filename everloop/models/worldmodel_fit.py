@@ -227,6 +227,20 @@ def footage_seeds(model, streams: int, shift: float = 0.0) -> torch.Tensor | Non
 
 
 @torch.no_grad()
+def dream_on(model, seeds: torch.Tensor, steps: int, generator: torch.Generator, every: int = 1) -> torch.Tensor:
+    """Latents [S, ceil(steps / every), L] of dreams that continue seed latents [S, T, L]
+    (the RNN run over all but the last, which is the first state) for `steps` steps at the
+    model's temperature, every `every`-th step kept (the first always)."""
+    _, hidden = model.mdn(seeds[:, :-1]) if seeds.shape[1] > 1 else (None, None)
+    state, zs = (seeds[:, -1], hidden), []
+    for t in range(steps):
+        state = model.advance(state, generator)
+        if t % every == 0:
+            zs.append(state[0])
+    return torch.stack(zs, 1)
+
+
+@torch.no_grad()
 def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict:
     """The dream's sigma scale and noise memory (config.fit_dream) whose latent motion is
     closest to the training footage's: for each (sigma scale, rho) of the grid, `streams`
@@ -253,13 +267,7 @@ def fit_dream(model, streams: int = 16, steps: int = 300, seed: int = 0) -> dict
         for rho in DREAM_RHOS:
             model.dream_sigma.fill_(scale)
             model.dream_rho.fill_(rho)
-            gen = torch.Generator().manual_seed(seed)
-            _, hidden = model.mdn(seeds[:, :-1])
-            state, zs = (seeds[:, -1], hidden), []
-            for _ in range(steps):
-                state = model.advance(state, gen)
-                zs.append(state[0])
-            got = motion_stats(list(torch.stack(zs, 1)))
+            got = motion_stats(list(dream_on(model, seeds, steps, torch.Generator().manual_seed(seed))))
             costs[scale, rho] = float((got.log() - want).pow(2).sum()) if torch.isfinite(got).all() else float("inf")
     (scale, rho), cost = min(costs.items(), key=lambda kv: kv[1])
     model.dream_sigma.fill_(scale if np.isfinite(cost) else float(kept[0]))
@@ -295,14 +303,9 @@ def fit_dream_colours(model, store, streams: int = 64, steps: int = 300, every: 
         return flat[rng.permutation(len(flat))[:n]]
 
     def dreams(k: int) -> torch.Tensor:
-        gen, seeds = torch.Generator().manual_seed(seed + k), footage_seeds(model, streams, shift=k / 4)
-        _, hidden = model.mdn(seeds[:, :-1]) if seeds.shape[1] > 1 else (None, None)
-        state, zs = (seeds[:, -1], hidden), []
-        for t in range(steps):
-            state = model.advance(state, gen)
-            if t % every == 0:
-                zs.append(state[0])
-        z = torch.cat(zs)
+        seeds = footage_seeds(model, streams, shift=k / 4)
+        z = dream_on(model, seeds, steps, torch.Generator().manual_seed(seed + k), every)
+        z = z.transpose(0, 1).flatten(0, 1)  # time-major, as the pixels are drawn from it
         return torch.cat([model.decode_detail(model.vae.decode(z[i:i + 256]).float()) for i in range(0, len(z), 256)])
 
     if footage_seeds(model, streams) is None:
