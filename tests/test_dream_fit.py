@@ -4,11 +4,13 @@ stream carries in its state (chunked == long), the colour table refitted on drea
 runs saved before it sampling as before."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from everloop import checkpoint, rollout
-from everloop.models import config_from_dict
+from everloop.data import to_float
+from everloop.models import build, config_from_dict, make_config
 from everloop.models.worldmodel_fit import (
     DREAM_LAGS,
     DREAM_RHOS,
@@ -108,3 +110,30 @@ def test_a_run_saved_before_fit_dream_samples_white_noise_at_tau_1(fitted_run):
 
     old_state, unit_state = stream(False), stream(True)
     assert len(old_state) == 2 and torch.equal(old_state[0], unit_state[0])  # a unit fit changes nothing
+
+
+@pytest.mark.parametrize("head", ["mdn", "flow"])
+def test_hidden_refresh_rebuilds_the_rnn_state_every_k_steps_whatever_the_chunks(tiny_data, head):
+    k = 3
+
+    def model(refresh: int):
+        torch.manual_seed(0)
+        cfg = make_config("worldmodel", "tiny", {"dream_head": head, "hidden_refresh": refresh, "fit_dream": True})
+        m = build("worldmodel", cfg).eval()
+        m.dream_rho.fill_(0.5)  # the noise memory rides in the state beside the recent latents
+        return m
+
+    on, off = model(k), model(0)
+    clip = to_float(np.load(tiny_data / "frames.npy")[:2])[None]  # seed_frames = 2
+    for seed_clip in (None, clip):
+        long = next(rollout.latents(on, 2, 1, chunk=30, seed_clip=seed_clip))
+        chunks = rollout.latents(on, 2, 1, chunk=4, seed_clip=seed_clip)
+        assert torch.equal(long, torch.cat([next(chunks) for _ in range(8)], 1)[:, :30])
+    plain = next(rollout.latents(off, 2, 1, chunk=30, seed_clip=clip))
+    assert torch.equal(long[:, :k + 1], plain[:, :k + 1]) and not torch.allclose(long, plain)
+    gen = torch.Generator().manual_seed(1)
+    state = on.start(2, gen, seed_clip=clip)
+    for _ in range(k):  # k steps after the seed clip's warm-up the state is warmed up again
+        state = on.advance(state, gen)
+    assert state[2].shape[1] == on.context_frames
+    assert torch.equal(state[1][0], on.warm_state(state[2])[1][0])

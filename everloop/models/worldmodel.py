@@ -116,12 +116,13 @@ class WorldModel(Family):
         self.ranges: tuple[list, list] | None = None  # (train, held-out) [start, end) ranges
         self.background: torch.Tensor | None = None  # median training frame [3, S, S] (foreground_weight)
 
-    # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden[, last draws]) -
+    # ---- sampling: start / advance / decode; a state is (z [B, L], RNN hidden[, recent z][, draws])
     def start(self, batch: int, generator: torch.Generator | None = None, seed_clip: torch.Tensor | None = None):
         """Dreams from a real clip's latents (float [B or 1, seed_frames, 3, S, S] in [0, 1]),
         whose last frame is the first one shown, or from the prior plus `burn_in` steps."""
         if seed_clip is None:
-            state = (devices.randn(batch, self.cfg.z_dim, generator=generator, device=devices.of(self)), None)
+            z = devices.randn(batch, self.cfg.z_dim, generator=generator, device=devices.of(self))
+            state = (z, None, z[:, None]) if self.cfg.hidden_refresh else (z, None)
             for _ in range(self.cfg.burn_in):
                 state = self.advance(state, generator)
             return state
@@ -130,9 +131,14 @@ class WorldModel(Family):
             raise EverloopError(f"seed clip is {list(seed_clip.shape)}, the model wants [{batch}, "
                                 f"{', '.join(map(str, want))}]")
         clip = seed_clip.float().expand(batch, *want)
-        mu = self.vae.encode(clip.flatten(0, 1))[0].view(batch, want[0], -1)
-        _, hidden = self.mdn(mu[:, :-1]) if want[0] > 1 else (None, None)
-        return mu[:, -1], hidden
+        return self.warm_state(self.vae.encode(clip.flatten(0, 1))[0].view(batch, want[0], -1))
+
+    def warm_state(self, latents: torch.Tensor):
+        """The state of dreams that continue latents [B, T, L]: the RNN run from a zero state
+        over all but the last, which is the current latent (and, with `hidden_refresh`, the
+        latents the state was warmed on, which advance() extends)."""
+        _, hidden = self.mdn(latents[:, :-1]) if latents.shape[1] > 1 else (None, None)
+        return (latents[:, -1], hidden, latents) if self.cfg.hidden_refresh else (latents[:, -1], hidden)
 
     def advance(self, state, generator: torch.Generator | None = None):
         """One RNN step of every stream: feed z, sample the next z at `temperature` (the flow
@@ -141,10 +147,22 @@ class WorldModel(Family):
         draws (the component's, through the normal CDF, and the Gaussian's) are rho x the
         last one + sqrt(1 - rho^2) x a fresh normal: each draw is distributed as before, but
         a stream keeps its branch and its direction for ~1 / (1 - rho) steps. The last draws
-        ride in the state, so a stream is the same however it is chunked."""
+        ride in the state, so a stream is the same however it is chunked; so do the latents
+        since the RNN was last warmed up, with `hidden_refresh`."""
         z, hidden, *last = state
-        if self.cfg.dream_head == "flow":
-            return self._advance_flow(z, hidden, last, generator)
+        recent = last.pop(0) if self.cfg.hidden_refresh else None
+        step = self._advance_flow if self.cfg.dream_head == "flow" else self._advance_mdn
+        new = step(z, hidden, last, generator)
+        if recent is None:
+            return new
+        z, hidden, *last = new
+        recent = torch.cat([recent, z[:, None]], 1)
+        if recent.shape[1] >= self.cfg.hidden_refresh + self.context_frames:  # K steps since the warm-up
+            z, hidden, recent = self.warm_state(recent[:, -self.context_frames:])
+        return (z, hidden, recent, *last)
+
+    def _advance_mdn(self, z, hidden, last, generator):
+        """advance() with the MDN's mixture."""
         (logits, mu, log_sigma), hidden = self.mdn(z[:, None], hidden)
         logits, mu, log_sigma = logits[:, 0], mu[:, 0], log_sigma[:, 0]
         if not self.cfg.fit_dream:  # World Models' sampling, as every run saved before the fit

@@ -282,6 +282,13 @@ class WorldModelConfig:
     burn_in: int = 16
     """RNN steps a dream from the prior runs before its first frame is shown: a draw from
     N(0, I) is rarely a latent the RNN knows, its first steps settle onto the data."""
+    hidden_refresh: int = 0
+    """Every K dream steps the RNN's state is rebuilt from zero over the stream's last
+    `seed_frames` latents, as a seed clip warms it up (0 = never: one state for the whole
+    dream, as every run before). Why: the RNN trains on windows of `seq_len` steps that
+    start from a zero state, so a state K + seed_frames steps old at most is one of the
+    ages it has seen; a 10,000-step dream otherwise runs on a state 10,000 steps old.
+    Measured at 32 (twenty-fourth session, docs/fidelity.md)."""
 
 
 PRESETS: dict[str, dict] = {

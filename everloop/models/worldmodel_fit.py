@@ -231,8 +231,7 @@ def dream_on(model, seeds: torch.Tensor, steps: int, generator: torch.Generator,
     """Latents [S, ceil(steps / every), L] of dreams that continue seed latents [S, T, L]
     (the RNN run over all but the last, which is the first state) for `steps` steps at the
     model's temperature, every `every`-th step kept (the first always)."""
-    _, hidden = model.mdn(seeds[:, :-1]) if seeds.shape[1] > 1 else (None, None)
-    state, zs = (seeds[:, -1], hidden), []
+    state, zs = model.warm_state(seeds), []
     for t in range(steps):
         state = model.advance(state, generator)
         if t % every == 0:
