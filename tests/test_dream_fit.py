@@ -10,6 +10,7 @@ import torch
 
 from everloop import checkpoint, rollout
 from everloop.data import to_float
+from everloop.errors import EverloopError
 from everloop.models import build, config_from_dict, make_config
 from everloop.models.worldmodel_fit import (
     DREAM_LAGS,
@@ -137,3 +138,5 @@ def test_hidden_refresh_rebuilds_the_rnn_state_every_k_steps_whatever_the_chunks
         state = on.advance(state, gen)
     assert state[2].shape[1] == on.context_frames
     assert torch.equal(state[1][0], on.warm_state(state[2])[1][0])
+    with pytest.raises(EverloopError, match="hidden_refresh -1"):
+        build("worldmodel", make_config("worldmodel", "tiny", {"hidden_refresh": -1}))

@@ -322,6 +322,8 @@ def check(cfg: WorldModelConfig, pixel_losses) -> None:
         raise EverloopError(f"still_hold {cfg.still_hold}: use 0 (off) to 32 grey levels (default 5)")
     if cfg.rnn_type == "convlstm" and not cfg.latent_grid:
         raise EverloopError("rnn_type 'convlstm' needs a spatial latent: set latent_grid (e.g. 8, with z_dim 256)")
+    if not 0 <= cfg.hidden_refresh <= 1_000_000:
+        raise EverloopError(f"hidden_refresh {cfg.hidden_refresh}: use 0 (never) or the dream steps between two warm-ups")
     if cfg.mirror not in ("auto", "on", "off"):
         raise EverloopError(f"mirror {cfg.mirror!r}: use 'auto', 'on' or 'off'")
     if cfg.dream_head not in ("mdn", "flow"):
