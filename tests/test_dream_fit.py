@@ -1,7 +1,7 @@
 """The dream's sampling fitted to the footage (worldmodel config.fit_dream): the motion
 statistics it matches, the fit at the RNN stage's end, the noise with memory that a
-stream carries in its state (chunked == long), the colour table refitted on dreams, and
-runs saved before it sampling as before."""
+stream carries in its state (chunked == long), the colour table refitted on dreams, runs
+saved before it sampling as before, and the RNN state rebuilt every `hidden_refresh` steps."""
 import json
 
 import numpy as np
