@@ -121,8 +121,7 @@ class WorldModel(Family):
         """Dreams from a real clip's latents (float [B or 1, seed_frames, 3, S, S] in [0, 1]),
         whose last frame is the first one shown, or from the prior plus `burn_in` steps."""
         if seed_clip is None:
-            z = devices.randn(batch, self.cfg.z_dim, generator=generator, device=devices.of(self))
-            state = (z, None, z[:, None]) if self.cfg.hidden_refresh else (z, None)
+            state = self.warm_state(devices.randn(batch, 1, self.cfg.z_dim, generator=generator, device=devices.of(self)))
             for _ in range(self.cfg.burn_in):
                 state = self.advance(state, generator)
             return state
